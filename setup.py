@@ -1,0 +1,21 @@
+"""Fashion multimodal search catalog: incremental CLIP embedder on Spark + Delta."""
+
+from setuptools import setup
+
+setup(
+    name="fashion-multimodal-catalog",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=["conf", "schemas", "streaming", "udfs", "jobs"],
+    package_data={"conf": ["*.yaml"]},
+    entry_points={
+        "console_scripts": [
+            "fashion-load-catalog=jobs.load_catalog:main",
+            "fashion-backfill=jobs.backfill:main",
+            "fashion-stream=jobs.stream:main",
+            "fashion-reembed=jobs.reembed:main",
+            "fashion-demo=jobs.demo:main",
+        ]
+    },
+)

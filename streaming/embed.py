@@ -1,0 +1,111 @@
+"""Run the encoders on a planned batch: each distinct description and image encoded once.
+
+Returns the MERGE source: product columns, bookkeeping, and the new vectors
+(null where a modality was not re-encoded; the MERGE then keeps the stored one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from schemas import PRODUCT_COLUMNS
+from udfs.encoders import TEXT_ENCODE_FAILED
+from udfs.vectors import with_hybrid
+
+# Plan actions that reach the MERGE; "unchanged", "stale" and "absent_delete" do not.
+WRITE_ACTIONS = ("insert", "update", "metadata", "delete")
+# Above this many partially re-encoded rows, join instead of an IN-list filter.
+_MAX_IN_LIST = 20000
+
+
+@dataclass
+class EncodedBatch:
+    """The MERGE source and what was encoded to build it."""
+
+    rows: DataFrame
+    texts_encoded: int
+    images_encoded: int
+    cached: list[DataFrame]
+
+    def release(self) -> None:
+        for df in self.cached:
+            df.unpersist()
+
+
+def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dimension: int,
+                text_weight: float, encode_partitions: int) -> EncodedBatch:
+    """Encode what ``plan`` flags and assemble the rows to MERGE.
+
+    ``udfs`` has ``text`` and ``image`` pandas UDFs (see :mod:`udfs.encoders`).
+    Encoded results are persisted so the MERGE, which reads its source twice,
+    never runs a model again.
+    """
+    todo = plan.filter(F.col("_action").isin(*WRITE_ACTIONS))
+    texts = (
+        todo.filter("_need_text").select("text_hash", "description").dropDuplicates(["text_hash"])
+        .repartition(encode_partitions)
+        .withColumn("_t", udfs.text(F.col("description")))
+        .select("text_hash", F.col("_t.embedding").alias("_new_text"), F.col("_t.error").alias("_text_error"))
+        .persist()
+    )
+    images = (
+        todo.filter("_need_image AND _image_read_error IS NULL")
+        .select("image_hash", "image_path").dropDuplicates(["image_hash"])
+        .repartition(encode_partitions)
+        .withColumn("_i", udfs.image(F.col("image_path")))
+        .select("image_hash", F.col("_i.embedding").alias("_new_image"), F.col("_i.error").alias("_image_error"))
+        .persist()
+    )
+    n_texts, n_images = texts.count(), images.count()
+
+    # Rows re-encoding one modality need the other, stored vector to rebuild the hybrid.
+    partial = todo.filter(F.col("_exists") & ~F.col("_deleted") & (F.col("_need_text") != F.col("_need_image")))
+    partial_ids = [r[0] for r in partial.select("product_id").limit(_MAX_IN_LIST + 1).collect()]
+    old = embeddings.select(
+        "product_id", F.col("text_embedding").alias("_old_text"), F.col("image_embedding").alias("_old_image")
+    )
+    if len(partial_ids) <= _MAX_IN_LIST:
+        old = old.filter(F.col("product_id").isin(partial_ids or [-1]))
+    else:
+        old = old.join(partial.select("product_id"), "product_id", "left_semi")
+
+    # Image errors are kept apart from a text failure so that re-encoding one side keeps the other's code.
+    stored_image_error = F.regexp_replace(
+        F.regexp_replace(F.coalesce(F.col("cur_embedding_error"), F.lit("")), TEXT_ENCODE_FAILED, ""), "^,|,$", ""
+    )
+    rows = (
+        todo.join(F.broadcast(texts), "text_hash", "left")
+        .join(F.broadcast(images), "image_hash", "left")
+        .join(old, "product_id", "left")
+        .withColumn("_text_full", F.when(F.col("_need_text"), F.col("_new_text")).otherwise(F.col("_old_text")))
+        .withColumn("_image_full", F.when(F.col("_need_image"), F.col("_new_image")).otherwise(F.col("_old_image")))
+        .withColumn(
+            "_image_err",
+            F.when(F.col("_need_image"), F.coalesce(F.col("_image_read_error"), F.col("_image_error")))
+            .otherwise(F.when(stored_image_error != "", stored_image_error)),
+        )
+    )
+    rows = with_hybrid(rows, "_text_full", "_image_full", text_weight)
+    any_new = F.col("_need_text") | F.col("_need_image")
+    error = F.concat_ws(",", F.col("_image_err"), F.when(F.col("_need_text"), F.col("_text_error")))
+    rows = rows.select(
+        *PRODUCT_COLUMNS,
+        F.when(F.col("_need_image"), F.col("_new_image")).alias("image_embedding"),
+        F.when(F.col("_need_text"), F.col("_new_text")).alias("text_embedding"),
+        F.when(any_new, F.col("hybrid_embedding")).alias("hybrid_embedding"),
+        F.lit(model_id).alias("embedding_model"),
+        F.lit(dimension).alias("embedding_dimension"),
+        "description",
+        "text_hash",
+        "image_hash",
+        F.when(error != "", error).alias("embedding_error"),
+        F.when(any_new, F.col("hybrid_source")).alias("hybrid_source"),
+        "source_commit_version",
+        "_deleted",
+        "_need_text",
+        "_need_image",
+    )
+    return EncodedBatch(rows, n_texts, n_images, [texts, images])

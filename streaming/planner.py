@@ -1,0 +1,79 @@
+"""Decide, per product, what must be encoded: compare content hashes with the stored row.
+
+Output rows carry the product columns, the description, both content hashes and
+the flags ``_need_text`` / ``_need_image``. Rows whose stored state is already
+identical are dropped, so a replayed or no-op change writes nothing.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from schemas import PRODUCT_COLUMNS
+from udfs.description import description_expr
+from udfs.images import ERROR_HASH_PREFIX
+
+# Columns of the stored row the planner compares against (no vectors: they are large).
+_CURRENT_COLUMNS = ["text_hash", "image_hash", "embedding_model", "source_commit_version", "embedding_error"]
+
+
+def current_state(embeddings: DataFrame) -> DataFrame:
+    """Light projection of the embeddings table, prefixed ``cur_``."""
+    return embeddings.select(
+        "product_id",
+        *[F.col(c).alias(f"cur_{c}") for c in PRODUCT_COLUMNS if c != "product_id"],
+        *[F.col(c).alias(f"cur_{c}") for c in _CURRENT_COLUMNS],
+        F.col("text_embedding").isNotNull().alias("cur_has_text"),
+    )
+
+
+def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_hash_udf) -> DataFrame:
+    """Join final product states with stored rows and flag what to (re-)encode.
+
+    * text is re-encoded when the description hash, the model or the stored text vector differ;
+    * the image when its content hash or the model differ;
+    * a price change inside one tier changes neither hash, so nothing is encoded;
+    * deletes of products never embedded, stale changes (older than the stored
+      row) and rows identical to the stored ones are dropped.
+    """
+    live = ~F.col("_deleted")
+    src = (
+        state.withColumn("description", F.when(live, description_expr()))
+        .withColumn("text_hash", F.when(live, F.sha2(F.col("description"), 256)))
+        .withColumn("image_hash", F.when(live, image_hash_udf(F.col("image_path"))))
+    )
+    joined = src.join(current_state(embeddings), "product_id", "left")
+    exists = F.col("cur_source_commit_version").isNotNull() | F.col("cur_text_hash").isNotNull()
+    model_changed = ~F.coalesce(F.col("cur_embedding_model") == F.lit(model_id), F.lit(False))
+    need_text = live & (
+        ~exists | model_changed | ~F.col("cur_has_text") | ~F.col("text_hash").eqNullSafe(F.col("cur_text_hash"))
+    )
+    need_image = live & (~exists | model_changed | ~F.col("image_hash").eqNullSafe(F.col("cur_image_hash")))
+    same_metadata = F.lit(True)
+    for c in PRODUCT_COLUMNS:
+        if c != "product_id":
+            same_metadata = same_metadata & F.col(c).eqNullSafe(F.col(f"cur_{c}"))
+    stale = F.coalesce(F.col("source_commit_version") < F.col("cur_source_commit_version"), F.lit(False))
+    planned = (
+        joined.withColumn("_exists", exists)
+        .withColumn("_need_text", need_text)
+        .withColumn("_need_image", need_image)
+        .withColumn(
+            "_action",
+            F.when(stale, F.lit("stale"))
+            .when(F.col("_deleted") & ~F.col("_exists"), F.lit("absent_delete"))
+            .when(F.col("_deleted"), F.lit("delete"))
+            .when(~F.col("_exists"), F.lit("insert"))
+            .when(F.col("_need_text") | F.col("_need_image"), F.lit("update"))
+            .when(~same_metadata, F.lit("metadata"))
+            .otherwise(F.lit("unchanged")),
+        )
+        # An image that could not even be read needs no model call: its error is its result.
+        .withColumn(
+            "_image_read_error",
+            F.when(F.col("image_hash").startswith(ERROR_HASH_PREFIX),
+                   F.expr(f"substring(image_hash, {len(ERROR_HASH_PREFIX) + 1})")),
+        )
+    )
+    return planned.drop(*[c for c in planned.columns if c.startswith("cur_") and c != "cur_embedding_error"])

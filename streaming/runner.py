@@ -1,0 +1,153 @@
+"""Glue: plan -> encode -> MERGE for one batch, and the Structured Streaming query around it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from conf import Config
+from streaming.embed import encode_plan
+from streaming.planner import plan_changes
+from streaming.reader import final_state, read_product_changes
+from streaming.tables import ensure_all_tables, read_table
+from streaming.writer import merge_embeddings
+from udfs.encoders import EncoderSpec, make_image_hash_udf, make_image_udf, make_text_udf
+from udfs.images import ImageLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchMetrics:
+    """What one batch did; logged as one JSON line per batch."""
+
+    batch_id: int
+    rows_in: int = 0
+    products: int = 0
+    inserts: int = 0
+    updates: int = 0
+    metadata_only: int = 0
+    deletes: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    texts_encoded: int = 0
+    images_encoded: int = 0
+    image_errors: int = 0
+    rows_written: int = 0
+    latency_s: float = 0.0
+    merge: dict = field(default_factory=dict)
+
+
+class Embedder:
+    """Applies product states to the embeddings table; shared by the stream, backfill and reembed."""
+
+    def __init__(self, spark: SparkSession, config: Config):
+        self.spark = spark
+        self.config = config
+        limits = ImageLimits(config.images.max_bytes, config.images.max_pixels, config.images.base_dir)
+        spec = EncoderSpec.from_settings(config.model)
+        # Accumulators count rows that really went through the model, on whichever worker.
+        self.text_calls = spark.sparkContext.accumulator(0)
+        self.image_calls = spark.sparkContext.accumulator(0)
+        self.udfs = SimpleNamespace(
+            text=make_text_udf(spec, self.text_calls),
+            image=make_image_udf(spec, limits, self.image_calls),
+            image_hash=make_image_hash_udf(limits),
+        )
+        self.history: list[BatchMetrics] = []
+        self._app_id: str | None = None
+        ensure_all_tables(spark, config)
+
+    # -- one batch ---------------------------------------------------------------------------
+    def apply_state(self, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
+                    rows_in: int | None = None) -> BatchMetrics:
+        """Plan, encode and MERGE a DataFrame of final product states (see streaming.reader)."""
+        cfg = self.config
+        started = time.perf_counter()
+        metrics = BatchMetrics(batch_id=batch_id)
+        embeddings = read_table(self.spark, cfg.tables.embeddings)
+        plan = plan_changes(state, embeddings, cfg.model.id, self.udfs.image_hash).persist()
+        try:
+            actions = {r["_action"]: r["count"] for r in plan.groupBy("_action").count().collect()}
+            metrics.products = sum(actions.values())
+            metrics.rows_in = rows_in if rows_in is not None else metrics.products
+            metrics.inserts = actions.get("insert", 0)
+            metrics.updates = actions.get("update", 0)
+            metrics.metadata_only = actions.get("metadata", 0)
+            metrics.deletes = actions.get("delete", 0)
+            metrics.unchanged = actions.get("unchanged", 0) + actions.get("absent_delete", 0)
+            metrics.stale = actions.get("stale", 0)
+            to_write = metrics.inserts + metrics.updates + metrics.metadata_only + metrics.deletes
+            if to_write:
+                encoded = encode_plan(plan, embeddings, self.udfs, cfg.model.id, cfg.model.dimension,
+                                      cfg.hybrid_text_weight, cfg.model.encode_partitions)
+                rows = encoded.rows.persist()
+                try:
+                    metrics.rows_written = rows.count()
+                    metrics.image_errors = rows.filter(
+                        F.col("_need_image") & F.col("embedding_error").isNotNull()).count()
+                    metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
+                    metrics.merge = merge_embeddings(self.spark, cfg.tables.embeddings, rows, txn)
+                finally:
+                    rows.unpersist()
+                    encoded.release()
+        finally:
+            plan.unpersist()
+        metrics.latency_s = round(time.perf_counter() - started, 3)
+        self.history.append(metrics)
+        log.info("batch %s", json.dumps(asdict(metrics), sort_keys=True))
+        return metrics
+
+    # -- the stream ----------------------------------------------------------------------------
+    def app_id(self) -> str:
+        """Idempotent-write app id: the configured id plus the checkpoint's query id.
+
+        A new checkpoint restarts batch ids at 0; keying on its query id keeps those
+        batches from being mistaken for already-committed ones.
+        """
+        if self._app_id is None:
+            query_id = None
+            meta = os.path.join(self.config.stream.checkpoint, "metadata")
+            try:
+                with open(meta, encoding="utf-8") as fh:
+                    query_id = json.loads(fh.readline()).get("id")
+            except (OSError, ValueError):
+                log.warning("no readable checkpoint metadata at %s; txnAppId without query id", meta)
+            self._app_id = f"{self.config.stream.app_id}:{query_id}" if query_id else self.config.stream.app_id
+        return self._app_id
+
+    def process_batch(self, batch: DataFrame, batch_id: int) -> None:
+        """foreachBatch body: CDF rows -> final state per product -> apply."""
+        batch = batch.persist()
+        try:
+            rows_in = batch.count()
+            if rows_in == 0:
+                return
+            self.apply_state(final_state(batch), batch_id, (self.app_id(), batch_id), rows_in=rows_in)
+        finally:
+            batch.unpersist()
+
+    def start_stream(self, trigger: str | None = None) -> StreamingQuery:
+        """Start the CDF -> embeddings query (``availableNow`` or ``processingTime`` from config)."""
+        cfg = self.config.stream
+        trigger = trigger or cfg.trigger
+        writer = (
+            read_product_changes(self.spark, self.config)
+            .writeStream.foreachBatch(self.process_batch)
+            .option("checkpointLocation", cfg.checkpoint)
+            .queryName("product_embedder")
+        )
+        if trigger == "availableNow":
+            writer = writer.trigger(availableNow=True)
+        else:
+            writer = writer.trigger(processingTime=cfg.processing_time)
+        log.info("starting stream (trigger %s, checkpoint %s)", trigger, cfg.checkpoint)
+        return writer.start()

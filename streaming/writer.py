@@ -1,0 +1,74 @@
+"""MERGE encoded rows into product_embeddings_multimodal, idempotently per batch."""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import DataFrame, SparkSession
+
+from conf import TableRef
+from schemas import PRODUCT_COLUMNS
+from streaming.tables import delta_table
+
+log = logging.getLogger(__name__)
+
+TXN_APP_ID_CONF = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
+
+_NEWER = "s.source_commit_version >= coalesce(t.source_commit_version, -1)"
+_ANY_NEW = "(s._need_text OR s._need_image)"
+
+
+def _update_set() -> dict[str, str]:
+    cols = {c: f"s.{c}" for c in PRODUCT_COLUMNS}
+    cols.update(
+        description="s.description",
+        text_hash="s.text_hash",
+        image_hash="s.image_hash",
+        source_commit_version="s.source_commit_version",
+        # A modality that was not re-encoded keeps its stored vector.
+        text_embedding="CASE WHEN s._need_text THEN s.text_embedding ELSE t.text_embedding END",
+        image_embedding="CASE WHEN s._need_image THEN s.image_embedding ELSE t.image_embedding END",
+        updated_at="current_timestamp()",
+    )
+    for c in ("hybrid_embedding", "hybrid_source", "embedding_error", "embedding_model", "embedding_dimension"):
+        cols[c] = f"CASE WHEN {_ANY_NEW} THEN s.{c} ELSE t.{c} END"
+    return cols
+
+
+def _insert_values() -> dict[str, str]:
+    cols = {c: f"s.{c}" for c in PRODUCT_COLUMNS}
+    for c in ("image_embedding", "text_embedding", "hybrid_embedding", "embedding_model", "embedding_dimension",
+              "description", "text_hash", "image_hash", "embedding_error", "hybrid_source", "source_commit_version"):
+        cols[c] = f"s.{c}"
+    cols["updated_at"] = "current_timestamp()"
+    return cols
+
+
+def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
+                     txn: tuple[str, int] | None = None) -> dict[str, int]:
+    """Apply inserts, updates and deletes in one MERGE commit; returns Delta's MERGE metrics.
+
+    With ``txn=(app_id, version)`` the commit carries Delta's idempotent-write
+    identifiers: if a commit with that app id and a version >= this one already
+    exists (a replayed micro-batch), Delta skips the write entirely.
+    """
+    table = delta_table(spark, target)
+    if txn is not None:
+        spark.conf.set(TXN_APP_ID_CONF, txn[0])
+        spark.conf.set(TXN_VERSION_CONF, str(txn[1]))
+    try:
+        result = (
+            table.alias("t")
+            .merge(rows.alias("s"), "t.product_id = s.product_id")
+            .whenMatchedDelete(condition=f"s._deleted AND {_NEWER}")
+            .whenMatchedUpdate(condition=f"NOT s._deleted AND {_NEWER}", set=_update_set())
+            .whenNotMatchedInsert(condition="NOT s._deleted", values=_insert_values())
+            .execute()
+        )
+    finally:
+        if txn is not None:
+            spark.conf.unset(TXN_APP_ID_CONF)
+            spark.conf.unset(TXN_VERSION_CONF)
+    first = result.first() if result is not None else None
+    return {k: int(v) for k, v in first.asDict().items()} if first else {}

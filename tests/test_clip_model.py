@@ -1,0 +1,71 @@
+"""Unit tests: CLIP loading through from_pretrained, vector properties, bf16 fidelity, hybrid."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from udfs.clip_model import ClipEncoder, ModelLoadError, get_encoder
+from udfs.vectors import hybrid_vector
+
+TEXTS = ["red party dress for women", "black formal leather shoes", "blue denim jeans, casual wear", ""]
+
+
+def _images():
+    rng = np.random.default_rng(1)
+    return [Image.fromarray(rng.integers(0, 255, (40 + 7 * i, 50, 3), dtype=np.uint8)) for i in range(4)]
+
+
+def test_loads_saved_model_and_produces_unit_vectors(tiny_model_dir, caplog):
+    with caplog.at_level(logging.WARNING):
+        enc = ClipEncoder(tiny_model_dir, expected_dimension=512)
+    assert "RANDOM WEIGHTS" in caplog.text and tiny_model_dir in caplog.text
+    t = enc.encode_texts(TEXTS, batch_size=3)
+    i = enc.encode_images(_images(), batch_size=3)
+    assert t.shape == (4, 512) and i.shape == (4, 512)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(i, axis=1), 1.0, atol=1e-12)
+    # Batching must not change results.
+    np.testing.assert_allclose(enc.encode_texts(TEXTS[:1]), t[:1], atol=1e-6)
+
+
+def test_bf16_autocast_stays_faithful_to_fp32(tiny_model_dir):
+    fp32 = ClipEncoder(tiny_model_dir, precision="fp32")
+    bf16 = ClipEncoder(tiny_model_dir, precision="bf16")
+    cos_t = (fp32.encode_texts(TEXTS) * bf16.encode_texts(TEXTS)).sum(axis=1)
+    cos_i = (fp32.encode_images(_images()) * bf16.encode_images(_images())).sum(axis=1)
+    assert cos_t.min() >= 0.999, cos_t
+    assert cos_i.min() >= 0.999, cos_i
+
+
+def test_dimension_mismatch_is_reported(tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="produces 512-d vectors but model.dimension is 768"):
+        ClipEncoder(tiny_model_dir, expected_dimension=768)
+
+
+def test_missing_local_folder_says_what_to_do(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist; build the demo model"):
+        ClipEncoder(str(tmp_path / "no-model"))
+
+
+def test_unreachable_hub_id_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="point model.name_or_path at the local folder"):
+        ClipEncoder("openai/clip-vit-base-patch32-not-cached")
+
+
+def test_encoder_is_loaded_once_per_process(tiny_model_dir):
+    assert get_encoder(tiny_model_dir, "fp32", 1, 512) is get_encoder(tiny_model_dir, "fp32", 1, 512)
+
+
+def test_hybrid_vector_math():
+    t = np.array([1.0, 0.0, 0.0])
+    i = np.array([0.0, 1.0, 0.0])
+    h = hybrid_vector(t, i, 0.5)
+    np.testing.assert_allclose(h, [2**-0.5, 2**-0.5, 0.0])
+    np.testing.assert_allclose(hybrid_vector(t, i, 1.0), t)
+    np.testing.assert_allclose(hybrid_vector(t, None, 0.3), t)
+    np.testing.assert_allclose(np.linalg.norm(hybrid_vector(t, i, 0.8)), 1.0)

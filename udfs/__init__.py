@@ -1,0 +1,1 @@
+"""Encoders: text description, image reading, CLIP model and the Arrow pandas UDFs."""

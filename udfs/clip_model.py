@@ -1,0 +1,152 @@
+"""Load a CLIP model once per process and encode texts and images with it.
+
+The real loading path (``CLIPModel.from_pretrained`` on a hub id or a local
+folder) is the only path: tests build a tiny CLIP, save it with
+``save_pretrained`` and load it back through here. A folder may carry a
+``model_card.json`` saying how its weights were made; random weights are
+announced loudly so nobody mistakes a demo model for a real one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from contextlib import nullcontext
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_CARD = "model_card.json"
+
+
+class ModelLoadError(RuntimeError):
+    """The configured CLIP model could not be loaded."""
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in float64 (zero rows stay zero)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
+def read_model_card(name_or_path: str) -> dict:
+    """Return the folder's model_card.json (empty for hub ids or folders without one)."""
+    card = os.path.join(name_or_path, MODEL_CARD)
+    if os.path.isfile(card):
+        with open(card, encoding="utf-8") as fh:
+            return json.load(fh)
+    return {}
+
+
+class ClipEncoder:
+    """A CLIP text and image encoder producing L2-normalised float64 vectors."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        precision: str = "fp32",
+        torch_threads: int | None = None,
+        expected_dimension: int | None = None,
+    ):
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        local = os.path.isdir(name_or_path)
+        if not local and name_or_path.startswith(("/", ".")):
+            raise ModelLoadError(
+                f"model folder {name_or_path!r} does not exist; build the demo model with "
+                "`python -m jobs.demo` or set model.name_or_path to a CLIP saved with save_pretrained()"
+            )
+        try:
+            self.model = CLIPModel.from_pretrained(name_or_path, local_files_only=local).eval()
+            self.processor = CLIPProcessor.from_pretrained(name_or_path, local_files_only=local, use_fast=False)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"could not load CLIP from {name_or_path!r} ({exc.__class__.__name__}: {exc}). "
+                "Without access to the Hugging Face hub, download the model elsewhere and point "
+                "model.name_or_path at the local folder."
+            ) from exc
+        self.name_or_path = name_or_path
+        self.precision = precision
+        self.dimension = int(self.model.config.projection_dim)
+        if expected_dimension and self.dimension != expected_dimension:
+            raise ModelLoadError(
+                f"{name_or_path!r} produces {self.dimension}-d vectors but model.dimension is "
+                f"{expected_dimension}; fix model.dimension or the model"
+            )
+        self.max_text_tokens = int(self.model.config.text_config.max_position_embeddings)
+        card = read_model_card(name_or_path) if local else {"weights": "pretrained (hub)"}
+        self.weights = str(card.get("weights", "unknown (no model_card.json)"))
+        message = (
+            f"CLIP loaded from {name_or_path} (weights: {self.weights}, dim {self.dimension}, "
+            f"precision {precision}, pid {os.getpid()})"
+        )
+        if self.weights == "random":
+            log.warning("%s -- RANDOM WEIGHTS: vectors carry no meaning, demo/plumbing only", message)
+        else:
+            log.info(message)
+        self._torch = torch
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return self._torch.autocast("cpu", dtype=self._torch.bfloat16)
+        return nullcontext()
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Encode texts to an (n, dim) array of unit vectors."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            chunk = [t if t else "" for t in texts[start : start + batch_size]]
+            tokens = self.processor.tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+            )
+            with self._torch.inference_mode(), self._autocast():
+                feats = self.model.get_text_features(
+                    input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+                )
+            out.append(feats.float().numpy())
+        if not out:
+            return np.zeros((0, self.dimension))
+        return l2_normalize(np.concatenate(out))
+
+    def preprocess_images(self, images: Sequence) -> "object":
+        """Pixel tensor for a list of RGB PIL images (resize, crop, normalise)."""
+        return self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def encode_pixels(self, pixel_values) -> np.ndarray:
+        """Encode an already preprocessed pixel tensor."""
+        with self._torch.inference_mode(), self._autocast():
+            feats = self.model.get_image_features(pixel_values=pixel_values)
+        return feats.float().numpy()
+
+    def encode_images(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
+        """Encode RGB PIL images to an (n, dim) array of unit vectors."""
+        out = [
+            self.encode_pixels(self.preprocess_images(images[start : start + batch_size]))
+            for start in range(0, len(images), batch_size)
+        ]
+        if not out:
+            return np.zeros((0, self.dimension))
+        return l2_normalize(np.concatenate(out))
+
+
+_CACHE: dict[tuple, ClipEncoder] = {}
+_LOCK = threading.Lock()
+
+
+def get_encoder(
+    name_or_path: str, precision: str = "fp32", torch_threads: int | None = None, expected_dimension: int | None = None
+) -> ClipEncoder:
+    """The process-wide encoder for these settings, loaded on first use only."""
+    key = (name_or_path, precision, torch_threads, expected_dimension)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = ClipEncoder(name_or_path, precision, torch_threads, expected_dimension)
+        return _CACHE[key]

@@ -1,0 +1,91 @@
+"""Build a CLIP with RANDOM weights and a locally built tokenizer, saved with save_pretrained.
+
+No pretrained weights can be downloaded on the build machines, so tests,
+benchmarks and the plumbing demo use a model made here. Its folder carries a
+``model_card.json`` with ``"weights": "random"`` and the encoder warns loudly
+whenever it loads one. Two shapes: ``tiny`` (tests) and ``vit-b-32`` (the
+ViT-B/32 compute shape, for throughput benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from udfs.clip_model import MODEL_CARD
+
+SHAPES = ("tiny", "vit-b-32")
+
+
+def _byte_vocab() -> dict[str, int]:
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def build_tokenizer(out_dir: str | os.PathLike[str]):
+    """A byte-level CLIP BPE tokenizer (no merges): every byte is a token."""
+    from transformers import CLIPTokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps(_byte_vocab()), encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    return CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"))
+
+
+def build_random_clip(out_dir: str | os.PathLike[str], shape: str = "tiny", seed: int = 0) -> str:
+    """Create and save a random-weights CLIP of the given shape; returns the folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+    import tempfile
+
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(tmp)
+    vocab_size = len(tokenizer)
+    if shape == "tiny":
+        text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    max_position_embeddings=128)
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      image_size=32, patch_size=8)
+    else:  # the openai/clip-vit-base-patch32 architecture
+        text = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                    max_position_embeddings=77)
+        vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                      image_size=224, patch_size=32)
+    text.update(vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                pad_token_id=vocab_size - 1)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=512)
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    size = vision["image_size"]
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    card = {
+        "weights": "random",
+        "shape": shape,
+        "seed": seed,
+        "note": "Random weights built locally by udfs.random_clip: for tests, benchmarks and plumbing demos only.",
+    }
+    (out / MODEL_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
+    return str(out)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--shape", choices=SHAPES, default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(build_random_clip(args.out_dir, args.shape, args.seed))

@@ -52,7 +52,12 @@ def test_missing_local_folder_says_what_to_do(tmp_path):
 
 
 def test_unreachable_hub_id_says_what_to_do(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Offline mode answers at once instead of retrying a network that is not there.
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
     with pytest.raises(ModelLoadError, match="point model.name_or_path at the local folder"):
         ClipEncoder("openai/clip-vit-base-patch32-not-cached")
 

@@ -30,24 +30,24 @@ def with_hybrid(df: DataFrame, text_col: str, image_col: str, weight: float,
     t, i = F.col(text_col), F.col(image_col)
     w = float(weight)
     mixed = F.zip_with(t, i, lambda a, b: F.lit(w) * a + F.lit(1.0 - w) * b)
-    raw = (
-        F.when(t.isNotNull() & i.isNotNull(), mixed)
-        .when(t.isNotNull(), t)
-        .otherwise(i)
-    )
+    both = t.isNotNull() & i.isNotNull()
     norm = F.sqrt(F.aggregate(F.col("_hybrid_raw"), F.lit(0.0), lambda acc, x: acc + x * x))
     source: Column = (
-        F.when(t.isNotNull() & i.isNotNull(), F.lit(HYBRID_BOTH))
+        F.when(both, F.lit(HYBRID_BOTH))
         .when(t.isNotNull(), F.lit(HYBRID_TEXT_ONLY))
         .when(i.isNotNull(), F.lit(HYBRID_IMAGE_ONLY))
     )
+    # With one side missing the hybrid *is* the other (already unit) vector, bit for bit.
     return (
-        df.withColumn("_hybrid_raw", raw)
+        df.withColumn("_hybrid_raw", F.when(both, mixed))
         .withColumn("_hybrid_norm", norm)
         .withColumn(
             out_col,
-            F.when(F.col("_hybrid_norm") > 0, F.transform("_hybrid_raw", lambda x: x / F.col("_hybrid_norm")))
-            .otherwise(F.col("_hybrid_raw")),
+            F.when(both & (F.col("_hybrid_norm") > 0),
+                   F.transform("_hybrid_raw", lambda x: x / F.col("_hybrid_norm")))
+            .when(both, F.col("_hybrid_raw"))
+            .when(t.isNotNull(), t)
+            .otherwise(i),
         )
         .withColumn(source_col, source)
         .drop("_hybrid_raw", "_hybrid_norm")

@@ -1,0 +1,74 @@
+"""Helpers for the integration tests: products, drawn images, one-shot stream runs."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from schemas import PRODUCT_COLUMNS, PRODUCTS_SCHEMA
+from streaming.tables import ensure_all_tables, read_table
+
+COLOURS = [(200, 30, 40), (20, 30, 90), (40, 140, 60), (235, 200, 40), (110, 50, 140), (20, 20, 20)]
+
+
+def draw_image(path: str, seed: int) -> str:
+    """A small distinct JPEG per seed."""
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (48, 64), COLOURS[seed % len(COLOURS)])
+    arr = np.asarray(img).copy()
+    arr[rng.integers(0, 64, 200), rng.integers(0, 48, 200)] = rng.integers(0, 255, (200, 3))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(arr).save(path, "JPEG")
+    return path
+
+
+def truncated_jpeg(path: str) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    with open(path, "wb") as fh:
+        fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
+def product(pid: int, image_path: str | None, **overrides) -> dict:
+    row = {
+        "product_id": pid,
+        "product_display_name": f"Test Brand Men Navy Blue Shirt {pid}",
+        "master_category": "Apparel",
+        "sub_category": "Topwear",
+        "article_type": "Shirts",
+        "base_color": "Navy Blue",
+        "price": 45.0,
+        "image_path": image_path,
+        "gender": "Men",
+        "season": "Fall",
+        "year": 2012,
+        "usage": "Casual",
+    }
+    row.update(overrides)
+    return row
+
+
+def append_products(spark, config, rows: list[dict]) -> None:
+    ensure_all_tables(spark, config)
+    df = spark.createDataFrame([tuple(r[c] for c in PRODUCT_COLUMNS) for r in rows], PRODUCTS_SCHEMA)
+    df.write.format("delta").mode("append").save(config.tables.products.path)
+
+
+def stream_once(embedder) -> list:
+    """Run the CDF stream with availableNow; return the metrics of the batches it ran."""
+    before = len(embedder.history)
+    embedder.start_stream("availableNow").awaitTermination()
+    return embedder.history[before:]
+
+
+def embedding_rows(spark, config) -> dict:
+    return {r.product_id: r for r in read_table(spark, config.tables.embeddings).collect()}
+
+
+def calls(embedder) -> tuple[int, int]:
+    """(texts, images) that went through the model so far."""
+    return embedder.text_calls.value, embedder.image_calls.value

@@ -1,0 +1,265 @@
+"""Integration tests: the CDF stream -> CLIP UDFs -> MERGE, on a real local Spark + Delta."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from schemas import PRODUCT_COLUMNS
+from streaming.runner import Embedder
+from streaming.tables import latest_version, read_table
+from tests.helpers import append_products, calls, draw_image, embedding_rows, product, stream_once, truncated_jpeg
+from udfs import images as image_codes
+from udfs.clip_model import get_encoder
+from udfs.vectors import hybrid_vector
+
+
+@pytest.fixture
+def env(spark, workspace):
+    config = workspace.config()
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(6)]
+    return spark, config, imgs
+
+
+def _norm(v):
+    return float(np.linalg.norm(np.asarray(v)))
+
+
+def _products_df(spark, config):
+    return read_table(spark, config.tables.products).select(*PRODUCT_COLUMNS)
+
+
+def _embedded_products_df(spark, config):
+    return read_table(spark, config.tables.embeddings).select(*PRODUCT_COLUMNS)
+
+
+def test_new_products_get_all_three_normalized_vectors(env):
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1], price=150.0), product(3, imgs[2])])
+    embedder = Embedder(spark, config)
+    batches = stream_once(embedder)
+    assert [b.inserts for b in batches] == [3]
+    assert_df_equality(_products_df(spark, config), _embedded_products_df(spark, config),
+                       ignore_row_order=True, ignore_nullable=True)
+    rows = embedding_rows(spark, config)
+    encoder = get_encoder(config.model.name_or_path, "fp32", 1, 512)
+    for pid, row in rows.items():
+        for col in ("image_embedding", "text_embedding", "hybrid_embedding"):
+            vec = getattr(row, col)
+            assert len(vec) == 512 and abs(_norm(vec) - 1.0) < 1e-9, (pid, col)
+        assert row.embedding_model == "tiny-clip-test" and row.embedding_dimension == 512
+        assert row.hybrid_source == "text+image" and row.embedding_error is None
+        assert row.updated_at is not None and row.source_commit_version >= 0
+        np.testing.assert_allclose(row.hybrid_embedding, hybrid_vector(
+            np.array(row.text_embedding), np.array(row.image_embedding), 0.5), atol=1e-12)
+        # The vectors are the model's own, not something made up along the way.
+        np.testing.assert_allclose(row.text_embedding, encoder.encode_texts([row.description])[0], atol=1e-5)
+    assert rows[2].description.endswith("luxury price") and "navy blue shirts" in rows[2].description
+
+
+def test_price_change_inside_tier_reencodes_nothing(env):
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    before_rows, before_calls = embedding_rows(spark, config), calls(embedder)
+    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 1", {"price": F.lit(49.5)})
+    batches = stream_once(embedder)
+    assert calls(embedder) == before_calls, "no text or image may be encoded"
+    assert [(b.metadata_only, b.texts_encoded, b.images_encoded) for b in batches] == [(1, 0, 0)]
+    after = embedding_rows(spark, config)
+    assert after[1].price == 49.5
+    for col in ("text_embedding", "image_embedding", "hybrid_embedding"):
+        assert getattr(after[1], col) == getattr(before_rows[1], col)
+    assert after[2] == before_rows[2]
+
+
+def test_tier_crossing_reencodes_text_only(env):
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    before, (texts, images) = embedding_rows(spark, config)[1], calls(embedder)
+    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 1", {"price": F.lit(75.0)})
+    stream_once(embedder)
+    assert calls(embedder) == (texts + 1, images)
+    after = embedding_rows(spark, config)[1]
+    assert "premium price" in after.description and "mid-range" in before.description
+    assert after.text_embedding != before.text_embedding
+    assert after.image_embedding == before.image_embedding
+    assert after.hybrid_embedding != before.hybrid_embedding and abs(_norm(after.hybrid_embedding) - 1) < 1e-9
+
+
+def test_new_image_reencodes_image_only(env):
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    before, (texts, images) = embedding_rows(spark, config)[1], calls(embedder)
+    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 1", {"image_path": F.lit(imgs[3])})
+    stream_once(embedder)
+    assert calls(embedder) == (texts, images + 1)
+    after = embedding_rows(spark, config)[1]
+    assert after.text_embedding == before.text_embedding
+    assert after.image_embedding != before.image_embedding
+    assert after.hybrid_embedding != before.hybrid_embedding
+
+
+def test_delete_removes_the_row(env):
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    DeltaTable.forPath(spark, config.tables.products.path).delete("product_id = 2")
+    stream_once(embedder)
+    assert sorted(embedding_rows(spark, config)) == [1]
+
+
+def test_several_changes_of_one_product_in_one_batch_land_as_final_state(env):
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1]), product(3, imgs[2])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    table = DeltaTable.forPath(spark, config.tables.products.path)
+    table.update("product_id = 1", {"product_display_name": F.lit("First rename")})
+    table.update("product_id = 1", {"product_display_name": F.lit("Second rename"), "price": F.lit(20.0)})
+    table.delete("product_id = 2")
+    append_products(spark, config, [product(2, imgs[4], base_color="Red", product_display_name="Reborn")])
+    table.delete("product_id = 3")
+    append_products(spark, config, [product(4, imgs[5])])
+    table.delete("product_id = 4")
+    batches = stream_once(embedder)
+    assert len(batches) == 1, "all commits arrive in one micro-batch"
+    assert_df_equality(_products_df(spark, config), _embedded_products_df(spark, config),
+                       ignore_row_order=True, ignore_nullable=True)
+    rows = embedding_rows(spark, config)
+    assert sorted(rows) == [1, 2]
+    assert rows[1].product_display_name == "Second rename" and "affordable" in rows[1].description
+    assert rows[2].base_color == "Red" and rows[2].source_commit_version == latest_version(
+        spark, config.tables.products) - 3
+
+
+def test_replaying_a_batch_changes_nothing(env):
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
+    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 2", {"price": F.lit(99.0)})
+    embedder = Embedder(spark, config)
+    cdf = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0) \
+        .load(config.tables.products.path)
+    embedder.process_batch(cdf, 0)
+    version = latest_version(spark, config.tables.embeddings)
+    snapshot = read_table(spark, config.tables.embeddings).drop("updated_at")
+    rows_before = sorted(snapshot.collect())
+    calls_before = calls(embedder)
+    embedder.process_batch(cdf, 0)  # the same batch again, as after a crash before the checkpoint
+    assert latest_version(spark, config.tables.embeddings) == version
+    assert sorted(read_table(spark, config.tables.embeddings).drop("updated_at").collect()) == rows_before
+    assert calls(embedder) == calls_before
+
+
+def test_replay_is_skipped_by_the_delta_transaction_id(env):
+    """Even a batch whose rows would change something is not applied twice under the same id."""
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0])])
+    embedder = Embedder(spark, config)
+    from streaming.reader import snapshot_as_state
+
+    products = read_table(spark, config.tables.products)
+    embedder.apply_state(snapshot_as_state(products, 1), batch_id=7, txn=("replay-test", 7))
+    version = latest_version(spark, config.tables.embeddings)
+    changed = products.withColumn("price", F.lit(500.0))
+    embedder.apply_state(snapshot_as_state(changed, 1), batch_id=7, txn=("replay-test", 7))
+    assert latest_version(spark, config.tables.embeddings) == version
+    assert embedding_rows(spark, config)[1].price == 45.0
+
+
+def test_bad_images_get_error_codes_and_the_batch_lands(env):
+    spark, config, imgs = env
+    base = os.path.dirname(imgs[0])
+    empty = f"{base}/empty.jpg"
+    open(empty, "wb").close()
+    text_file = f"{base}/notes.jpg"
+    with open(text_file, "w") as fh:
+        fh.write("this is not a picture")
+    rows = [
+        product(1, imgs[0]),
+        product(2, f"{base}/missing.jpg", product_display_name="Missing"),
+        product(3, empty, product_display_name="Empty"),
+        product(4, truncated_jpeg(f"{base}/cut.jpg"), product_display_name="Truncated"),
+        product(5, text_file, product_display_name="Not an image"),
+        product(6, None, product_display_name="No path"),
+    ]
+    append_products(spark, config, rows)
+    embedder = Embedder(spark, config)
+    batches = stream_once(embedder)
+    assert batches[0].image_errors == 5
+    got = embedding_rows(spark, config)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    expected = {1: None, 2: image_codes.IMAGE_MISSING, 3: image_codes.IMAGE_EMPTY,
+                4: image_codes.IMAGE_UNDECODABLE, 5: image_codes.IMAGE_UNDECODABLE, 6: image_codes.IMAGE_PATH_NULL}
+    assert {pid: r.embedding_error for pid, r in got.items()} == expected
+    for pid in range(2, 7):
+        r = got[pid]
+        assert r.image_embedding is None and r.text_embedding is not None
+        assert r.hybrid_embedding == r.text_embedding and r.hybrid_source == "text_only"
+    # Fixing a broken file re-encodes its image (the content hash changed), nothing else.
+    draw_image(f"{base}/missing.jpg", 5)
+    texts, images = calls(embedder)
+    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 2", {"year": F.lit(2013)})
+    stream_once(embedder)
+    assert calls(embedder) == (texts, images + 1)
+    fixed = embedding_rows(spark, config)[2]
+    assert fixed.embedding_error is None and fixed.image_embedding is not None and fixed.hybrid_source == "text+image"
+
+
+def test_identical_descriptions_are_encoded_once(env):
+    spark, config, imgs = env
+    same = dict(product_display_name="Twin Shirt")
+    append_products(spark, config, [product(1, imgs[0], **same), product(2, imgs[0], **same),
+                                    product(3, imgs[1], **same)])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    assert calls(embedder) == (1, 2)
+    rows = embedding_rows(spark, config)
+    assert rows[1].text_embedding == rows[2].text_embedding == rows[3].text_embedding
+
+
+def _wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_stream_restarts_from_its_checkpoint_without_losing_anything(env):
+    spark, config, imgs = env
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
+    first = Embedder(spark, config)
+    query = first.start_stream("processingTime")
+    try:
+        assert _wait_for(lambda: len(embedding_rows(spark, config)) == 2)
+        append_products(spark, config, [product(3, imgs[2])])
+        assert _wait_for(lambda: len(embedding_rows(spark, config)) == 3)
+    finally:
+        query.stop()
+    # Changes made while the job is down are picked up after the restart...
+    append_products(spark, config, [product(4, imgs[3]), product(5, imgs[4])])
+    DeltaTable.forPath(spark, config.tables.products.path).delete("product_id = 1")
+    second = Embedder(spark, config)
+    query = second.start_stream("processingTime")
+    try:
+        assert _wait_for(lambda: sorted(embedding_rows(spark, config)) == [2, 3, 4, 5])
+    finally:
+        query.stop()
+    # ...and nothing already done is encoded again.
+    assert calls(second) == (2, 2)
+    assert_df_equality(_products_df(spark, config), _embedded_products_df(spark, config),
+                       ignore_row_order=True, ignore_nullable=True)

@@ -1,0 +1,113 @@
+"""Integration tests: catalog loading, description expression, backfill, reembed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from jobs.backfill import backfill
+from jobs.load_catalog import load_catalog
+from jobs.reembed import reembed
+from schemas import IMAGE_EMBEDDINGS_SCHEMA, PRODUCT_COLUMNS, PRODUCTS_SCHEMA
+from streaming.runner import Embedder
+from streaming.tables import read_table
+from tests.helpers import append_products, calls, draw_image, embedding_rows, product, stream_once
+from udfs.description import description_expr, price_tier, price_tier_expr
+
+FIXTURE = Path(__file__).parent / "fixtures" / "dirty_styles.csv"
+
+
+def test_dirty_catalog_loads_every_row_and_quarantines_the_rest(spark, workspace):
+    config = workspace.config()
+    src = Path(workspace.path) / "catalog"
+    (src / "images").mkdir(parents=True)
+    shutil.copy(FIXTURE, src / "styles.csv")
+    counts = load_catalog(spark, config, str(src))
+    assert counts["parsed"] == 9 and counts["quarantined"] == 4
+    expected = spark.createDataFrame(
+        [
+            (44065, "Boss Men Perfume, After Shave Balm and Shower Gel Set", "Personal Care", 2017, "Casual"),
+            (3413, "Myntra Men's Yes, its all about me White T-shirt", "Apparel", 2011, "Casual"),
+            (23124, "Converse Unisex Navy Blue Liv,Laugh,Love Flip-flops", "Footwear", 2013, "Casual"),
+            (53781, "Puma Men Blue Sless Round Neck T-shirt", "Apparel", None, "Sports"),
+            (28319, "RTV_LoadTest", "Footwear", 2018, None),
+        ],
+        "product_id int, product_display_name string, master_category string, year int, usage string",
+    )
+    got = read_table(spark, config.tables.products).select(*expected.columns).filter(
+        F.col("product_id").isin(44065, 3413, 23124, 53781, 28319))
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    quarantine = read_table(spark, config.tables.quarantine).select("line_number", "reason")
+    assert sorted(tuple(r) for r in quarantine.collect()) == [
+        (11, "id 'abc' is not an integer"), (12, "expected 10 fields, found 4"),
+        (13, "year 'twenty' is not a number"), (14, "duplicate product_id 15970 (first at line 2)")]
+    # Reloading the same file changes nothing (no CDF churn, nothing to re-embed).
+    again = load_catalog(spark, config, str(src))
+    assert again["num_affected_rows"] == 0
+
+
+def test_description_and_price_tiers(spark):
+    rows = [product(i, None, price=p) for i, p in enumerate([29.99, 30.0, 69.99, 70.0, 119.99, 120.0, None])]
+    rows.append(product(99, None, season=None, usage="  ", gender=None, price=10.0))
+    df = spark.createDataFrame([tuple(r[c] for c in PRODUCT_COLUMNS) for r in rows], PRODUCTS_SCHEMA)
+    got = df.select("product_id", "price", price_tier_expr().alias("tier"), description_expr().alias("d")).collect()
+    by_id = {r.product_id: r for r in got}
+    assert [by_id[i].tier for i in range(7)] == ["affordable", "mid-range", "mid-range", "premium", "premium",
+                                                 "luxury", None]
+    assert all(by_id[i].tier == price_tier(by_id[i].price) for i in range(7))
+    assert by_id[1].d == ("Test Brand Men Navy Blue Shirt 1, navy blue shirts, apparel for men, casual wear, "
+                          "fall season, mid-range price")
+    assert by_id[6].d.endswith("fall season")
+    assert by_id[99].d == "Test Brand Men Navy Blue Shirt 99, navy blue shirts, apparel, affordable price"
+
+
+def test_backfill_embeds_everything_and_resumes_without_redoing_work(spark, workspace):
+    config = workspace.config(backfill__chunk_rows=2)
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(5)]
+    append_products(spark, config, [product(i + 1, imgs[i]) for i in range(5)])
+    embedder = Embedder(spark, config)
+    totals = backfill(spark, config, embedder=embedder)
+    assert (totals["products"], totals["texts_encoded"], totals["images_encoded"]) == (5, 5, 5)
+    assert_df_equality(read_table(spark, config.tables.products).select(*PRODUCT_COLUMNS),
+                       read_table(spark, config.tables.embeddings).select(*PRODUCT_COLUMNS),
+                       ignore_row_order=True, ignore_nullable=True)
+    again = backfill(spark, config, embedder=embedder)
+    assert (again["texts_encoded"], again["images_encoded"], again["unchanged"]) == (0, 0, 5)
+    assert calls(embedder) == (5, 5)
+
+
+def test_backfill_reuses_stored_image_vectors_of_the_same_model(spark, workspace):
+    img_table = f"{workspace.path}/delta/image_embeddings"
+    config = workspace.config(tables__image_embeddings={"path": img_table})
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
+    append_products(spark, config, [product(i + 1, imgs[i]) for i in range(3)])
+    stored = [2.0] + [0.0] * 511  # not normalised on purpose
+    spark.createDataFrame(
+        [(1, stored, "tiny-clip-test"), (2, [0.0, 3.0] + [0.0] * 510, "some-other-model")], IMAGE_EMBEDDINGS_SCHEMA
+    ).write.format("delta").save(img_table)
+    embedder = Embedder(spark, config)
+    totals = backfill(spark, config, embedder=embedder)
+    assert totals["seeded_image_vectors"] == 1
+    assert calls(embedder) == (3, 2), "product 1's image is reused, products 2 and 3 are encoded"
+    rows = embedding_rows(spark, config)
+    assert rows[1].image_embedding == [1.0] + [0.0] * 511
+    assert rows[2].image_embedding[1] != 1.0
+    assert abs(np.linalg.norm(rows[1].hybrid_embedding) - 1) < 1e-9 and rows[1].hybrid_source == "text+image"
+
+
+def test_reembed_reencodes_rows_of_another_model(spark, workspace):
+    config = workspace.config()
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
+    append_products(spark, config, [product(i + 1, imgs[i]) for i in range(3)])
+    stream_once(Embedder(spark, config))
+    new_config = workspace.config(model__id="tiny-clip-v2")
+    embedder = Embedder(spark, new_config)
+    totals = reembed(spark, new_config)
+    assert (totals["products"], totals["texts_encoded"], totals["images_encoded"]) == (3, 3, 3)
+    assert {r.embedding_model for r in embedding_rows(spark, config).values()} == {"tiny-clip-v2"}
+    assert reembed(spark, new_config)["products"] == 0
+    assert calls(embedder) == (0, 0)

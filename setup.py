@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.10",
-    packages=["conf", "schemas", "streaming", "udfs", "jobs"],
+    packages=["conf", "schemas", "streaming", "udfs", "jobs", "bench"],
     package_data={"conf": ["*.yaml"]},
     entry_points={
         "console_scripts": [

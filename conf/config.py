@@ -105,7 +105,7 @@ class Config:
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 TRIGGERS = ("availableNow", "processingTime")
 
 

@@ -76,13 +76,15 @@ def backfill(spark: SparkSession, config: Config, product_ids: DataFrame | None 
     app_id = f"{config.stream.app_id}:{label}:v{version}:{config.model.id}"
     total, done, started = len(ids), 0, time.perf_counter()
     totals = {"products": total, "seeded_image_vectors": seeded, "texts_encoded": 0, "images_encoded": 0,
-              "unchanged": 0, "image_errors": 0}
+              "unchanged": 0, "image_errors": 0, "text_encode_seconds": 0.0, "image_encode_seconds": 0.0}
     for i, (lo, hi) in enumerate(chunks):
         chunk = state.filter(F.col("product_id").between(lo, hi))
         m = embedder.apply_state(chunk, batch_id=i, txn=(app_id, i))
         done += m.products
         for key in ("texts_encoded", "images_encoded", "unchanged", "image_errors"):
             totals[key] += getattr(m, key)
+        totals["text_encode_seconds"] += m.phases_s.get("encode_text", 0.0)
+        totals["image_encode_seconds"] += m.phases_s.get("encode_image", 0.0)
         rate = done / max(time.perf_counter() - started, 1e-9)
         log.info("%s progress: %d/%d products (%.1f%%), %.1f rows/s", label, done, total,
                  100.0 * done / max(total, 1), rate)

@@ -87,7 +87,7 @@ def parse_line(line: str) -> dict:
     parts = line.split(",", len(KAGGLE_COLUMNS) - 1)
     if len(parts) < len(KAGGLE_COLUMNS):
         raise ValueError(f"expected {len(KAGGLE_COLUMNS)} fields, found {len(parts)}")
-    raw = dict(zip(KAGGLE_COLUMNS, parts))
+    raw = dict(zip(KAGGLE_COLUMNS, parts, strict=True))
     try:
         product_id = int(raw["id"].strip())
     except ValueError:
@@ -97,7 +97,8 @@ def parse_line(line: str) -> dict:
         year = int(float(year_text)) if year_text else None
     except ValueError:
         raise ValueError(f"year {year_text!r} is not a number") from None
-    row = {COLUMN_MAP[k]: _none_if_empty(raw[k]) for k in KAGGLE_COLUMNS if k not in ("id", "year", "productDisplayName")}
+    text_columns = [k for k in KAGGLE_COLUMNS if k not in ("id", "year", "productDisplayName")]
+    row = {COLUMN_MAP[k]: _none_if_empty(raw[k]) for k in text_columns}
     name = _unquote_name(raw["productDisplayName"].rstrip("\r\n"))
     row.update(product_id=product_id, year=year, product_display_name=name if name.strip() else None)
     row["price"] = derive_price(product_id, row["master_category"])

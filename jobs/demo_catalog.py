@@ -44,7 +44,8 @@ def draw_product(kind: str, colour: tuple[int, int, int], size: int = 224, seed:
     def box(*xy):
         return [v * s for v in xy]
     if kind == "tshirt":
-        d.polygon(box(62, 40, 162, 40, 200, 80, 175, 100, 160, 85, 160, 190, 64, 190, 64, 85, 49, 100, 24, 80), fill=colour)
+        d.polygon(box(62, 40, 162, 40, 200, 80, 175, 100, 160, 85, 160, 190, 64, 190, 64, 85, 49, 100, 24, 80),
+                  fill=colour)
     elif kind == "dress":
         d.polygon(box(92, 30, 132, 30, 140, 80, 185, 200, 39, 200, 84, 80), fill=colour)
     elif kind == "trousers":
@@ -80,7 +81,8 @@ def generate_demo_catalog(out_dir: str, n_products: int = 48, seed: int = 7, mis
         lines.append(",".join([str(pid), gender, master, sub, article, colour, rnd.choice(SEASONS),
                                str(2012 + rnd.randint(0, 6)), usage, name]))
         if i < n_products - missing_image_ids:
-            draw_product(kind, COLOURS[colour], seed=pid).save(os.path.join(out_dir, "images", f"{pid}.jpg"), quality=90)
+            image = draw_product(kind, COLOURS[colour], seed=pid)
+            image.save(os.path.join(out_dir, "images", f"{pid}.jpg"), quality=90)
     with open(os.path.join(out_dir, "styles.csv"), "w", encoding="utf-8", newline="\n") as fh:
         fh.write("\n".join(lines) + "\n")
     return out_dir

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyspark.sql import SparkSession
 
@@ -43,7 +43,7 @@ def load_catalog(spark: SparkSession, config: Config, source_dir: str | None = N
         merge = merge.whenNotMatchedBySourceDelete()
     result = merge.execute().first()
     if parsed.quarantined:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         q = spark.createDataFrame(
             [(styles, n, raw, reason, now) for n, raw, reason in parsed.quarantined], QUARANTINE_SCHEMA
         )

@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from conf import Config
 from schemas import PRODUCT_COLUMNS
-from streaming.tables import table_exists, TableMissingError
+from streaming.tables import TableMissingError, table_exists
 
 # CDF change types that carry a row's new state; update_preimage is skipped.
 STATE_CHANGES = ("insert", "update_postimage", "delete")

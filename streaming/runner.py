@@ -44,6 +44,7 @@ class BatchMetrics:
     rows_written: int = 0
     latency_s: float = 0.0
     merge: dict = field(default_factory=dict)
+    phases_s: dict = field(default_factory=dict)
 
 
 class Embedder:
@@ -73,6 +74,14 @@ class Embedder:
         cfg = self.config
         started = time.perf_counter()
         metrics = BatchMetrics(batch_id=batch_id)
+        phases: dict[str, float] = {}
+        mark = [time.perf_counter()]
+
+        def lap(name: str) -> None:
+            now = time.perf_counter()
+            phases[name] = round(now - mark[0], 3)
+            mark[0] = now
+
         embeddings = read_table(self.spark, cfg.tables.embeddings)
         plan = plan_changes(state, embeddings, cfg.model.id, self.udfs.image_hash).persist()
         try:
@@ -85,23 +94,30 @@ class Embedder:
             metrics.deletes = actions.get("delete", 0)
             metrics.unchanged = actions.get("unchanged", 0) + actions.get("absent_delete", 0)
             metrics.stale = actions.get("stale", 0)
+            lap("plan")
             to_write = metrics.inserts + metrics.updates + metrics.metadata_only + metrics.deletes
             if to_write:
                 encoded = encode_plan(plan, embeddings, self.udfs, cfg.model.id, cfg.model.dimension,
                                       cfg.hybrid_text_weight, cfg.model.encode_partitions)
+                lap("encode")
+                phases["encode_text"] = round(encoded.text_seconds, 3)
+                phases["encode_image"] = round(encoded.image_seconds, 3)
                 rows = encoded.rows.persist()
                 try:
                     metrics.rows_written = rows.count()
                     metrics.image_errors = rows.filter(
                         F.col("_need_image") & F.col("embedding_error").isNotNull()).count()
                     metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
+                    lap("assemble")
                     metrics.merge = merge_embeddings(self.spark, cfg.tables.embeddings, rows, txn)
+                    lap("merge")
                 finally:
                     rows.unpersist()
                     encoded.release()
         finally:
             plan.unpersist()
         metrics.latency_s = round(time.perf_counter() - started, 3)
+        metrics.phases_s = phases
         self.history.append(metrics)
         log.info("batch %s", json.dumps(asdict(metrics), sort_keys=True))
         return metrics

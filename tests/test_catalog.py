@@ -55,4 +55,5 @@ def test_price_is_deterministic_and_within_band():
     assert prices == [derive_price(i, "Apparel") for i in range(10000, 10500)]
     assert all(12.0 <= p <= 151.0 and round(p % 1, 2) == 0.99 for p in prices)
     assert len(set(prices)) > 50
-    assert parse_line("1,Men,Footwear,Shoes,Casual Shoes,Black,Fall,2012,Casual,X")["price"] == derive_price(1, "Footwear")
+    row = parse_line("1,Men,Footwear,Shoes,Casual Shoes,Black,Fall,2012,Casual,X")
+    assert row["price"] == derive_price(1, "Footwear")

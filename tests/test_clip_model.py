@@ -32,13 +32,26 @@ def test_loads_saved_model_and_produces_unit_vectors(tiny_model_dir, caplog):
     np.testing.assert_allclose(enc.encode_texts(TEXTS[:1]), t[:1], atol=1e-6)
 
 
-def test_bf16_autocast_stays_faithful_to_fp32(tiny_model_dir):
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_fast_paths_stay_faithful_to_fp32(tiny_model_dir, precision):
     fp32 = ClipEncoder(tiny_model_dir, precision="fp32")
-    bf16 = ClipEncoder(tiny_model_dir, precision="bf16")
-    cos_t = (fp32.encode_texts(TEXTS) * bf16.encode_texts(TEXTS)).sum(axis=1)
-    cos_i = (fp32.encode_images(_images()) * bf16.encode_images(_images())).sum(axis=1)
+    fast = ClipEncoder(tiny_model_dir, precision=precision)
+    cos_t = (fp32.encode_texts(TEXTS) * fast.encode_texts(TEXTS)).sum(axis=1)
+    cos_i = (fp32.encode_images(_images()) * fast.encode_images(_images())).sum(axis=1)
     assert cos_t.min() >= 0.999, cos_t
     assert cos_i.min() >= 0.999, cos_i
+    np.testing.assert_allclose(np.linalg.norm(fast.encode_texts(TEXTS), axis=1), 1.0, atol=1e-12)
+
+
+def test_fast_preprocessing_matches_the_clip_image_processor(tiny_model_dir):
+    enc = ClipEncoder(tiny_model_dir)
+    rng = np.random.default_rng(0)
+    for h, w in ((32, 32), (300, 200), (20, 90), (33, 32), (500, 33)):
+        img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        ours = enc.preprocess_images([img]).numpy()
+        ref = enc.processor.image_processor(images=[img], return_tensors="np")["pixel_values"]
+        assert ours.shape == ref.shape
+        np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
 def test_dimension_mismatch_is_reported(tiny_model_dir):

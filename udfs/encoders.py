@@ -42,7 +42,7 @@ class EncoderSpec:
     image_batch_size: int
 
     @classmethod
-    def from_settings(cls, model) -> "EncoderSpec":
+    def from_settings(cls, model) -> EncoderSpec:
         return cls(model.name_or_path, model.precision, model.torch_threads, model.dimension,
                    model.text_batch_size, model.image_batch_size)
 

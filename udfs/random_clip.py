@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from udfs.clip_model import MODEL_CARD
@@ -26,19 +27,66 @@ def _byte_vocab() -> dict[str, int]:
     return {tok: i for i, tok in enumerate(tokens)}
 
 
-def build_tokenizer(out_dir: str | os.PathLike[str]):
-    """A byte-level CLIP BPE tokenizer (no merges): every byte is a token."""
+def _word_merges(corpus: Iterable[str], max_words: int, min_count: int) -> list[tuple[str, str]]:
+    """BPE merges that assemble each frequent corpus word into one token, left to right."""
+    import re
+    from collections import Counter
+
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    byte_map = bytes_to_unicode()
+    # CLIP's pre-tokenisation (letters runs, single digits, punctuation runs), ASCII-simplified.
+    pattern = re.compile(r"[a-z]+|[0-9]|[^\sa-z0-9]+")
+    counts = Counter(w for text in corpus for w in pattern.findall(text.lower()))
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word, n in counts.most_common(max_words):
+        if n < min_count or len(word) < 2:
+            continue
+        symbols = [byte_map[b] for b in word.encode("utf-8")]
+        symbols[-1] += "</w>"
+        left = symbols[0]
+        for right in symbols[1:]:
+            pair = (left, right)
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+            left = left + right
+    return merges
+
+
+def build_tokenizer(out_dir: str | os.PathLike[str], corpus: Iterable[str] | None = None,
+                    max_words: int = 4000, min_count: int = 2):
+    """A CLIP BPE tokenizer built here: byte-level, plus merges for the corpus's frequent words.
+
+    Without a corpus every byte is a token; with one (e.g. the catalog's descriptions),
+    frequent words become single tokens, so token counts look like a real CLIP's.
+    """
     from transformers import CLIPTokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.json").write_text(json.dumps(_byte_vocab()), encoding="utf-8")
-    (out / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    vocab = _byte_vocab()
+    merges = _word_merges(corpus, max_words, min_count) if corpus is not None else []
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    # Special tokens last, as CLIP has them.
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab.pop(special, None)
+        vocab[special] = len(vocab)
+    vocab = {tok: i for i, tok in enumerate(vocab)}
+    (out / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    (out / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"))
 
 
-def build_random_clip(out_dir: str | os.PathLike[str], shape: str = "tiny", seed: int = 0) -> str:
-    """Create and save a random-weights CLIP of the given shape; returns the folder."""
+def build_random_clip(out_dir: str | os.PathLike[str], shape: str = "tiny", seed: int = 0,
+                      corpus: Iterable[str] | None = None) -> str:
+    """Create and save a random-weights CLIP of the given shape; returns the folder.
+
+    ``corpus`` (texts) gives the tokenizer word merges (see :func:`build_tokenizer`).
+    """
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
@@ -48,7 +96,7 @@ def build_random_clip(out_dir: str | os.PathLike[str], shape: str = "tiny", seed
 
     out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tokenizer(tmp)
+        tokenizer = build_tokenizer(tmp, corpus)
     vocab_size = len(tokenizer)
     if shape == "tiny":
         text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

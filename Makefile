@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make demo` (main job, local default)  and  `make test`.
+# Both create .venv and install everything; Delta's jars come from Maven Central on the
+# first Spark start (Spark's spark.jars.packages -> ~/.ivy2.5.2 cache; offline afterwards).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m jobs.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench.backfill_throughput
+
+clean:
+	rm -rf data spark-warehouse metastore_db derby.log .pytest_cache

@@ -1,0 +1,189 @@
+"""Benchmark: backfill throughput through Spark vs. the same model in a tight loop.
+
+Loads the real sample catalog (../shared/datasets/fashion-sample by default) into a
+scratch products table, builds a ViT-B/32-shaped CLIP with random weights (same
+compute as the real one), then in one run:
+
+* raw:  the encoder outside Spark on the same distinct images and descriptions
+        (decode + preprocess + model, same batch sizes, same torch threads);
+* e2e:  the backfill job through Spark (CDF-free snapshot -> planner -> Arrow pandas
+        UDFs -> MERGE), per-modality encode time measured around the UDF stages;
+
+and prints one JSON object with images/s, texts/s and their e2e/raw ratios.
+Usage: python -m bench.backfill_throughput [--limit N] [--precision int8|bf16|fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+
+DEFAULT_SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "fashion-sample")
+
+
+def _raw_throughput(encoder, paths: list[str], texts: list[str], limits, image_bs: int, text_bs: int) -> dict:
+    from udfs.images import ImageError, load_image
+
+    # Warm-up (the first calls pay allocator and kernel start-up).
+    encoder.encode_images([load_image(p, limits) for p in paths[:image_bs]], image_bs)
+    encoder.encode_texts(texts[:text_bs], text_bs)
+    t0 = time.perf_counter()
+    for start in range(0, len(paths), image_bs):
+        batch = []
+        for p in paths[start : start + image_bs]:
+            try:
+                batch.append(load_image(p, limits))
+            except ImageError:
+                pass
+        if batch:
+            encoder.encode_images(batch, image_bs)
+    t1 = time.perf_counter()
+    encoder.encode_texts(texts, text_bs)
+    t2 = time.perf_counter()
+    return {"images": len(paths), "image_seconds": round(t1 - t0, 2), "images_per_s": round(len(paths) / (t1 - t0), 2),
+            "texts": len(texts), "text_seconds": round(t2 - t1, 2), "texts_per_s": round(len(texts) / (t2 - t1), 2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="backfill throughput: Spark end-to-end vs raw model")
+    p.add_argument("--sample-dir", default=os.path.abspath(DEFAULT_SAMPLE))
+    p.add_argument("--work-dir", default="data/bench")
+    p.add_argument("--limit", type=int, default=0, help="products to use (0 = all)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="int8")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--image-batch-size", type=int, default=32)
+    p.add_argument("--text-batch-size", type=int, default=128)
+    p.add_argument("--skip-raw", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not os.path.isfile(os.path.join(args.sample_dir, "styles.csv")):
+        sys.exit(f"no catalog at {args.sample_dir}: pass --sample-dir (Kaggle layout: styles.csv + images/)")
+
+    from pyspark.sql import functions as F
+
+    from conf import load_config
+    from jobs.backfill import backfill
+    from jobs.catalog import parse_styles_csv
+    from jobs.load_catalog import load_catalog
+    from streaming.runner import Embedder
+    from streaming.spark import get_spark
+    from streaming.tables import read_table
+    from udfs.clip_model import ClipEncoder
+    from udfs.description import description_expr
+    from udfs.images import ImageLimits, image_content_hash
+    from udfs.random_clip import build_random_clip
+
+    work = os.path.abspath(args.work_dir)
+    model_dir = os.path.join(work, "models", "clip-vit-b-32-random-catalog-tokenizer")
+    for sub in ("delta", "checkpoints", "catalog"):
+        shutil.rmtree(os.path.join(work, sub), ignore_errors=True)
+
+    # A catalog folder holding only the first --limit rows (images are linked, not copied).
+    catalog = os.path.join(work, "catalog")
+    os.makedirs(catalog)
+    os.symlink(os.path.join(args.sample_dir, "images"), os.path.join(catalog, "images"))
+    with open(os.path.join(args.sample_dir, "styles.csv"), encoding="utf-8") as src, \
+            open(os.path.join(catalog, "styles.csv"), "w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if args.limit and i > args.limit:
+                break
+            dst.write(line)
+
+    overrides = {
+        "storage.root": work,
+        "catalog.source_dir": catalog,
+        "model.name_or_path": model_dir,
+        "model.id": "clip-vit-b-32-random",
+        "model.precision": args.precision,
+        "model.torch_threads": args.threads,
+        "model.encode_partitions": 1,
+        "model.image_batch_size": args.image_batch_size,
+        "model.text_batch_size": args.text_batch_size,
+        "backfill.chunk_rows": 100000,
+        "stream.arrow_batch_size": 256,
+    }
+    config = load_config("local", overrides=overrides, base_dir=work)
+    spark = get_spark(config)
+    load_catalog(spark, config)
+    products = read_table(spark, config.tables.products)
+    n_products = products.count()
+
+    # The same distinct inputs the backfill will encode.
+    limits = ImageLimits(config.images.max_bytes, config.images.max_pixels, config.images.base_dir)
+    rows = parse_styles_csv(os.path.join(catalog, "styles.csv"), os.path.join(catalog, "images")).rows
+    by_hash: dict[str, str] = {}
+    for r in rows:
+        by_hash.setdefault(image_content_hash(r["image_path"], limits), r["image_path"])
+    paths = [p for h, p in by_hash.items() if not h.startswith("error:")]
+    texts = sorted({r.d for r in products.select(description_expr().alias("d")).collect()})
+    if not os.path.isfile(os.path.join(model_dir, "model_card.json")):
+        # Tokenizer merges from the catalog's own words: token counts like a real CLIP's (~30 per text).
+        build_random_clip(model_dir, shape="vit-b-32", corpus=texts)
+
+    result: dict = {
+        "benchmark": "backfill_throughput",
+        "model_shape": "clip-vit-b-32 (random weights)",
+        "precision": args.precision,
+        "torch_threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "products": n_products,
+        "distinct_images": len(paths),
+        "distinct_texts": len(texts),
+    }
+    if not args.skip_raw:
+        encoder = ClipEncoder(model_dir, precision=args.precision, torch_threads=args.threads)
+        result["raw"] = _raw_throughput(encoder, paths, texts, limits, args.image_batch_size, args.text_batch_size)
+        if args.precision != "fp32":
+            # Fidelity of the fast path against fp32 on the same 64 images and texts.
+            from udfs.images import load_image
+
+            ref = ClipEncoder(model_dir, precision="fp32", torch_threads=args.threads)
+            imgs = [load_image(p, limits) for p in paths[:64]]
+            cos_i = (ref.encode_images(imgs) * encoder.encode_images(imgs)).sum(1)
+            cos_t = (ref.encode_texts(texts[:64]) * encoder.encode_texts(texts[:64])).sum(1)
+            result["fidelity_vs_fp32"] = {"image_cosine_min": round(float(cos_i.min()), 6),
+                                          "text_cosine_min": round(float(cos_t.min()), 6)}
+            del ref
+        del encoder
+
+    # Warm the Spark Python worker (model load) on a few products outside the timed run.
+    embedder = Embedder(spark, config)
+    warm_ids = products.select("product_id").orderBy("product_id").limit(8)
+    backfill(spark, config, product_ids=warm_ids, embedder=embedder, label="warmup")
+    spark.sql(f"DELETE FROM {config.tables.embeddings.sql}")
+    t0 = time.perf_counter()
+    totals = backfill(spark, config, embedder=embedder, label="backfill")
+    wall = time.perf_counter() - t0
+    e2e = {
+        "products": totals["products"],
+        "images_encoded": totals["images_encoded"],
+        "texts_encoded": totals["texts_encoded"],
+        "image_errors": totals["image_errors"],
+        "wall_seconds": round(wall, 2),
+        "products_per_s": round(totals["products"] / wall, 2),
+        "image_seconds": round(totals["image_encode_seconds"], 2),
+        "images_per_s": round(totals["images_encoded"] / max(totals["image_encode_seconds"], 1e-9), 2),
+        "text_seconds": round(totals["text_encode_seconds"], 2),
+        "texts_per_s": round(totals["texts_encoded"] / max(totals["text_encode_seconds"], 1e-9), 2),
+    }
+    result["e2e"] = e2e
+    if "raw" in result:
+        result["ratio_images"] = round(e2e["images_per_s"] / result["raw"]["images_per_s"], 3)
+        result["ratio_texts"] = round(e2e["texts_per_s"] / result["raw"]["texts_per_s"], 3)
+    stored = read_table(spark, config.tables.embeddings)
+    result["rows_in_table"] = stored.count()
+    result["rows_with_all_vectors"] = stored.filter(
+        F.col("image_embedding").isNotNull() & F.col("text_embedding").isNotNull()).count()
+    print(json.dumps(result, indent=2))
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ setup(
             "fashion-stream=jobs.stream:main",
             "fashion-reembed=jobs.reembed:main",
             "fashion-demo=jobs.demo:main",
+            "fashion-register-model=jobs.register_model:main",
         ]
     },
 )

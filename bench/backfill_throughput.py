@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import random
 import shutil
 import sys
 import time
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         by_hash.setdefault(image_content_hash(r["image_path"], limits), r["image_path"])
     paths = [p for h, p in by_hash.items() if not h.startswith("error:")]
     texts = sorted({r.d for r in products.select(description_expr().alias("d")).collect()})
+    random.Random(0).shuffle(texts)  # no help from alphabetical order: the stream sees them unordered
     if not os.path.isfile(os.path.join(model_dir, "model_card.json")):
         # Tokenizer merges from the catalog's own words: token counts like a real CLIP's (~30 per text).
         build_random_clip(model_dir, shape="vit-b-32", corpus=texts)

@@ -89,6 +89,25 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class MlflowSettings:
+    tracking_uri: str
+    registry_uri: str | None
+    artifact_location: str | None
+    experiment: str
+    registered_model_name: str
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    token_env: str | None
+    batch_size: int
+    max_concurrency: int
+    timeout_s: float
+    max_retries: int
+    backoff_base_s: float
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the jobs need; build it with :func:`load_config`."""
 
@@ -102,6 +121,8 @@ class Config:
     images: ImageSettings
     stream: StreamSettings
     backfill_chunk_rows: int
+    mlflow: MlflowSettings
+    serving: ServingSettings
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -137,6 +158,14 @@ def _resolve_path(root: Path, value: str) -> str:
     if value.startswith("/") or _URI_RE.match(value):
         return value
     return str((root / value).resolve())
+
+
+def _resolve_sqlite(root: Path, uri: str) -> str:
+    """sqlite:///relative/x.db resolves under storage.root (sqlite:////abs stays)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str((root / uri[len(prefix):]).resolve())
+    return uri
 
 
 def _require(section: Mapping[str, Any], key: str, where: str) -> Any:
@@ -269,6 +298,24 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         arrow_batch_size=_int(s, "arrow_batch_size", "stream"),
     )
 
+    ml = data.get("mlflow") or {}
+    mlflow_settings = MlflowSettings(
+        tracking_uri=_resolve_sqlite(root, str(_require(ml, "tracking_uri", "mlflow"))),
+        registry_uri=_resolve_sqlite(root, str(ml["registry_uri"])) if ml.get("registry_uri") else None,
+        artifact_location=_resolve_path(root, str(ml["artifact_location"])) if ml.get("artifact_location") else None,
+        experiment=str(_require(ml, "experiment", "mlflow")),
+        registered_model_name=str(_require(ml, "registered_model_name", "mlflow")),
+    )
+    sv = data.get("serving") or {}
+    serving = ServingSettings(
+        token_env=sv.get("token_env"),
+        batch_size=_int(sv, "batch_size", "serving"),
+        max_concurrency=_int(sv, "max_concurrency", "serving"),
+        timeout_s=float(_require(sv, "timeout_s", "serving")),
+        max_retries=_int(sv, "max_retries", "serving", minimum=0),
+        backoff_base_s=float(_require(sv, "backoff_base_s", "serving")),
+    )
+
     cat = data.get("catalog") or {}
     return Config(
         profile=str(data.get("profile") or "custom"),
@@ -281,5 +328,7 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         images=images,
         stream=stream,
         backfill_chunk_rows=_int(data.get("backfill") or {}, "chunk_rows", "backfill"),
+        mlflow=mlflow_settings,
+        serving=serving,
         raw=data,
     )

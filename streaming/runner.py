@@ -54,7 +54,7 @@ class Embedder:
         self.spark = spark
         self.config = config
         limits = ImageLimits(config.images.max_bytes, config.images.max_pixels, config.images.base_dir)
-        spec = EncoderSpec.from_settings(config.model)
+        spec = EncoderSpec.from_config(config)
         # Accumulators count rows that really went through the model, on whichever worker.
         self.text_calls = spark.sparkContext.accumulator(0)
         self.image_calls = spark.sparkContext.accumulator(0)

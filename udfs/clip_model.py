@@ -123,10 +123,16 @@ class ClipEncoder:
         return nullcontext()
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Encode texts to an (n, dim) array of unit vectors."""
+        """Encode texts to an (n, dim) array of unit vectors (in input order).
+
+        Texts are batched by length so each batch pads to similar lengths; the
+        result is put back in input order.
+        """
+        texts = [t if t else "" for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = []
         for start in range(0, len(texts), batch_size):
-            chunk = [t if t else "" for t in texts[start : start + batch_size]]
+            chunk = [texts[i] for i in order[start : start + batch_size]]
             tokens = self.processor.tokenizer(
                 chunk, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
             )
@@ -140,7 +146,9 @@ class ClipEncoder:
             out.append(feats.float().numpy())
         if not out:
             return np.zeros((0, self.dimension))
-        return l2_normalize(np.concatenate(out))
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float64)
+        vectors[order] = np.concatenate(out)
+        return l2_normalize(vectors)
 
     def preprocess_images(self, images: Sequence) -> object:
         """Pixel tensor for RGB PIL images: CLIPImageProcessor's resize, centre crop and normalisation.

@@ -17,7 +17,7 @@ import pandas as pd
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
-from udfs.clip_model import get_encoder
+from udfs.encoder_factory import is_endpoint_url, load_encoder
 from udfs.images import ImageError, ImageLimits, image_content_hash, load_image
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,22 @@ class EncoderSpec:
     dimension: int
     text_batch_size: int
     image_batch_size: int
+    mlflow_tracking_uri: str | None = None
+    mlflow_registry_uri: str | None = None
+    serving: object | None = None
 
     @classmethod
-    def from_settings(cls, model) -> EncoderSpec:
+    def from_config(cls, config) -> EncoderSpec:
+        model = config.model
+        endpoint = is_endpoint_url(model.name_or_path)
+        # An endpoint batches on its own terms (serving.batch_size), not the local model's.
         return cls(model.name_or_path, model.precision, model.torch_threads, model.dimension,
-                   model.text_batch_size, model.image_batch_size)
+                   config.serving.batch_size if endpoint else model.text_batch_size,
+                   config.serving.batch_size if endpoint else model.image_batch_size,
+                   config.mlflow.tracking_uri, config.mlflow.registry_uri, config.serving)
 
     def encoder(self):
-        return get_encoder(self.name_or_path, self.precision, self.torch_threads, self.dimension)
+        return load_encoder(self)
 
 
 def make_image_hash_udf(limits: ImageLimits):

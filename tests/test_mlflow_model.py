@@ -1,0 +1,144 @@
+"""Integration tests: the pyfunc encoder, its registration, a real `mlflow models serve`, and the embedder."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from PIL import Image
+
+from conf import load_config
+from jobs.register_model import register_model
+from streaming.runner import Embedder
+from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
+from udfs.clip_model import ClipEncoder
+from udfs.endpoint_encoder import EndpointEncoder
+from udfs.vectors import hybrid_vector
+
+TEXTS = ["red party dress", "black leather formal shoes", "blue denim jeans"]
+
+
+def _png_b64(colour) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("mlflow")
+    config = load_config("local", base_dir=root, overrides={"model.name_or_path": tiny_model_dir,
+                                                            "model.id": "tiny-clip-test"})
+    info = register_model(config)
+    return config, info
+
+
+@pytest.fixture(scope="module")
+def scoring_server(registered):
+    """A real MLflow scoring server on loopback for the registered model."""
+    config, info = registered
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MLFLOW_TRACKING_URI=config.mlflow.tracking_uri,
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", info["registered_uri"], "-h", "127.0.0.1",
+         "-p", str(port), "--env-manager", "local"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if requests.get(f"{base}/ping", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow models serve did not become ready in 180 s")
+    yield f"{base}/invocations"
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def direct(tiny_model_dir):
+    return ClipEncoder(tiny_model_dir)
+
+
+def test_registered_model_accepts_text_only_image_only_mixed_and_reports_bad_rows(registered, direct):
+    import mlflow
+
+    config, info = registered
+    assert info["registered_model"] == "clip_multimodal_encoder" and info["version"] == 1
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(info["registered_uri"])
+    schema = model.metadata.get_input_schema()
+    assert [(c.name, c.required) for c in schema.inputs] == [("text", False), ("image", False)]
+
+    img = _png_b64((200, 20, 20))
+    out = model.predict(pd.DataFrame({"text": ["red party dress", None, "red party dress", None, None, None],
+                                      "image": [None, img, img, None, "%%%", base64.b64encode(b"nope").decode()]}),
+                        params={"text_weight": 0.3})
+    t = direct.encode_texts(["red party dress"])[0]
+    i = direct.encode_images([Image.open(io.BytesIO(base64.b64decode(img))).convert("RGB")])[0]
+    np.testing.assert_allclose(out.embedding[0], t, atol=1e-6)
+    np.testing.assert_allclose(out.embedding[1], i, atol=1e-6)
+    np.testing.assert_allclose(out.embedding[2], hybrid_vector(t, i, 0.3), atol=1e-6)
+    assert list(out.modality[:3]) == ["text", "image", "hybrid"]
+    assert out.error[3].startswith("EMPTY_INPUT") and out.error[4].startswith("INVALID_BASE64")
+    assert out.error[5].startswith("IMAGE_UNDECODABLE")
+    assert out.embedding[3] is None and out.error[:3].isna().all()
+    # Text-only and image-only requests (the other column absent) are accepted by the signature.
+    assert model.predict(pd.DataFrame({"text": TEXTS})).error.isna().all()
+    assert model.predict(pd.DataFrame({"image": [img]})).error.isna().all()
+
+
+def test_endpoint_encoder_through_the_real_scoring_server(scoring_server, direct):
+    enc = EndpointEncoder(scoring_server, token_env=None, batch_size=2, max_concurrency=2)
+    images = [Image.new("RGB", (40, 30), c) for c in [(200, 20, 20), (20, 20, 200), (20, 200, 20)]]
+    cos_t = (enc.encode_texts(TEXTS) * direct.encode_texts(TEXTS)).sum(1)
+    cos_i = (enc.encode_images(images) * direct.encode_images(images)).sum(1)
+    assert cos_t.min() >= 0.9999 and cos_i.min() >= 0.9999
+    mixed = enc.embed_records([{"text": TEXTS[0]}, {"image": _png_b64((20, 200, 20))},
+                               {"text": TEXTS[1], "image": _png_b64((20, 20, 200))}, {}], text_weight=0.7)
+    want = [direct.encode_texts([TEXTS[0]])[0], direct.encode_images([images[2]])[0],
+            hybrid_vector(direct.encode_texts([TEXTS[1]])[0], direct.encode_images([images[1]])[0], 0.7)]
+    for (vec, err), ref in zip(mixed[:3], want, strict=True):
+        assert err is None and float(np.dot(vec, ref)) >= 0.9999
+    assert mixed[3][0] is None and mixed[3][1].startswith("EMPTY_INPUT")
+
+
+def test_embedder_with_the_registered_model_matches_the_direct_path(spark, registered, workspace, tmp_path):
+    config, info = registered
+    imgs = [draw_image(f"{tmp_path}/img/{i}.jpg", i) for i in range(3)]
+    rows = [product(i + 1, imgs[i]) for i in range(3)]
+    direct_cfg = workspace.config()
+    via_mlflow = load_config("local", base_dir=tmp_path / "b", overrides={
+        "model.name_or_path": info["registered_uri"], "model.id": "tiny-clip-test", "model.torch_threads": 1,
+        "mlflow.tracking_uri": config.mlflow.tracking_uri})
+    for cfg in (direct_cfg, via_mlflow):
+        append_products(spark, cfg, rows)
+        stream_once(Embedder(spark, cfg))
+    a, b = embedding_rows(spark, direct_cfg), embedding_rows(spark, via_mlflow)
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for pid in a:
+        for col in ("text_embedding", "image_embedding", "hybrid_embedding"):
+            np.testing.assert_allclose(getattr(b[pid], col), getattr(a[pid], col), atol=1e-12)

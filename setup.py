@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.10",
-    packages=["conf", "schemas", "streaming", "udfs", "jobs", "bench"],
+    packages=["conf", "schemas", "streaming", "udfs", "jobs", "bench", "app", "app.index"],
     package_data={"conf": ["*.yaml"]},
     entry_points={
         "console_scripts": [

@@ -1,0 +1,278 @@
+"""The embedded local vector index: three indexes (image, text, hybrid) over the multimodal table.
+
+It follows the Delta table the way a Databricks Delta Sync index does: an initial
+load of a snapshot, then the table's Change Data Feed applied since the last
+synced version (inserts, updates, deletes), read with the ``deltalake`` package:
+no JVM at query time. Search is exact cosine (vectors are unit length) and
+switches to a FAISS HNSW graph above ``approximate_threshold`` rows; filters in
+the Databricks dialect are applied to the candidates before ranking.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from app.index.filters import evaluate, parse_filters
+from schemas import PRODUCT_COLUMNS, PRODUCTS_SCHEMA
+
+log = logging.getLogger(__name__)
+
+INDEX_KINDS = {"image": "image_embedding", "text": "text_embedding", "hybrid": "hybrid_embedding"}
+METADATA_COLUMNS = PRODUCT_COLUMNS + ["embedding_model", "embedding_error", "hybrid_source"]
+FILTER_COLUMNS = {
+    f.name: ("number" if f.dataType.typeName() in ("integer", "double", "long") else "string")
+    for f in PRODUCTS_SCHEMA.fields
+} | {"embedding_model": "string", "embedding_error": "string", "hybrid_source": "string"}
+
+
+class IndexNotReadyError(RuntimeError):
+    """The index has not loaded its table yet (or the table does not exist)."""
+
+
+@dataclass
+class SyncStatus:
+    synced_version: int | None
+    table_version: int | None
+    lag_versions: int | None
+    rows: int
+    last_sync_at: float | None
+    last_applied_changes: int
+    approximate: dict
+
+
+def _vectors(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) float32 matrix and a has-vector mask from an Arrow list column."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(col)
+    present = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    out = np.zeros((n, dim), dtype=np.float32)
+    if present.any():
+        flat = pc.list_flatten(col.filter(pa.array(present))).to_numpy(zero_copy_only=False)
+        out[present] = flat.astype(np.float32).reshape(-1, dim)
+    return out, present
+
+
+class LocalIndexStore:
+    """In-memory mirror of the multimodal table with one vector matrix per index kind."""
+
+    def __init__(self, table_path: str, dimension: int = 512, approximate_threshold: int = 100_000,
+                 hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 128):
+        self.table_path = table_path
+        self.dim = dimension
+        self.approximate_threshold = approximate_threshold
+        self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
+        self._lock = threading.RLock()
+        self._meta = pd.DataFrame(columns=METADATA_COLUMNS)
+        self._vecs = {k: np.zeros((0, dimension), np.float32) for k in INDEX_KINDS}
+        self._has = {k: np.zeros(0, bool) for k in INDEX_KINDS}
+        self._alive = np.zeros(0, bool)
+        self._slot: dict[int, int] = {}
+        self._hnsw: dict[str, object] = {}
+        self.synced_version: int | None = None
+        self.table_version: int | None = None
+        self.last_sync_at: float | None = None
+        self.last_applied = 0
+
+    # -- sync ------------------------------------------------------------------------------
+    def sync(self) -> SyncStatus:
+        """Bring the index up to the table's latest version (initial load, then CDF)."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            table = DeltaTable(self.table_path)
+        except TableNotFoundError:
+            raise IndexNotReadyError(f"no Delta table at {self.table_path}: run the embedder first") from None
+        latest = table.version()
+        with self._lock:
+            self.table_version = latest
+            if self.synced_version is None:
+                self._initial_load(table, latest)
+            elif latest > self.synced_version:
+                self._apply_changes(table, self.synced_version + 1, latest)
+            else:
+                self.last_applied = 0
+            self.synced_version = latest
+            self.last_sync_at = time.time()
+            self._maybe_build_hnsw()
+            return self.status()
+
+    def _select(self, table, version: int) -> pa.Table:
+        from deltalake import DeltaTable, QueryBuilder
+
+        snap = DeltaTable(self.table_path, version=version)
+        cols = ", ".join(f"`{c}`" for c in METADATA_COLUMNS + list(INDEX_KINDS.values()))
+        # QueryBuilder (DataFusion) reads deletion vectors, which the pyarrow dataset path does not.
+        reader = QueryBuilder().register("t", snap).execute(f"SELECT {cols} FROM t")
+        return _plain_types(pa.table(reader.read_all()))
+
+    def _initial_load(self, table, version: int) -> None:
+        data = self._select(table, version)
+        self._reset()
+        self._append(data)
+        self.last_applied = data.num_rows
+        log.info("local index loaded %d rows at version %d", data.num_rows, version)
+
+    def _apply_changes(self, table, start: int, end: int) -> None:
+        changes = _plain_types(pa.table(table.load_cdf(starting_version=start, ending_version=end).read_all()))
+        frame = changes.select(["product_id", "_change_type", "_commit_version"]).to_pandas()
+        keep = frame["_change_type"].isin(["insert", "update_postimage", "delete"]).to_numpy()
+        frame = frame[keep].assign(_row=np.flatnonzero(keep), _live=lambda f: f["_change_type"] != "delete")
+        final = frame.sort_values(["product_id", "_commit_version", "_live"]).groupby("product_id").tail(1)
+        for pid in final["product_id"]:
+            slot = self._slot.pop(int(pid), None)
+            if slot is not None:
+                self._alive[slot] = False
+        upserts = final[final["_live"]]["_row"].to_numpy()
+        if len(upserts):
+            self._append(changes.take(pa.array(upserts)).select(METADATA_COLUMNS + list(INDEX_KINDS.values())))
+        self.last_applied = len(final)
+        # Too many dead slots: compact (and rebuild any HNSW graph).
+        if len(self._alive) > 1000 and (~self._alive).sum() > 0.3 * len(self._alive):
+            self._compact()
+
+    def _reset(self) -> None:
+        self._meta = pd.DataFrame(columns=METADATA_COLUMNS)
+        self._vecs = {k: np.zeros((0, self.dim), np.float32) for k in INDEX_KINDS}
+        self._has = {k: np.zeros(0, bool) for k in INDEX_KINDS}
+        self._alive = np.zeros(0, bool)
+        self._slot = {}
+        self._hnsw = {}
+
+    def _append(self, data: pa.Table) -> None:
+        start = len(self._alive)
+        meta = data.select(METADATA_COLUMNS).to_pandas()
+        meta.index = range(start, start + len(meta))
+        self._meta = pd.concat([self._meta, meta]) if len(self._meta) else meta
+        for kind, col in INDEX_KINDS.items():
+            vecs, has = _vectors(data.column(col), self.dim)
+            self._vecs[kind] = np.concatenate([self._vecs[kind], vecs])
+            self._has[kind] = np.concatenate([self._has[kind], has])
+            if kind in self._hnsw:
+                self._hnsw[kind].add(vecs)  # graph ids stay equal to slots
+        self._alive = np.concatenate([self._alive, np.ones(len(meta), bool)])
+        for offset, pid in enumerate(meta["product_id"].to_numpy()):
+            self._slot[int(pid)] = start + offset
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self._alive)
+        self._meta = self._meta.iloc[keep].reset_index(drop=True)
+        for kind in INDEX_KINDS:
+            self._vecs[kind] = self._vecs[kind][keep]
+            self._has[kind] = self._has[kind][keep]
+        self._alive = np.ones(len(keep), bool)
+        self._slot = {int(pid): i for i, pid in enumerate(self._meta["product_id"].to_numpy())}
+        self._hnsw = {}
+
+    def _maybe_build_hnsw(self) -> None:
+        if int(self._alive.sum()) < self.approximate_threshold:
+            self._hnsw = {}
+            return
+        import faiss
+
+        for kind in INDEX_KINDS:
+            if kind not in self._hnsw:
+                index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efConstruction = self.ef_construction
+                index.add(self._vecs[kind])
+                self._hnsw[kind] = index
+
+    # -- queries ---------------------------------------------------------------------------
+    def status(self) -> SyncStatus:
+        lag = None if self.synced_version is None or self.table_version is None else \
+            self.table_version - self.synced_version
+        return SyncStatus(self.synced_version, self.table_version, lag, int(self._alive.sum()), self.last_sync_at,
+                          self.last_applied, {k: k in self._hnsw for k in INDEX_KINDS})
+
+    def get(self, product_id: int) -> dict | None:
+        with self._lock:
+            slot = self._slot.get(int(product_id))
+            return None if slot is None else _clean(self._meta.loc[slot].to_dict())
+
+    def vector(self, product_id: int, kind: str) -> np.ndarray | None:
+        with self._lock:
+            slot = self._slot.get(int(product_id))
+            if slot is None or not self._has[kind][slot]:
+                return None
+            return self._vecs[kind][slot].copy()
+
+    def search(self, kind: str, query: np.ndarray, k: int = 10, filters: dict | None = None,
+               exact: bool | None = None) -> list[dict]:
+        """Top-k rows of index ``kind`` by cosine to ``query``, each with all metadata and ``score``."""
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"unknown index {kind!r}; one of {sorted(INDEX_KINDS)}")
+        conditions = parse_filters(filters, FILTER_COLUMNS)
+        if self.synced_version is None:
+            raise IndexNotReadyError("the index has not been synced yet")
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise ValueError(f"query has {q.shape[0]} dimensions, the index {self.dim}")
+        with self._lock:
+            valid = self._alive & self._has[kind]
+            if conditions:
+                valid &= evaluate(conditions, self._meta)
+            candidates = int(valid.sum())
+            if candidates == 0:
+                return []
+            use_hnsw = kind in self._hnsw and not exact and (not conditions or candidates > self.approximate_threshold)
+            if use_hnsw:
+                slots, scores = self._search_hnsw(kind, q, k, valid)
+            else:
+                idx = np.flatnonzero(valid)
+                sims = self._vecs[kind][idx] @ q if conditions else (self._vecs[kind] @ q)[idx]
+                top = np.argpartition(-sims, min(k, len(sims)) - 1)[:k] if len(sims) > k else np.arange(len(sims))
+                top = top[np.argsort(-sims[top])]
+                slots, scores = idx[top], sims[top]
+            rows = self._meta.loc[slots].to_dict("records")
+        return [dict(_clean(r), score=float(s)) for r, s in zip(rows, scores, strict=True)]
+
+    def _search_hnsw(self, kind: str, q: np.ndarray, k: int, valid: np.ndarray):
+        import faiss
+
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.ef_search, k)
+        selector = faiss.IDSelectorBitmap(len(valid), faiss.swig_ptr(np.packbits(valid, bitorder="little")))
+        params.sel = selector
+        scores, ids = self._hnsw[kind].search(q.reshape(1, -1), k, params=params)
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
+
+def _plain_types(table: pa.Table) -> pa.Table:
+    """Cast the view types delta-rs may return (string_view, list_view) to the plain ones pyarrow kernels take."""
+    fields = []
+    for f in table.schema:
+        t = f.type
+        if pa.types.is_string_view(t) or pa.types.is_large_string(t):
+            t = pa.string()
+        elif pa.types.is_list_view(t) or pa.types.is_large_list(t) or pa.types.is_large_list_view(t):
+            t = pa.list_(pa.float64())
+        fields.append(pa.field(f.name, t, f.nullable))
+    schema = pa.schema(fields)
+    return table if schema == table.schema else table.cast(schema)
+
+
+def _clean(row: dict) -> dict:
+    """JSON-friendly values: NaN -> None, numpy scalars -> Python."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, float) and np.isnan(value):
+            value = None
+        elif isinstance(value, np.generic):
+            value = value.item()
+        elif value is pd.NA or value is pd.NaT:
+            value = None
+        out[key] = value
+    return out
+
+
+def status_dict(status: SyncStatus) -> dict:
+    return asdict(status)

@@ -1,0 +1,136 @@
+"""Tests: the Databricks filter dialect, and the local index following the multimodal table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from app.index.filters import FilterError, evaluate, parse_filters
+from app.index.local_index import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
+from streaming.runner import Embedder
+from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
+
+FRAME = pd.DataFrame({
+    "product_id": [1, 2, 3, 4],
+    "price": [10.0, 50.0, 120.0, None],
+    "base_color": ["Navy Blue", "Red", "Blue", None],
+    "gender": ["Men", "Women", "Women", "Unisex"],
+    "article_type": ["Shirts", "Dresses", "Casual Shoes", "Watches"],
+    "master_category": ["Apparel", "Apparel", "Footwear", "Accessories"],
+})
+
+
+def _ids(filters):
+    return list(FRAME["product_id"][evaluate(parse_filters(filters, FILTER_COLUMNS), FRAME)])
+
+
+@pytest.mark.parametrize(
+    "filters,expected",
+    [
+        ({"gender": "Women"}, [2, 3]),
+        ({"gender": ["Men", "Unisex"]}, [1, 4]),
+        ({"gender NOT": "Women"}, [1, 4]),
+        ({"gender NOT": ["Women", "Men"]}, [4]),
+        ({"price <": 50}, [1]),
+        ({"price <=": 50}, [1, 2]),
+        ({"price >": 50}, [3]),
+        ({"price >=": 50}, [2, 3]),
+        ({"base_color LIKE": "blue"}, [1, 3]),
+        ({"base_color LIKE": "navy blue"}, [1]),
+        ({"article_type LIKE": "%shoe%"}, [3]),
+        ({"gender OR master_category": ["Men", "Footwear"]}, [1, 3]),
+        ({"price >=": 10, "price <": 100, "gender": "Women"}, [2]),
+        ({"base_color": "Navy Blue' OR 1=1 --"}, []),
+        ({}, [1, 2, 3, 4]),
+    ],
+)
+def test_every_operator(filters, expected):
+    assert _ids(filters) == expected
+
+
+@pytest.mark.parametrize(
+    "filters,message",
+    [
+        ({"price <= ": 50}, "invalid filter key 'price <= '"),
+        ({"price >= ": 50}, "invalid filter key 'price >= '"),
+        ({"price  <": 50}, "invalid filter key 'price  <'"),
+        ({"price ~": 50}, "invalid filter key 'price ~'"),
+        ({"price BETWEEN": [1, 2]}, "invalid filter key 'price BETWEEN'"),
+        ({"colour": "Red"}, "filter 'colour': unknown column 'colour'"),
+        ({"gender OR colour": ["Men", "Red"]}, "unknown column 'colour'"),
+        ({"gender OR price": ["Men"]}, "give one value per column"),
+        ({"price <": "50"}, "filter 'price <': < needs a number"),
+        ({"gender >": 3}, "only applies to numeric columns"),
+        ({"gender": []}, "empty list"),
+        ({"gender": {"$ne": "Men"}}, "must be a string, number or boolean"),
+        ({"base_color LIKE": ""}, "LIKE needs a non-empty string"),
+        ("gender = 'Men'", "filters must be an object"),
+    ],
+)
+def test_bad_filters_name_the_key(filters, message):
+    with pytest.raises(FilterError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_filters(filters, FILTER_COLUMNS)
+
+
+def test_local_index_follows_inserts_updates_and_deletes(spark, workspace):
+    config = workspace.config()
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(4)]
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1], gender="Women"),
+                                    product(3, imgs[2], price=150.0)])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    index = LocalIndexStore(config.tables.embeddings.path, approximate_threshold=10_000)
+    status = index.sync()
+    assert status.rows == 3 and status.lag_versions == 0 and status.synced_version == status.table_version
+    stored = embedding_rows(spark, config)
+    hit = index.search("image", np.array(stored[2].image_embedding), k=1)[0]
+    assert hit["product_id"] == 2 and hit["score"] == pytest.approx(1.0, abs=1e-5)
+    assert set(METADATA_COLUMNS) <= set(hit) and hit["gender"] == "Women"
+
+    products = DeltaTable.forPath(spark, config.tables.products.path)
+    products.update("product_id = 1", {"price": F.lit(19.0), "base_color": F.lit("Red")})
+    products.delete("product_id = 3")
+    append_products(spark, config, [product(4, imgs[3], product_display_name="Brand new")])
+    stream_once(embedder)
+    status = index.sync()
+    assert status.rows == 3 and status.last_applied_changes == 3 and status.lag_versions == 0
+    assert index.get(3) is None and index.get(4)["product_display_name"] == "Brand new"
+    assert index.get(1)["price"] == 19.0 and index.get(1)["base_color"] == "Red"
+    q = np.array(embedding_rows(spark, config)[1].text_embedding)
+    assert [r["product_id"] for r in index.search("text", q, k=5, filters={"base_color": "Red"})] == [1]
+    assert 3 not in [r["product_id"] for r in index.search("hybrid", q, k=5)]
+    for kind in INDEX_KINDS:
+        assert sorted(r["product_id"] for r in index.search(kind, q, k=10)) == [1, 2, 4]
+
+
+def test_approximate_search_recall_against_exact(tmp_path):
+    from deltalake import write_deltalake
+
+    rng = np.random.default_rng(0)
+    n, dim = 6000, 512
+    vecs = rng.normal(size=(n, dim)).astype(np.float64)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vec_type = pa.list_(pa.float64())
+    cols = {c: pa.array([None] * n, pa.string()) for c in METADATA_COLUMNS}
+    cols["product_id"] = pa.array(np.arange(n, dtype=np.int32))
+    cols["price"] = pa.array(rng.uniform(5, 300, n))
+    cols["year"] = pa.array(np.full(n, 2012, dtype=np.int32))
+    cols["gender"] = pa.array(rng.choice(["Men", "Women"], n))
+    for col in INDEX_KINDS.values():
+        cols[col] = pa.array(list(vecs), vec_type)
+    write_deltalake(str(tmp_path / "emb"), pa.table(cols))
+    index = LocalIndexStore(str(tmp_path / "emb"), dimension=dim, approximate_threshold=1000)
+    assert index.sync().approximate["image"] is True
+    queries = vecs[rng.choice(n, 40, replace=False)] + rng.normal(scale=0.05, size=(40, dim))
+    recall = []
+    for q in queries:
+        exact = {r["product_id"] for r in index.search("image", q, 10, exact=True)}
+        approx = {r["product_id"] for r in index.search("image", q, 10)}
+        recall.append(len(exact & approx) / 10)
+    assert np.mean(recall) >= 0.95, np.mean(recall)
+    filtered = index.search("image", queries[0], 10, filters={"gender": "Women", "price <": 50})
+    assert filtered and all(r["gender"] == "Women" and r["price"] < 50 for r in filtered)

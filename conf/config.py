@@ -56,6 +56,7 @@ class Tables:
     embeddings: TableRef
     quarantine: TableRef
     image_embeddings: TableRef | None
+    user_features: TableRef | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,19 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    backend: str
+    approximate_threshold: int
+    ef_search: int
+    sync_interval_s: float
+    default_limit: int
+    max_limit: int
+    max_upload_bytes: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the jobs need; build it with :func:`load_config`."""
 
@@ -123,6 +137,7 @@ class Config:
     backfill_chunk_rows: int
     mlflow: MlflowSettings
     serving: ServingSettings
+    search: SearchSettings
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -246,6 +261,7 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         embeddings=_table(tables_raw.get("embeddings"), "embeddings", root),
         quarantine=_table(tables_raw.get("quarantine"), "quarantine", root),
         image_embeddings=_table(tables_raw.get("image_embeddings"), "image_embeddings", root, True),
+        user_features=_table(tables_raw.get("user_features"), "user_features", root, True),
     )
 
     m = data.get("model") or {}
@@ -316,6 +332,22 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         backoff_base_s=float(_require(sv, "backoff_base_s", "serving")),
     )
 
+    se = data.get("search") or {}
+    backend = _require(se, "backend", "search")
+    if backend not in ("local", "databricks"):
+        raise ConfigError(f"search.backend must be 'local' or 'databricks', got {backend!r}")
+    search = SearchSettings(
+        backend=backend,
+        approximate_threshold=_int(se, "approximate_threshold", "search"),
+        ef_search=_int(se, "ef_search", "search"),
+        sync_interval_s=float(_require(se, "sync_interval_s", "search")),
+        default_limit=_int(se, "default_limit", "search"),
+        max_limit=_int(se, "max_limit", "search"),
+        max_upload_bytes=_int(se, "max_upload_bytes", "search"),
+        host=str(se.get("host") or "127.0.0.1"),
+        port=_int(se, "port", "search"),
+    )
+
     cat = data.get("catalog") or {}
     return Config(
         profile=str(data.get("profile") or "custom"),
@@ -330,5 +362,6 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         backfill_chunk_rows=_int(data.get("backfill") or {}, "chunk_rows", "backfill"),
         mlflow=mlflow_settings,
         serving=serving,
+        search=search,
         raw=data,
     )

@@ -1,0 +1,172 @@
+"""Integration tests: the search service over a real multimodal table (FastAPI TestClient)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app, refresh
+from jobs.build_user_features import build_user_features
+from streaming.runner import Embedder
+from tests.conftest import make_config
+from tests.helpers import append_products, draw_image, product, stream_once
+
+CATALOG = [  # id, article type, colour, price, gender, master category
+    (1, "Tshirts", "Black", 20.0, "Men", "Apparel"),
+    (2, "Jeans", "Blue", 30.0, "Men", "Apparel"),
+    (3, "Sports Shoes", "Red", 80.0, "Men", "Footwear"),
+    (4, "Track Pants", "Black", 50.0, "Women", "Apparel"),
+    (5, "Dresses", "Red", 300.0, "Women", "Apparel"),
+    (6, "Heels", "Gold", 250.0, "Women", "Footwear"),
+    (7, "Wallets", "Brown", 40.0, "Men", "Accessories"),
+    (8, "Belts", "Tan", 25.0, "Men", "Accessories"),
+    (9, "Kurtas", "Maroon", 60.0, "Women", "Apparel"),
+    (10, "Shirts", "Beige", 45.0, "Men", "Apparel"),
+]
+PERSONAS = ["user_006327", "user_007598", "user_008828", "user_001328", "user_009809"]
+
+
+def _png(colour=(200, 30, 30), size=(40, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def env(spark, tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    config = make_config(str(root), tiny_model_dir, search__max_upload_bytes=200_000)
+    rows = [product(pid, draw_image(f"{root}/img/{pid}.jpg", pid), article_type=art, base_color=col, price=price,
+                    gender=gender, master_category=master, product_display_name=f"Demo {gender} {col} {art}")
+            for pid, art, col, price, gender, master in CATALOG]
+    append_products(spark, config, rows)
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    build_user_features(spark, config)
+    app = create_app(config, background_sync=False)
+    with TestClient(app) as client:
+        yield client, config, embedder, app
+
+
+def test_health_reports_index_and_model(env):
+    client, config, _, _ = env
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["model"] == "tiny-clip-test"
+    assert body["index"]["rows"] == 10 and body["index"]["lag_versions"] == 0
+    assert body["users"] == 5
+
+
+def test_text_search_is_cross_modal_and_returns_all_columns(env):
+    client, *_ = env
+    r = client.post("/api/v1/search/text", json={"query": "red dress", "limit": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["index"] == "image" and body["count"] == 4
+    first = body["results"][0]
+    for col in ("product_id", "product_display_name", "price", "base_color", "image_path", "gender", "score"):
+        assert col in first
+    scores = [x["score"] for x in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    r = client.post("/api/v1/search/text", json={"query": "red dress", "index": "hybrid",
+                                                "filters": {"price <=": 50, "gender": ["Women"]}})
+    assert [x["product_id"] for x in r.json()["results"]] == [4]
+
+
+@pytest.mark.parametrize(
+    "body,status,message",
+    [
+        ({"query": "   "}, 400, "query text is empty"),
+        ({"query": "x", "filters": {"price <= ": 50}}, 400, "invalid filter key 'price <= '"),
+        ({"query": "x", "filters": {"colour": "Red"}}, 400, "unknown column 'colour'"),
+        ({"query": "x", "index": "nope"}, 422, "index"),
+        ({"query": "x", "limit": 0}, 422, "limit"),
+    ],
+)
+def test_text_search_errors(env, body, status, message):
+    client, *_ = env
+    r = client.post("/api/v1/search/text", json=body)
+    assert r.status_code == status and message in r.text
+
+
+def test_image_search_and_upload_errors(env):
+    client, *_ = env
+    r = client.post("/api/v1/search/image", files={"file": ("q.png", _png(), "image/png")},
+                    data={"limit": "3", "filters": json.dumps({"master_category": "Apparel"})})
+    assert r.status_code == 200 and r.json()["count"] == 3
+    assert all(x["master_category"] == "Apparel" for x in r.json()["results"])
+    r = client.post("/api/v1/search/image", files={"file": ("q.txt", b"hello", "text/plain")})
+    assert r.status_code == 415 and "not a usable image" in r.text
+    r = client.post("/api/v1/search/image", files={"file": ("big.png", b"\0" * 300_000, "image/png")})
+    assert r.status_code == 413
+    r = client.post("/api/v1/search/image", files={"file": ("q.png", _png(), "image/png")}, data={"filters": "{bad"})
+    assert r.status_code == 400 and "not valid JSON" in r.text
+
+
+def test_hybrid_search(env):
+    client, *_ = env
+    r = client.post("/api/v1/search/hybrid", data={"query": "black shirt", "text_weight": "0.7", "limit": "5"},
+                    files={"file": ("q.png", _png((10, 10, 10)), "image/png")})
+    assert r.status_code == 200 and r.json()["index"] == "hybrid" and r.json()["count"] == 5
+    assert client.post("/api/v1/search/hybrid", data={"query": "black shirt"}).status_code == 200
+    r = client.post("/api/v1/search/hybrid", data={"text_weight": "0.5"})
+    assert r.status_code == 400 and "give a text query, an image, or both" in r.text
+    assert client.post("/api/v1/search/hybrid", data={"query": "x", "text_weight": "2"}).status_code == 422
+
+
+def test_each_persona_gets_different_recommendations(env):
+    client, *_ = env
+    seen = {}
+    for user in PERSONAS:
+        r = client.get(f"/api/v1/recommendations/{user}", params={"limit": 10})
+        assert r.status_code == 200, r.text
+        seen[user] = {x["product_id"] for x in r.json()["results"]}
+        assert seen[user]
+    assert seen["user_006327"] == {1, 2} and seen["user_008828"] == {5, 6}
+    pairs = [(a, b) for i, a in enumerate(PERSONAS) for b in PERSONAS[i + 1:]]
+    assert all(seen[a] != seen[b] for a, b in pairs)
+    r = client.get("/api/v1/recommendations/user_000000")
+    assert r.status_code == 404 and "unknown user" in r.text
+
+
+def test_zero_shot_classification(env):
+    client, *_ = env
+    r = client.post("/api/v1/classify", data={"product_id": "3"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    probs = [p["probability"] for p in body["predictions"]]
+    assert body["label_set"] == "article_type" and len(probs) == 10 and abs(sum(probs) - 1) < 1e-6
+    r = client.post("/api/v1/classify", files={"file": ("q.png", _png(), "image/png")},
+                    data={"labels": json.dumps(["red", "blue", "green"])})
+    assert r.status_code == 200 and {p["label"] for p in r.json()["predictions"]} == {"red", "blue", "green"}
+    assert client.post("/api/v1/classify", data={}).status_code == 400
+    assert client.post("/api/v1/classify", data={"product_id": "3", "labels": "[1, 2]"}).status_code == 400
+    assert client.post("/api/v1/classify", data={"product_id": "999"}).status_code == 404
+
+
+def test_products_images_page_and_openapi(env):
+    client, *_ = env
+    assert client.get("/api/v1/products/5").json()["article_type"] == "Dresses"
+    assert client.get("/api/v1/products/999").status_code == 404
+    img = client.get("/images/5")
+    assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+    assert "Fashion search" in client.get("/").text
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/api/v1/search/text", "/api/v1/search/image", "/api/v1/search/hybrid", "/api/v1/classify",
+              "/api/v1/recommendations/{user_id}", "/api/v1/products/{product_id}", "/health"):
+        assert p in paths
+
+
+def test_new_product_becomes_searchable_after_sync(env, spark):
+    client, config, embedder, app = env
+    path = draw_image(f"{config.root}/img/11.jpg", 11)
+    append_products(spark, config, [product(11, path, article_type="Caps", base_color="Green", price=15.0,
+                                            product_display_name="Fresh Green Cap")])
+    stream_once(embedder)
+    refresh(app)
+    r = client.post("/api/v1/search/text", json={"query": "cap", "filters": {"article_type": "Caps"}})
+    assert [x["product_id"] for x in r.json()["results"]] == [11]
+    assert client.get("/health").json()["index"]["lag_versions"] == 0

@@ -122,6 +122,14 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class VectorSearchSettings:
+    endpoint_name: str
+    pipeline_type: str
+    workspace_url: str | None
+    indexes: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the jobs need; build it with :func:`load_config`."""
 
@@ -138,6 +146,7 @@ class Config:
     mlflow: MlflowSettings
     serving: ServingSettings
     search: SearchSettings
+    vector_search: VectorSearchSettings
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -348,6 +357,20 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         port=_int(se, "port", "search"),
     )
 
+    vs = data.get("vector_search") or {}
+    pipeline = _require(vs, "pipeline_type", "vector_search")
+    if pipeline not in ("TRIGGERED", "CONTINUOUS"):
+        raise ConfigError(f"vector_search.pipeline_type must be TRIGGERED or CONTINUOUS, got {pipeline!r}")
+    vs_indexes = _require(vs, "indexes", "vector_search")
+    if not isinstance(vs_indexes, dict) or set(vs_indexes) != {"image", "text", "hybrid"}:
+        raise ConfigError("vector_search.indexes must name the image, text and hybrid indexes")
+    vector_search = VectorSearchSettings(
+        endpoint_name=str(_require(vs, "endpoint_name", "vector_search")),
+        pipeline_type=pipeline,
+        workspace_url=vs.get("workspace_url"),
+        indexes={k: str(v) for k, v in vs_indexes.items()},
+    )
+
     cat = data.get("catalog") or {}
     return Config(
         profile=str(data.get("profile") or "custom"),
@@ -363,5 +386,6 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         mlflow=mlflow_settings,
         serving=serving,
         search=search,
+        vector_search=vector_search,
         raw=data,
     )

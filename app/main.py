@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -88,7 +89,17 @@ def create_app(config: Config, encoder: Any = None, store: LocalIndexStore | Non
         encoder = EncoderSpec.from_config(config).encoder()
     store = store or LocalIndexStore(config.tables.embeddings.path, config.model.dimension,
                                      config.search.approximate_threshold, ef_search=config.search.ef_search)
-    app = FastAPI(title="Fashion multimodal search", version="1.0",
+    syncer: IndexSyncer | None = None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if syncer:
+            syncer.start()
+        yield
+        if syncer:
+            syncer.stop_event.set()
+
+    app = FastAPI(title="Fashion multimodal search", version="1.0", lifespan=lifespan,
                   description="Text, photo and hybrid search, recommendations and zero-shot classification "
                               "over the product_embeddings_multimodal table.")
     limits = ImageLimits(config.images.max_bytes, config.images.max_pixels, config.images.base_dir)
@@ -99,10 +110,8 @@ def create_app(config: Config, encoder: Any = None, store: LocalIndexStore | Non
     app.state.users = {}
     app.include_router(router)
     refresh(app)
-    syncer = IndexSyncer(app, config.search.sync_interval_s) if background_sync else None
-    if syncer:
-        app.add_event_handler("startup", syncer.start)
-        app.add_event_handler("shutdown", syncer.stop_event.set)
+    if background_sync:
+        syncer = IndexSyncer(app, config.search.sync_interval_s)
 
     @app.get("/health", tags=["ops"])
     def health() -> dict[str, Any]:

@@ -103,8 +103,8 @@ class VectorSearchStandIn:
                 rows = outer.store.search(kind, body["query_vector"], body["num_results"], filters)
                 cols = list(body["columns"]) + ["score"]
                 data = [[r.get(c) for c in cols] for r in rows]
-                return self._reply(200, {"manifest": {"column_count": len(cols), "columns": [{"name": c} for c in cols]},
-                                         "result": {"row_count": len(data), "data_array": data}})
+                manifest = {"column_count": len(cols), "columns": [{"name": c} for c in cols]}
+                return self._reply(200, {"manifest": manifest, "result": {"row_count": len(data), "data_array": data}})
 
             def log_message(self, *args):
                 pass

@@ -1,0 +1,100 @@
+"""End-to-end: the web page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from app.main import create_app
+from jobs.build_user_features import build_user_features
+from streaming.runner import Embedder
+from tests.conftest import make_config
+from tests.helpers import append_products, draw_image, product, stream_once
+from tests.test_api import CATALOG
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT_DIR = os.environ.get("SCREENSHOT_DIR")
+
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(spark, tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    config = make_config(str(root), tiny_model_dir)
+    rows = [product(pid, draw_image(f"{root}/img/{pid}.jpg", pid), article_type=art, base_color=col, price=price,
+                    gender=gender, master_category=master, product_display_name=f"Demo {gender} {col} {art}")
+            for pid, art, col, price, gender, master in CATALOG]
+    append_products(spark, config, rows)
+    stream_once(Embedder(spark, config))
+    build_user_features(spark, config)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", root
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_search_recommend_and_errors_in_a_real_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, root = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(url)
+        page.wait_for_function("document.querySelector('#persona').options.length > 5")
+        assert "10 products" in page.inner_text("#health")
+        # Text search with a price filter.
+        page.fill("#query", "red dress")
+        page.fill("#max-price", "100")
+        page.click("#search-btn")
+        page.wait_for_selector(".card")
+        cards = page.query_selector_all(".card")
+        assert 0 < len(cards) <= 10
+        prices = [float(c.inner_text().split("$")[-1]) for c in cards]
+        assert all(p <= 100 for p in prices)
+        assert page.evaluate("document.querySelector('.card img').naturalWidth") > 0  # product image served
+        # Photo + text (hybrid) search with the weight slider.
+        photo = os.path.join(root, "img", "5.jpg")
+        page.set_input_files("#photo", photo)
+        page.fill("#weight", "0.2")
+        page.click("#search-btn")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('hybrid')")
+        # Persona recommendations.
+        page.fill("#max-price", "")
+        page.select_option("#persona", "user_008828")
+        page.click("#recommend-btn")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('hybrid index')")
+        ids = sorted(int(c.get_attribute("data-product-id")) for c in page.query_selector_all(".card"))
+        assert ids == [5, 6]
+        shot = tmp_path / "search-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        if SCREENSHOT_DIR:
+            os.makedirs(SCREENSHOT_DIR, exist_ok=True)
+            shutil.copy(shot, os.path.join(SCREENSHOT_DIR, "search-page.png"))
+        # A bad request shows the service's message.
+        page.set_input_files("#photo", [])
+        page.fill("#query", "")
+        page.click("#search-btn")
+        page.wait_for_selector("#status.error")
+        assert "query text is empty" in page.inner_text("#status")
+        browser.close()

@@ -81,6 +81,29 @@ class LocalIndexStore:
         self.last_sync_at: float | None = None
         self.last_applied = 0
 
+    @classmethod
+    def from_arrays(cls, meta: pd.DataFrame, vectors: dict[str, np.ndarray], **kwargs) -> LocalIndexStore:
+        """An index over in-memory rows (benchmarks; no table to follow). Missing kinds stay empty."""
+        store = cls(table_path="<memory>", dimension=next(iter(vectors.values())).shape[1], **kwargs)
+        n = len(meta)
+        store._meta = meta.reset_index(drop=True).reindex(columns=METADATA_COLUMNS)
+        for kind in INDEX_KINDS:
+            v = vectors.get(kind)
+            store._vecs[kind] = np.ascontiguousarray(v, dtype=np.float32) if v is not None else np.zeros((n, 0))
+            store._has[kind] = np.full(n, v is not None)
+        store._alive = np.ones(n, bool)
+        store._slot = {int(pid): i for i, pid in enumerate(store._meta["product_id"].to_numpy())}
+        store.synced_version = store.table_version = 0
+        if n >= store.approximate_threshold:
+            import faiss
+
+            for kind in vectors:
+                index = faiss.IndexHNSWFlat(store.dim, store.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efConstruction = store.ef_construction
+                index.add(store._vecs[kind])
+                store._hnsw[kind] = index
+        return store
+
     # -- sync ------------------------------------------------------------------------------
     def sync(self) -> SyncStatus:
         """Bring the index up to the table's latest version (initial load, then CDF)."""

@@ -1,0 +1,180 @@
+"""Benchmark: local index query latency and recall, API text-search latency, and freshness.
+
+Prints one JSON object:
+* index: for each size (default 44,000 and 1,000,000 synthetic 512-d unit vectors; real
+  sample metadata distribution is not needed for latency), p50/p99 of exact and of
+  HNSW queries without and with a 5 % filter, and recall@10 of HNSW vs exact;
+* api: POST /api/v1/search/text latency through a real uvicorn server on loopback,
+  query encoding included (ViT-B/32-shaped CLIP by default);
+* freshness: product inserted into `products` while the stream runs (processingTime
+  trigger) -> visible through the service's search; p50/p95 over --edits edits.
+Usage: python -m bench.search_latency [--sizes 44000,1000000] [--skip-api] [--skip-freshness]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+
+def _pct(values, q) -> float:
+    return round(float(np.percentile(np.asarray(values) * 1000.0, q)), 3)
+
+
+def index_latency(n: int, queries: int, threshold: int, ef_search: int, seed: int = 0) -> dict:
+    from app.index.local_index import LocalIndexStore
+
+    rng = np.random.default_rng(seed)
+    dim = 512
+    # Clustered data (like real embeddings), unit length.
+    centers = rng.normal(size=(256, dim)).astype(np.float32)
+    vecs = centers[rng.integers(0, 256, n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    colours = np.where(rng.random(n) < 0.05, "Red", rng.choice(["Black", "Blue", "White", "Grey"], n))
+    meta = pd.DataFrame({"product_id": np.arange(n), "price": rng.uniform(5, 300, n), "base_color": colours,
+                         "gender": rng.choice(["Men", "Women"], n)})
+    t0 = time.perf_counter()
+    store = LocalIndexStore.from_arrays(meta, {"image": vecs}, approximate_threshold=min(threshold, n),
+                                        ef_search=ef_search)
+    build_s = time.perf_counter() - t0
+    qs = vecs[rng.choice(n, queries, replace=False)] + 0.1 * rng.normal(size=(queries, dim)).astype(np.float32)
+    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    out: dict = {"rows": n, "build_seconds": round(build_s, 2), "hnsw": "image" in store._hnsw}
+    for label, filters in (("unfiltered", None), ("filtered_5pct", {"base_color": "Red"})):
+        for mode, exact in (("exact", True), ("approx", False)):
+            times, results = [], []
+            for q in qs:
+                t = time.perf_counter()
+                results.append([r["product_id"] for r in store.search("image", q, 10, filters, exact=exact)])
+                times.append(time.perf_counter() - t)
+            out[f"{label}_{mode}"] = {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99), "_ids": results}
+        ex, ap = out[f"{label}_exact"].pop("_ids"), out[f"{label}_approx"].pop("_ids")
+        out[f"{label}_recall_at_10"] = round(float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ap, ex,
+                                                                                               strict=True)])), 4)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: int, skip_fresh: bool) -> dict:
+    import requests
+    import uvicorn
+    from delta.tables import DeltaTable  # noqa: F401
+
+    from app.main import create_app
+    from conf import load_config
+    from jobs.demo_catalog import generate_demo_catalog
+    from jobs.load_catalog import load_catalog
+    from schemas import PRODUCT_COLUMNS, PRODUCTS_SCHEMA
+    from streaming.runner import Embedder
+    from streaming.spark import get_spark
+    from streaming.tables import read_table
+
+    work = os.path.abspath("data/bench-search")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    config = load_config("local", base_dir=work, overrides={
+        "storage.root": work, "model.name_or_path": model_dir, "model.id": "bench-clip", "model.precision": precision,
+        "stream.processing_time": "1 second", "search.sync_interval_s": 0.25, "catalog.source_dir": "catalog"})
+    generate_demo_catalog(config.catalog_source_dir, n_products=200)
+    spark = get_spark(config)
+    load_catalog(spark, config)
+    embedder = Embedder(spark, config)
+    embedder.start_stream("availableNow").awaitTermination()
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.1)
+    base = f"http://127.0.0.1:{port}"
+    session = requests.Session()
+    words = ["red dress", "black leather shoes", "blue jeans", "gold watch", "white tshirt", "brown handbag"]
+    for w in words:
+        session.post(f"{base}/api/v1/search/text", json={"query": w, "limit": 10})
+    times = []
+    for i in range(api_queries):
+        t = time.perf_counter()
+        r = session.post(f"{base}/api/v1/search/text", json={"query": f"{words[i % len(words)]} {i}", "limit": 10,
+                                                           "filters": {"price <=": 200}})
+        times.append(time.perf_counter() - t)
+        r.raise_for_status()
+    result = {"api_text_search": {"queries": api_queries, "p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99),
+                                  "model": model_dir, "precision": precision}}
+    if skip_fresh:
+        server.should_exit = True
+        return result
+    query = embedder.start_stream("processingTime")
+    template = read_table(spark, config.tables.products).limit(1).collect()[0].asDict()
+    lags, batch_latency = [], []
+    try:
+        for i in range(edits):
+            pid = 900000 + i
+            row = dict(template, product_id=pid, product_display_name=f"Fresh edit {i}")
+            df = spark.createDataFrame([tuple(row[c] for c in PRODUCT_COLUMNS)], PRODUCTS_SCHEMA)
+            df.write.format("delta").mode("append").save(config.tables.products.path)
+            committed = time.perf_counter()
+            while True:
+                r = session.post(f"{base}/api/v1/search/text", json={
+                    "query": "fresh", "limit": 1, "filters": {"product_id": pid}})
+                if r.ok and r.json()["count"] == 1:
+                    lags.append(time.perf_counter() - committed)
+                    break
+                if time.perf_counter() - committed > 120:
+                    raise TimeoutError(f"edit {i} not visible after 120 s")
+                time.sleep(0.1)
+            time.sleep(0.5)
+        batch_latency = [m.latency_s for m in embedder.history[-edits:]]
+    finally:
+        query.stop()
+        server.should_exit = True
+    result["freshness"] = {"edits": edits, "p50_s": round(float(np.percentile(lags, 50)), 2),
+                           "p95_s": round(float(np.percentile(lags, 95)), 2), "max_s": round(max(lags), 2),
+                           "stream_batch_latency_p50_s": round(float(np.median(batch_latency)), 2) if batch_latency
+                           else None, "trigger": "processingTime 1 second", "index_sync_interval_s": 0.25}
+    spark.stop()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="44000,1000000")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--hnsw-threshold", type=int, default=20000,
+                   help="rows above which HNSW is built (lower than the service default to measure it at 44k)")
+    p.add_argument("--ef-search", type=int, default=128)
+    p.add_argument("--model-dir", default="data/bench/models/clip-vit-b-32-random-catalog-tokenizer")
+    p.add_argument("--precision", default="int8", choices=["fp32", "bf16", "int8"])
+    p.add_argument("--edits", type=int, default=10)
+    p.add_argument("--api-queries", type=int, default=100)
+    p.add_argument("--skip-index", action="store_true")
+    p.add_argument("--skip-api", action="store_true")
+    p.add_argument("--skip-freshness", action="store_true")
+    args = p.parse_args(argv)
+    out: dict = {"benchmark": "search_latency", "cpu_count": os.cpu_count()}
+    if not args.skip_index:
+        out["index"] = [index_latency(int(n), args.queries, args.hnsw_threshold, args.ef_search)
+                        for n in args.sizes.split(",")]
+    if not args.skip_api:
+        if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
+            from udfs.random_clip import build_random_clip
+
+            build_random_clip(args.model_dir, shape="vit-b-32")
+        out.update(api_and_freshness(os.path.abspath(args.model_dir), args.precision, args.edits,
+                                     args.api_queries, args.skip_freshness))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

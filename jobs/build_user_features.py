@@ -9,29 +9,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from pyspark.sql.types import (
-    ArrayType,
-    DoubleType,
-    IntegerType,
-    StringType,
-    StructField,
-    StructType,
-)
 
 from conf import Config
+from schemas import USER_FEATURES_SCHEMA
 
 log = logging.getLogger(__name__)
-
-USER_FEATURES_SCHEMA = StructType([
-    StructField("user_id", StringType(), False),
-    StructField("segment", StringType(), True),
-    StructField("user_embedding", ArrayType(DoubleType(), False), True),
-    StructField("color_prefs", ArrayType(StringType(), False), True),
-    StructField("category_prefs", ArrayType(StringType(), False), True),
-    StructField("min_price", DoubleType(), True),
-    StructField("max_price", DoubleType(), True),
-    StructField("matched_products", IntegerType(), True),
-])
 
 
 def build_user_features(spark, config: Config, personas_path: str | None = None) -> list[dict]:

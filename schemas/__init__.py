@@ -8,6 +8,7 @@ from schemas.tables import (
     PRODUCT_EMBEDDINGS_SCHEMA,
     PRODUCTS_SCHEMA,
     QUARANTINE_SCHEMA,
+    USER_FEATURES_SCHEMA,
     create_table_ddl,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "PRODUCTS_SCHEMA",
     "PRODUCT_EMBEDDINGS_SCHEMA",
     "QUARANTINE_SCHEMA",
+    "USER_FEATURES_SCHEMA",
     "create_table_ddl",
 ]

@@ -87,6 +87,19 @@ IMAGE_EMBEDDINGS_SCHEMA = StructType(
 )
 
 
+# One row per shopper persona: a style embedding in the hybrid space plus preferences.
+USER_FEATURES_SCHEMA = StructType([
+    StructField("user_id", StringType(), False),
+    StructField("segment", StringType(), True),
+    StructField("user_embedding", ArrayType(DoubleType(), False), True),
+    StructField("color_prefs", ArrayType(StringType(), False), True),
+    StructField("category_prefs", ArrayType(StringType(), False), True),
+    StructField("min_price", DoubleType(), True),
+    StructField("max_price", DoubleType(), True),
+    StructField("matched_products", IntegerType(), True),
+])
+
+
 def _sql_type(field: StructField) -> str:
     return field.dataType.simpleString().upper() + ("" if field.nullable else " NOT NULL")
 

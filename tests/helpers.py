@@ -72,3 +72,24 @@ def embedding_rows(spark, config) -> dict:
 def calls(embedder) -> tuple[int, int]:
     """(texts, images) that went through the model so far."""
     return embedder.text_calls.value, embedder.image_calls.value
+
+
+def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512) -> np.ndarray:
+    """A multimodal-shaped Delta table of ``n`` random unit vectors (written without Spark); returns them."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from app.index.local_index import INDEX_KINDS, METADATA_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(n, dim))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    cols = {c: pa.array([None] * n, pa.string()) for c in METADATA_COLUMNS}
+    cols["product_id"] = pa.array(np.arange(n, dtype=np.int32))
+    cols["price"] = pa.array(rng.uniform(5, 300, n))
+    cols["year"] = pa.array(np.full(n, 2012, dtype=np.int32))
+    cols["gender"] = pa.array(rng.choice(["Men", "Women"], n))
+    for col in INDEX_KINDS.values():
+        cols[col] = pa.array(list(vecs), pa.list_(pa.float64()))
+    write_deltalake(path, pa.table(cols))
+    return vecs

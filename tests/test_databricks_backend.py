@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from app.index import databricks_index
 from app.index.databricks_index import DatabricksVectorIndex, client_class
 from app.index.filters import FilterError
-from app.index.local_index import INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
+from app.index.local_index import METADATA_COLUMNS, LocalIndexStore
 from conf import load_config
 from jobs import create_indexes
+from tests.helpers import write_synthetic_embeddings
 from tests.vector_search_standin import VectorSearchStandIn
 
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory):
-    from deltalake import write_deltalake
-
     path = str(tmp_path_factory.mktemp("vs") / "emb")
-    rng = np.random.default_rng(1)
-    n = 200
-    vecs = rng.normal(size=(n, 512))
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    cols = {c: pa.array([None] * n, pa.string()) for c in METADATA_COLUMNS}
-    cols["product_id"] = pa.array(np.arange(n, dtype=np.int32))
-    cols["price"] = pa.array(rng.uniform(5, 300, n))
-    cols["year"] = pa.array(np.full(n, 2012, dtype=np.int32))
-    cols["gender"] = pa.array(rng.choice(["Men", "Women"], n))
-    for col in INDEX_KINDS.values():
-        cols[col] = pa.array(list(vecs), pa.list_(pa.float64()))
-    write_deltalake(path, pa.table(cols))
+    vecs = write_synthetic_embeddings(path, 200, seed=1)
     store = LocalIndexStore(path)
     store.sync()
     server = VectorSearchStandIn(store)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
@@ -12,7 +11,14 @@ from pyspark.sql import functions as F
 from app.index.filters import FilterError, evaluate, parse_filters
 from app.index.local_index import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
 from streaming.runner import Embedder
-from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
+from tests.helpers import (
+    append_products,
+    draw_image,
+    embedding_rows,
+    product,
+    stream_once,
+    write_synthetic_embeddings,
+)
 
 FRAME = pd.DataFrame({
     "product_id": [1, 2, 3, 4],
@@ -108,21 +114,9 @@ def test_local_index_follows_inserts_updates_and_deletes(spark, workspace):
 
 
 def test_approximate_search_recall_against_exact(tmp_path):
-    from deltalake import write_deltalake
-
     rng = np.random.default_rng(0)
     n, dim = 6000, 512
-    vecs = rng.normal(size=(n, dim)).astype(np.float64)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    vec_type = pa.list_(pa.float64())
-    cols = {c: pa.array([None] * n, pa.string()) for c in METADATA_COLUMNS}
-    cols["product_id"] = pa.array(np.arange(n, dtype=np.int32))
-    cols["price"] = pa.array(rng.uniform(5, 300, n))
-    cols["year"] = pa.array(np.full(n, 2012, dtype=np.int32))
-    cols["gender"] = pa.array(rng.choice(["Men", "Women"], n))
-    for col in INDEX_KINDS.values():
-        cols[col] = pa.array(list(vecs), vec_type)
-    write_deltalake(str(tmp_path / "emb"), pa.table(cols))
+    vecs = write_synthetic_embeddings(str(tmp_path / "emb"), n, seed=0, dim=dim)
     index = LocalIndexStore(str(tmp_path / "emb"), dimension=dim, approximate_threshold=1000)
     assert index.sync().approximate["image"] is True
     queries = vecs[rng.choice(n, 40, replace=False)] + rng.normal(scale=0.05, size=(40, dim))

@@ -25,6 +25,7 @@ setup(
             "fashion-register-model=jobs.register_model:main",
             "fashion-user-features=jobs.build_user_features:main",
             "fashion-search-service=app.main:main",
+            "fashion-create-indexes=jobs.create_indexes:main",
         ]
     },
 )

@@ -39,12 +39,13 @@ class EncodedBatch:
 
 
 def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dimension: int,
-                text_weight: float, encode_partitions: int) -> EncodedBatch:
+                text_weight: float, encode_partitions: int, has_updates: bool = True) -> EncodedBatch:
     """Encode what ``plan`` flags and assemble the rows to MERGE.
 
     ``udfs`` has ``text`` and ``image`` pandas UDFs (see :mod:`udfs.encoders`).
     Encoded results are persisted so the MERGE, which reads its source twice,
-    never runs a model again.
+    never runs a model again. ``has_updates=False`` (the plan holds no "update"
+    rows) skips looking up stored vectors: only updates re-encode one modality.
     """
     todo = plan.filter(F.col("_action").isin(*WRITE_ACTIONS))
     texts = (
@@ -71,7 +72,8 @@ def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dim
 
     # Rows re-encoding one modality need the other, stored vector to rebuild the hybrid.
     partial = todo.filter(F.col("_exists") & ~F.col("_deleted") & (F.col("_need_text") != F.col("_need_image")))
-    partial_ids = [r[0] for r in partial.select("product_id").limit(_MAX_IN_LIST + 1).collect()]
+    partial_ids = ([r[0] for r in partial.select("product_id").limit(_MAX_IN_LIST + 1).collect()]
+                   if has_updates else [])
     old = embeddings.select(
         "product_id", F.col("text_embedding").alias("_old_text"), F.col("image_embedding").alias("_old_image")
     )

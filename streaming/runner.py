@@ -98,7 +98,8 @@ class Embedder:
             to_write = metrics.inserts + metrics.updates + metrics.metadata_only + metrics.deletes
             if to_write:
                 encoded = encode_plan(plan, embeddings, self.udfs, cfg.model.id, cfg.model.dimension,
-                                      cfg.hybrid_text_weight, cfg.model.encode_partitions)
+                                      cfg.hybrid_text_weight, cfg.model.encode_partitions,
+                                      has_updates=metrics.updates > 0)
                 lap("encode")
                 phases["encode_text"] = round(encoded.text_seconds, 3)
                 phases["encode_image"] = round(encoded.image_seconds, 3)
@@ -109,7 +110,8 @@ class Embedder:
                         F.col("_need_image") & F.col("embedding_error").isNotNull()).count()
                     metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
                     lap("assemble")
-                    metrics.merge = merge_embeddings(self.spark, cfg.tables.embeddings, rows, txn)
+                    inserts_only = metrics.inserts == to_write
+                    metrics.merge = merge_embeddings(self.spark, cfg.tables.embeddings, rows, txn, inserts_only)
                     lap("merge")
                 finally:
                     rows.unpersist()

@@ -46,26 +46,28 @@ def _insert_values() -> dict[str, str]:
 
 
 def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
-                     txn: tuple[str, int] | None = None) -> dict[str, int]:
+                     txn: tuple[str, int] | None = None, inserts_only: bool = False) -> dict[str, int]:
     """Apply inserts, updates and deletes in one MERGE commit; returns Delta's MERGE metrics.
 
     With ``txn=(app_id, version)`` the commit carries Delta's idempotent-write
     identifiers: if a commit with that app id and a version >= this one already
     exists (a replayed micro-batch), Delta skips the write entirely.
+
+    ``inserts_only`` (every row was planned as a new product) leaves out the
+    matched clauses, so Delta takes its insert-only MERGE path: an anti-join and an
+    append instead of rewriting matched rows. A row that exists after all is then
+    left as it is, never duplicated.
     """
     table = delta_table(spark, target)
     if txn is not None:
         spark.conf.set(TXN_APP_ID_CONF, txn[0])
         spark.conf.set(TXN_VERSION_CONF, str(txn[1]))
     try:
-        result = (
-            table.alias("t")
-            .merge(rows.alias("s"), "t.product_id = s.product_id")
-            .whenMatchedDelete(condition=f"s._deleted AND {_NEWER}")
-            .whenMatchedUpdate(condition=f"NOT s._deleted AND {_NEWER}", set=_update_set())
-            .whenNotMatchedInsert(condition="NOT s._deleted", values=_insert_values())
-            .execute()
-        )
+        merge = table.alias("t").merge(rows.alias("s"), "t.product_id = s.product_id")
+        if not inserts_only:
+            merge = (merge.whenMatchedDelete(condition=f"s._deleted AND {_NEWER}")
+                     .whenMatchedUpdate(condition=f"NOT s._deleted AND {_NEWER}", set=_update_set()))
+        result = merge.whenNotMatchedInsert(condition="NOT s._deleted", values=_insert_values()).execute()
     finally:
         if txn is not None:
             spark.conf.unset(TXN_APP_ID_CONF)

@@ -156,17 +156,18 @@ TRIGGERS = ("availableNow", "processingTime")
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
+    # spark.conf keys contain dots themselves: "spark.conf.spark.sql.x=1" sets one key.
+    if parts[0] == "spark" and len(parts) > 2 and parts[1] == "conf":
+        spark = data.setdefault("spark", {})
+        if not isinstance(spark.get("conf"), dict):
+            spark["conf"] = {}
+        spark["conf"][".".join(parts[2:])] = value
+        return
     node = data
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
-    # spark.conf keys contain dots themselves: "spark.conf.spark.sql.x=1".
-    if parts[0] == "spark" and len(parts) > 2 and parts[1] == "conf":
-        conf = data.setdefault("spark", {}).setdefault("conf", {}) or {}
-        data["spark"]["conf"] = conf
-        conf[".".join(parts[2:])] = value
-        return
     node[parts[-1]] = value
 
 

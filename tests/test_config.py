@@ -36,6 +36,7 @@ def test_overrides_apply_dotted_keys_including_spark_conf(tmp_path):
     assert config.model.precision == "bf16"
     assert config.hybrid_text_weight == 0.7
     assert config.spark.conf["spark.sql.shuffle.partitions"] == "8"
+    assert "spark" not in config.spark.conf, "a dotted spark.conf key must not leave nested junk"
 
 
 @pytest.mark.parametrize(

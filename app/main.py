@@ -70,11 +70,8 @@ def refresh(app: FastAPI) -> None:
 
 def _users_from_index(store: LocalIndexStore) -> dict[str, dict]:
     """Persona features computed from the index when the user_style_features table is absent."""
-    with store._lock:  # noqa: SLF001
-        meta = store._meta.reset_index(drop=True)
-        alive = store._alive.copy()
-        hybrid, has = store._vecs["hybrid"].copy(), store._has["hybrid"].copy()
-    frame = compute_user_features(load_personas(), meta, hybrid, has & alive)
+    meta, hybrid, has = store.live_rows("hybrid")
+    frame = compute_user_features(load_personas(), meta, hybrid, has)
     return {r["user_id"]: r for r in frame.to_dict("records")}
 
 

@@ -46,7 +46,7 @@ def index_latency(n: int, queries: int, threshold: int, ef_search: int, seed: in
     build_s = time.perf_counter() - t0
     qs = vecs[rng.choice(n, queries, replace=False)] + 0.1 * rng.normal(size=(queries, dim)).astype(np.float32)
     qs /= np.linalg.norm(qs, axis=1, keepdims=True)
-    out: dict = {"rows": n, "build_seconds": round(build_s, 2), "hnsw": "image" in store._hnsw}
+    out: dict = {"rows": n, "build_seconds": round(build_s, 2), "hnsw": store.status().approximate["image"]}
     for label, filters in (("unfiltered", None), ("filtered_5pct", {"base_color": "Red"})):
         for mode, exact in (("exact", True), ("approx", False)):
             times, results = [], []

@@ -220,6 +220,19 @@ class LocalIndexStore:
             slot = self._slot.get(int(product_id))
             return None if slot is None else _clean(self._meta.loc[slot].to_dict())
 
+    def live_rows(self, kind: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """A consistent copy of (metadata, vectors of ``kind``, has-live-vector mask), one row per slot."""
+        with self._lock:
+            return (self._meta.reset_index(drop=True), self._vecs[kind].copy(),
+                    self._has[kind] & self._alive)
+
+    def distinct_values(self, column: str, limit: int = 200) -> list[str]:
+        """The most frequent values of a metadata column among live rows, sorted."""
+        with self._lock:
+            meta = self._meta[self._alive[: len(self._meta)]]
+            values = meta[column].dropna().astype(str).value_counts().index[:limit]
+        return sorted(values)
+
     def vector(self, product_id: int, kind: str) -> np.ndarray | None:
         with self._lock:
             slot = self._slot.get(int(product_id))

@@ -44,10 +44,7 @@ class VectorSearchService:
         return self.store.vector(product_id, self.kind(index))
 
     def distinct_values(self, column: str, limit: int = 200) -> list[str]:
-        with self.store._lock:  # noqa: SLF001 - read-only snapshot of one column
-            meta = self.store._meta[self.store._alive[: len(self.store._meta)]]
-            values = meta[column].dropna().astype(str).value_counts().index[:limit]
-        return sorted(values)
+        return self.store.distinct_values(column, limit)
 
 
 __all__ = ["INDEX_KINDS", "UnknownIndexError", "VectorSearchService"]

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 
+from app.index.ann import AnnParams
 from app.index.local_index import IndexNotReadyError, LocalIndexStore, status_dict
 from app.routes.v1.search import router
 from app.services.clip_service import ClipService
@@ -75,6 +76,12 @@ def _users_from_index(store: LocalIndexStore) -> dict[str, dict]:
     return {r["user_id"]: r for r in frame.to_dict("records")}
 
 
+def ann_params(config: Config) -> AnnParams:
+    """The local index's approximate-search settings from ``config.search``."""
+    se = config.search
+    return AnnParams(kind=se.approximate_index, nprobe=se.ivf_nprobe, ef_search=se.ef_search)
+
+
 def create_app(config: Config, encoder: Any = None, store: LocalIndexStore | None = None,
                background_sync: bool = True) -> FastAPI:
     """Build the service. ``encoder`` defaults to the configured one (CLIP folder, models:/ URI or endpoint)."""
@@ -85,7 +92,8 @@ def create_app(config: Config, encoder: Any = None, store: LocalIndexStore | Non
 
         encoder = EncoderSpec.from_config(config).encoder()
     store = store or LocalIndexStore(config.tables.embeddings.path, config.model.dimension,
-                                     config.search.approximate_threshold, ef_search=config.search.ef_search)
+                                     config.search.approximate_threshold, ann=ann_params(config),
+                                     exact_max_candidates=config.search.exact_max_candidates)
     syncer: IndexSyncer | None = None
 
     @asynccontextmanager

@@ -3,12 +3,13 @@
 Prints one JSON object:
 * index: for each size (default 44,000 and 1,000,000 synthetic 512-d unit vectors; real
   sample metadata distribution is not needed for latency), p50/p99 of exact and of
-  HNSW queries without and with a 5 % filter, and recall@10 of HNSW vs exact;
+  approximate queries (IVF-Flat by default, ``--ann hnsw`` to compare) without and with a
+  5 % filter, and recall@10 of approximate vs exact;
 * api: POST /api/v1/search/text latency through a real uvicorn server on loopback,
   query encoding included (ViT-B/32-shaped CLIP by default);
 * freshness: product inserted into `products` while the stream runs (processingTime
   trigger) -> visible through the service's search; p50/p95 over --edits edits.
-Usage: python -m bench.search_latency [--sizes 44000,1000000] [--skip-api] [--skip-freshness]
+Usage: python -m bench.search_latency [--sizes 44000,1000000] [--ann ivf_flat|hnsw] [--skip-api] [--skip-freshness]
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import time
 import numpy as np
 import pandas as pd
 
+from app.index.ann import ANN_KINDS, AnnParams
+
 
 def _pct(values, q) -> float:
     return round(float(np.percentile(np.asarray(values) * 1000.0, q)), 3)
 
 
-def index_latency(n: int, queries: int, threshold: int, ef_search: int, seed: int = 0) -> dict:
+def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_max: int, seed: int = 0) -> dict:
     from app.index.local_index import LocalIndexStore
 
     rng = np.random.default_rng(seed)
@@ -41,12 +44,14 @@ def index_latency(n: int, queries: int, threshold: int, ef_search: int, seed: in
     meta = pd.DataFrame({"product_id": np.arange(n), "price": rng.uniform(5, 300, n), "base_color": colours,
                          "gender": rng.choice(["Men", "Women"], n)})
     t0 = time.perf_counter()
-    store = LocalIndexStore.from_arrays(meta, {"image": vecs}, approximate_threshold=min(threshold, n),
-                                        ef_search=ef_search)
+    store = LocalIndexStore.from_arrays(meta, {"image": vecs}, approximate_threshold=min(threshold, n), ann=ann,
+                                        exact_max_candidates=exact_max)
     build_s = time.perf_counter() - t0
     qs = vecs[rng.choice(n, queries, replace=False)] + 0.1 * rng.normal(size=(queries, dim)).astype(np.float32)
     qs /= np.linalg.norm(qs, axis=1, keepdims=True)
-    out: dict = {"rows": n, "build_seconds": round(build_s, 2), "hnsw": store.status().approximate["image"]}
+    out: dict = {"rows": n, "build_seconds": round(build_s, 2), "approximate": store.status().approximate["image"],
+                 "ann": {"kind": ann.kind, "nprobe": ann.nprobe, "ef_search": ann.ef_search},
+                 "filtered_5pct_path": "exact" if 0.05 * n <= exact_max else "approximate"}
     for label, filters in (("unfiltered", None), ("filtered_5pct", {"base_color": "Red"})):
         for mode, exact in (("exact", True), ("approx", False)):
             times, results = [], []
@@ -117,7 +122,7 @@ def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: i
         return result
     query = embedder.start_stream("processingTime")
     template = read_table(spark, config.tables.products).limit(1).collect()[0].asDict()
-    lags, batch_latency = [], []
+    lags, batch_latency, phases = [], [], {}
     try:
         for i in range(edits):
             pid = 900000 + i
@@ -136,13 +141,15 @@ def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: i
                 time.sleep(0.1)
             time.sleep(0.5)
         batch_latency = [m.latency_s for m in embedder.history[-edits:]]
+        phases = pd.DataFrame([m.phases_s for m in embedder.history[-edits:]]).median().round(3).to_dict()
     finally:
         query.stop()
         server.should_exit = True
     result["freshness"] = {"edits": edits, "p50_s": round(float(np.percentile(lags, 50)), 2),
                            "p95_s": round(float(np.percentile(lags, 95)), 2), "max_s": round(max(lags), 2),
                            "stream_batch_latency_p50_s": round(float(np.median(batch_latency)), 2) if batch_latency
-                           else None, "trigger": "processingTime 1 second", "index_sync_interval_s": 0.25}
+                           else None, "stream_phases_p50_s": phases, "trigger": "processingTime 1 second",
+                           "index_sync_interval_s": 0.25}
     spark.stop()
     return result
 
@@ -151,9 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="44000,1000000")
     p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--hnsw-threshold", type=int, default=20000,
-                   help="rows above which HNSW is built (lower than the service default to measure it at 44k)")
-    p.add_argument("--ef-search", type=int, default=128)
+    p.add_argument("--ann-threshold", type=int, default=20000,
+                   help="rows above which the approximate index is built (lower than the service default, "
+                        "to measure it at 44k)")
+    p.add_argument("--ann", default="ivf_flat", choices=ANN_KINDS)
+    p.add_argument("--nprobe", type=int, default=32, help="ivf_flat: cells scanned per query")
+    p.add_argument("--ef-search", type=int, default=128, help="hnsw: search breadth")
+    p.add_argument("--exact-max-candidates", type=int, default=20000,
+                   help="filtered queries matching at most this many rows are ranked exactly")
     p.add_argument("--model-dir", default="data/bench/models/clip-vit-b-32-random-catalog-tokenizer")
     p.add_argument("--precision", default="int8", choices=["fp32", "bf16", "int8"])
     p.add_argument("--edits", type=int, default=10)
@@ -164,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     out: dict = {"benchmark": "search_latency", "cpu_count": os.cpu_count()}
     if not args.skip_index:
-        out["index"] = [index_latency(int(n), args.queries, args.hnsw_threshold, args.ef_search)
+        ann = AnnParams(kind=args.ann, nprobe=args.nprobe, ef_search=args.ef_search)
+        out["index"] = [index_latency(int(n), args.queries, args.ann_threshold, ann, args.exact_max_candidates)
                         for n in args.sizes.split(",")]
     if not args.skip_api:
         if not os.path.isfile(os.path.join(args.model_dir, "config.json")):

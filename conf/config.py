@@ -112,7 +112,10 @@ class ServingSettings:
 class SearchSettings:
     backend: str
     approximate_threshold: int
+    approximate_index: str
+    ivf_nprobe: int
     ef_search: int
+    exact_max_candidates: int
     sync_interval_s: float
     default_limit: int
     max_limit: int
@@ -203,6 +206,13 @@ def _int(section: Mapping[str, Any], key: str, where: str, minimum: int = 1) -> 
     value = _require(section, key, where)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _choice(section: Mapping[str, Any], key: str, where: str, allowed: tuple[str, ...]) -> str:
+    value = _require(section, key, where)
+    if value not in allowed:
+        raise ConfigError(f"{where}.{key} must be one of {allowed}, got {value!r}")
     return value
 
 
@@ -349,7 +359,10 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
     search = SearchSettings(
         backend=backend,
         approximate_threshold=_int(se, "approximate_threshold", "search"),
+        approximate_index=_choice(se, "approximate_index", "search", ("ivf_flat", "hnsw")),
+        ivf_nprobe=_int(se, "ivf_nprobe", "search"),
         ef_search=_int(se, "ef_search", "search"),
+        exact_max_candidates=_int(se, "exact_max_candidates", "search"),
         sync_interval_s=float(_require(se, "sync_interval_s", "search")),
         default_limit=_int(se, "default_limit", "search"),
         max_limit=_int(se, "max_limit", "search"),

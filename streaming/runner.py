@@ -69,12 +69,16 @@ class Embedder:
 
     # -- one batch ---------------------------------------------------------------------------
     def apply_state(self, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
-                    rows_in: int | None = None) -> BatchMetrics:
-        """Plan, encode and MERGE a DataFrame of final product states (see streaming.reader)."""
+                    rows_in: int | None = None, started: float | None = None,
+                    phases: dict[str, float] | None = None) -> BatchMetrics:
+        """Plan, encode and MERGE a DataFrame of final product states (see streaming.reader).
+
+        ``started`` and ``phases`` let the caller count its own earlier work (the CDF read) in the batch.
+        """
         cfg = self.config
-        started = time.perf_counter()
+        started = started or time.perf_counter()
         metrics = BatchMetrics(batch_id=batch_id)
-        phases: dict[str, float] = {}
+        phases = dict(phases or {})
         mark = [time.perf_counter()]
 
         def lap(name: str) -> None:
@@ -144,12 +148,15 @@ class Embedder:
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> None:
         """foreachBatch body: CDF rows -> final state per product -> apply."""
+        started = time.perf_counter()
         batch = batch.persist()
         try:
             rows_in = batch.count()
             if rows_in == 0:
                 return
-            self.apply_state(final_state(batch), batch_id, (self.app_id(), batch_id), rows_in=rows_in)
+            read_s = round(time.perf_counter() - started, 3)
+            self.apply_state(final_state(batch), batch_id, (self.app_id(), batch_id), rows_in=rows_in,
+                             started=started, phases={"cdf_read": read_s})
         finally:
             batch.unpersist()
 

@@ -74,8 +74,12 @@ def calls(embedder) -> tuple[int, int]:
     return embedder.text_calls.value, embedder.image_calls.value
 
 
-def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512) -> np.ndarray:
-    """A multimodal-shaped Delta table of ``n`` random unit vectors (written without Spark); returns them."""
+def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clusters: int = 0) -> np.ndarray:
+    """A multimodal-shaped Delta table of ``n`` random unit vectors (written without Spark); returns them.
+
+    ``clusters=0``: uniform on the sphere (no structure at all, the hardest case for an
+    approximate index); otherwise Gaussian clusters around that many centres, like real embeddings.
+    """
     import pyarrow as pa
     from deltalake import write_deltalake
 
@@ -83,6 +87,8 @@ def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512) -> 
 
     rng = np.random.default_rng(seed)
     vecs = rng.normal(size=(n, dim))
+    if clusters:
+        vecs = rng.normal(size=(clusters, dim))[rng.integers(0, clusters, n)] + 0.6 * vecs
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     cols = {c: pa.array([None] * n, pa.string()) for c in METADATA_COLUMNS}
     cols["product_id"] = pa.array(np.arange(n, dtype=np.int32))

@@ -87,6 +87,7 @@ class StreamSettings:
     max_files_per_trigger: int
     app_id: str
     arrow_batch_size: int
+    local_merge_source_max_rows: int
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,25 @@ class VectorSearchSettings:
 
 
 @dataclass(frozen=True)
+class TrainingSettings:
+    """jobs.train_clip: contrastive CLIP training on the catalog's (image, description) pairs."""
+
+    output_dir: str
+    base_model: str | None  # hub id or CLIP folder to fine-tune; None: the small CLIP from scratch
+    init_shape: str
+    seed: int
+    split_fractions: tuple[float, float, float]
+    epochs: int
+    max_minutes: float
+    demo_max_minutes: float
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    precision: str
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the jobs need; build it with :func:`load_config`."""
 
@@ -150,6 +170,7 @@ class Config:
     serving: ServingSettings
     search: SearchSettings
     vector_search: VectorSearchSettings
+    training: TrainingSettings
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -332,6 +353,7 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         max_files_per_trigger=_int(s, "max_files_per_trigger", "stream"),
         app_id=str(_require(s, "app_id", "stream")),
         arrow_batch_size=_int(s, "arrow_batch_size", "stream"),
+        local_merge_source_max_rows=_int(s, "local_merge_source_max_rows", "stream", minimum=0),
     )
 
     ml = data.get("mlflow") or {}
@@ -385,6 +407,28 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         indexes={k: str(v) for k, v in vs_indexes.items()},
     )
 
+    tr = data.get("training") or {}
+    fractions = tuple(float(f) for f in _require(tr, "split_fractions", "training"))
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(f"training.split_fractions must be 3 numbers >= 0 summing to 1, got {fractions}")
+    base_model = tr.get("base_model")
+    training = TrainingSettings(
+        output_dir=_resolve_path(root, str(_require(tr, "output_dir", "training"))),
+        base_model=_resolve_path(root, str(base_model)) if base_model and str(base_model).startswith("./")
+        else base_model,
+        init_shape=_choice(tr, "init_shape", "training", ("tiny", "small", "vit-b-32")),
+        seed=_int(tr, "seed", "training", minimum=0),
+        split_fractions=fractions,  # type: ignore[arg-type]
+        epochs=_int(tr, "epochs", "training"),
+        max_minutes=float(_require(tr, "max_minutes", "training")),
+        demo_max_minutes=float(_require(tr, "demo_max_minutes", "training")),
+        batch_size=_int(tr, "batch_size", "training", minimum=2),
+        learning_rate=float(_require(tr, "learning_rate", "training")),
+        weight_decay=float(_require(tr, "weight_decay", "training")),
+        warmup_steps=_int(tr, "warmup_steps", "training", minimum=0),
+        precision=_choice(tr, "precision", "training", ("fp32", "bf16")),
+    )
+
     cat = data.get("catalog") or {}
     return Config(
         profile=str(data.get("profile") or "custom"),
@@ -401,5 +445,6 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         serving=serving,
         search=search,
         vector_search=vector_search,
+        training=training,
         raw=data,
     )

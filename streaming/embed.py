@@ -77,8 +77,11 @@ def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dim
     old = embeddings.select(
         "product_id", F.col("text_embedding").alias("_old_text"), F.col("image_embedding").alias("_old_image")
     )
-    if len(partial_ids) <= _MAX_IN_LIST:
-        old = old.filter(F.col("product_id").isin(partial_ids or [-1]))
+    if not partial_ids:
+        # Nothing to look up: no scan of the embeddings table at all (a smaller plan, a faster small batch).
+        old = None
+    elif len(partial_ids) <= _MAX_IN_LIST:
+        old = old.filter(F.col("product_id").isin(partial_ids))
     else:
         old = old.join(partial.select("product_id"), "product_id", "left_semi")
 
@@ -86,10 +89,14 @@ def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dim
     stored_image_error = F.regexp_replace(
         F.regexp_replace(F.coalesce(F.col("cur_embedding_error"), F.lit("")), TEXT_ENCODE_FAILED, ""), "^,|,$", ""
     )
+    rows = todo.join(F.broadcast(texts), "text_hash", "left").join(F.broadcast(images), "image_hash", "left")
+    if old is None:
+        vector = embeddings.schema["text_embedding"].dataType
+        rows = rows.withColumn("_old_text", F.lit(None).cast(vector)).withColumn("_old_image", F.lit(None).cast(vector))
+    else:
+        rows = rows.join(old, "product_id", "left")
     rows = (
-        todo.join(F.broadcast(texts), "text_hash", "left")
-        .join(F.broadcast(images), "image_hash", "left")
-        .join(old, "product_id", "left")
+        rows
         .withColumn("_text_full", F.when(F.col("_need_text"), F.col("_new_text")).otherwise(F.col("_old_text")))
         .withColumn("_image_full", F.when(F.col("_need_image"), F.col("_new_image")).otherwise(F.col("_old_image")))
         .withColumn(

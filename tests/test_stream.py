@@ -263,3 +263,27 @@ def test_stream_restarts_from_its_checkpoint_without_losing_anything(env):
     assert calls(second) == (2, 2)
     assert_df_equality(_products_df(spark, config), _embedded_products_df(spark, config),
                        ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize("local_max_rows", [0, 1000], ids=["checkpointed-source", "driver-source"])
+def test_both_merge_source_paths_apply_inserts_updates_and_deletes(spark, workspace, local_max_rows):
+    # Small batches bring the MERGE source to the driver, larger ones checkpoint it on the executors.
+    config = workspace.config(stream__local_merge_source_max_rows=local_max_rows)
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(4)]
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1]), product(3, imgs[2])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    before = embedding_rows(spark, config)
+    products = DeltaTable.forPath(spark, config.tables.products.path)
+    products.update("product_id = 1", {"price": F.lit(75.0)})  # text only
+    products.update("product_id = 2", {"image_path": F.lit(imgs[3])})  # image only
+    products.delete("product_id = 3")
+    append_products(spark, config, [product(4, imgs[0], product_display_name="Brand new")])
+    [batch] = stream_once(embedder)
+    assert (batch.updates, batch.deletes, batch.inserts, batch.rows_written) == (2, 1, 1, 4)
+    assert_df_equality(_products_df(spark, config), _embedded_products_df(spark, config),
+                       ignore_row_order=True, ignore_nullable=True)
+    after = embedding_rows(spark, config)
+    assert after[1].image_embedding == before[1].image_embedding and after[1].text_embedding != before[1].text_embedding
+    assert after[2].text_embedding == before[2].text_embedding and after[2].image_embedding != before[2].image_embedding
+    assert after[4].image_embedding == before[1].image_embedding and 3 not in after

@@ -150,6 +150,7 @@ class TrainingSettings:
     weight_decay: float
     warmup_steps: int
     precision: str
+    image_label_loss_weight: float
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,7 @@ def _validate(data: dict[str, Any], base_dir: Path) -> Config:
         weight_decay=float(_require(tr, "weight_decay", "training")),
         warmup_steps=_int(tr, "warmup_steps", "training", minimum=0),
         precision=_choice(tr, "precision", "training", ("fp32", "bf16")),
+        image_label_loss_weight=float(tr.get("image_label_loss_weight") or 0.0),
     )
 
     cat = data.get("catalog") or {}

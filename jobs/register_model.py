@@ -32,19 +32,10 @@ def _pip_requirements() -> list[str]:
     return reqs or list(_SERVING_PACKAGES)
 
 
-def register_model(config: Config, model_dir: str | None = None, registered_name: str | None = None) -> dict:
-    """Log and register the encoder; returns run id, model URI and registered version URI."""
+def setup_mlflow(config: Config) -> None:
+    """Point MLflow at the configured tracking store / registry and experiment (created if missing)."""
     import mlflow
 
-    from udfs.mlflow_encoder import ARTIFACT_KEY, CLIPMultimodalEncoder, model_code_paths, signature
-
-    model_dir = model_dir or config.model.name_or_path
-    if not os.path.isdir(model_dir):
-        raise ModelLoadError(
-            f"register_model needs a local CLIP folder (save_pretrained), got {model_dir!r}; "
-            "pass --model-dir or set model.name_or_path"
-        )
-    name = registered_name or config.mlflow.registered_model_name
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     if config.mlflow.registry_uri:
         mlflow.set_registry_uri(config.mlflow.registry_uri)
@@ -53,21 +44,44 @@ def register_model(config: Config, model_dir: str | None = None, registered_name
     if mlflow.get_experiment_by_name(config.mlflow.experiment) is None:
         mlflow.create_experiment(config.mlflow.experiment, artifact_location=config.mlflow.artifact_location)
     mlflow.set_experiment(config.mlflow.experiment)
+
+
+def log_encoder_model(config: Config, model_dir: str, registered_name: str | None = None):
+    """Log the CLIP folder as the multimodal pyfunc in the active run (and register it if a name is given)."""
+    import mlflow
+
+    from udfs.mlflow_encoder import ARTIFACT_KEY, CLIPMultimodalEncoder, model_code_paths, signature
+
+    return mlflow.pyfunc.log_model(
+        name="clip_multimodal_encoder",
+        python_model=CLIPMultimodalEncoder(),
+        artifacts={ARTIFACT_KEY: model_dir},
+        code_paths=model_code_paths(),
+        signature=signature(),
+        model_config={"precision": config.model.precision, "torch_threads": config.model.torch_threads,
+                      "max_bytes": config.images.max_bytes, "max_pixels": config.images.max_pixels},
+        pip_requirements=_pip_requirements(),
+        registered_model_name=registered_name,
+    )
+
+
+def register_model(config: Config, model_dir: str | None = None, registered_name: str | None = None) -> dict:
+    """Log and register the encoder; returns run id, model URI and registered version URI."""
+    import mlflow
+
+    model_dir = model_dir or config.model.name_or_path
+    if not os.path.isdir(model_dir):
+        raise ModelLoadError(
+            f"register_model needs a local CLIP folder (save_pretrained), got {model_dir!r}; "
+            "pass --model-dir or set model.name_or_path"
+        )
+    name = registered_name or config.mlflow.registered_model_name
+    setup_mlflow(config)
     card = read_model_card(model_dir)
     with mlflow.start_run(run_name="clip_multimodal_encoder") as run:
         mlflow.log_params({"source_model": model_dir, "model_id": config.model.id,
                            "weights": card.get("weights", "unknown"), "dimension": config.model.dimension})
-        info = mlflow.pyfunc.log_model(
-            name="clip_multimodal_encoder",
-            python_model=CLIPMultimodalEncoder(),
-            artifacts={ARTIFACT_KEY: model_dir},
-            code_paths=model_code_paths(),
-            signature=signature(),
-            model_config={"precision": config.model.precision, "torch_threads": config.model.torch_threads,
-                          "max_bytes": config.images.max_bytes, "max_pixels": config.images.max_pixels},
-            pip_requirements=_pip_requirements(),
-            registered_model_name=name,
-        )
+        info = log_encoder_model(config, model_dir, name)
     version = getattr(info, "registered_model_version", None)
     result = {
         "run_id": run.info.run_id,

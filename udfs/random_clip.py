@@ -3,8 +3,9 @@
 No pretrained weights can be downloaded on the build machines, so tests,
 benchmarks and the plumbing demo use a model made here. Its folder carries a
 ``model_card.json`` with ``"weights": "random"`` and the encoder warns loudly
-whenever it loads one. Two shapes: ``tiny`` (tests) and ``vit-b-32`` (the
-ViT-B/32 compute shape, for throughput benchmarks).
+whenever it loads one. Shapes: ``tiny`` (tests), ``small`` (the starting point
+of ``jobs.train_clip`` on a 2-core CPU) and ``vit-b-32`` (the ViT-B/32 compute
+shape, for throughput benchmarks).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from udfs.clip_model import MODEL_CARD
 
-SHAPES = ("tiny", "vit-b-32")
+SHAPES = ("tiny", "small", "vit-b-32")
 
 
 def _byte_vocab() -> dict[str, int]:
@@ -103,6 +104,11 @@ def build_random_clip(out_dir: str | os.PathLike[str], shape: str = "tiny", seed
                     max_position_embeddings=128)
         vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                       image_size=32, patch_size=8)
+    elif shape == "small":  # ~4M parameters: trains at ~200 pairs/s on 2 CPU cores (bf16)
+        text = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
+                    max_position_embeddings=64)
+        vision = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
+                      image_size=64, patch_size=8)
     else:  # the openai/clip-vit-base-patch32 architecture
         text = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
                     max_position_embeddings=77)

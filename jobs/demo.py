@@ -1,9 +1,9 @@
 """Job: the local end-to-end demo -- catalog -> stream -> editor edits -> incremental re-embedding.
 
-1. builds what the local profile needs if missing: the synthetic demo catalog and
-   the demo CLIP (RANDOM weights unless model.name_or_path points at a real or
-   trained model -- the log says which);
-2. loads the catalog into the products table;
+1. builds the synthetic demo catalog if missing and loads it into the products table;
+2. with no model configured, trains a small CLIP from scratch on that catalog
+   (jobs.train_clip, ``training.demo_max_minutes``): no pretrained weights exist
+   offline, and the output says which model is used and how it was made;
 3. runs the CDF stream once (availableNow): every product gets image, text and hybrid vectors;
 4. plays a catalog editor: a price change inside its tier, a tier crossing, a new
    image, a new product and a delete; runs the stream again and shows that only
@@ -24,20 +24,37 @@ from pyspark.sql import functions as F
 log = logging.getLogger("jobs.demo")
 
 
-def ensure_demo_assets(config) -> None:
-    """Create the demo catalog and, for the default demo path only, the random-weights model."""
+DEMO_PRODUCTS = 240  # enough drawn products for a few minutes of meaningful training
+
+
+def ensure_demo_catalog(config) -> None:
+    """Create the synthetic demo catalog if the configured source folder has none."""
     from jobs.demo_catalog import generate_demo_catalog
-    from udfs.random_clip import build_random_clip
 
     if not os.path.isfile(os.path.join(config.catalog_source_dir, "styles.csv")):
         log.info("generating synthetic demo catalog in %s", config.catalog_source_dir)
-        generate_demo_catalog(config.catalog_source_dir)
+        generate_demo_catalog(config.catalog_source_dir, n_products=DEMO_PRODUCTS)
+
+
+def ensure_demo_model(spark, config) -> None:
+    """With no pretrained weights configured (the default model folder is missing), train a catalog CLIP.
+
+    No pretrained CLIP can be downloaded here, so the demo trains the small CLIP of
+    ``jobs.train_clip`` from scratch on the products table for ``training.demo_max_minutes``
+    and saves it where ``model.name_or_path`` points. A configured folder or hub id is used as is.
+    """
+    from jobs.train_clip import train_clip
+
     model_dir = config.model.name_or_path
     default_dir = os.path.join(config.root, "models", "demo-clip")
-    if not os.path.isdir(model_dir) and os.path.abspath(model_dir) == os.path.abspath(default_dir):
-        log.warning("building the demo CLIP with RANDOM weights in %s (no pretrained weights here); "
-                    "point model.name_or_path at a real CLIP folder for meaningful vectors", model_dir)
-        build_random_clip(model_dir, shape="tiny")
+    if os.path.isdir(model_dir) or os.path.abspath(model_dir) != os.path.abspath(default_dir):
+        return
+    minutes = config.training.demo_max_minutes
+    print(f"   no model at {model_dir} and no pretrained weights configured: training a catalog CLIP from "
+          f"scratch on the products table for {minutes:g} min (jobs.train_clip; not pretrained)")
+    result = train_clip(spark, config, output_dir=model_dir, max_minutes=minutes, progress=False)
+    print(f"   trained {result.steps} steps ({result.epochs_done} epochs, {result.seconds}s) on "
+          f"{result.products['train']} products; validation {result.validation}")
 
 
 def _run_stream(embedder) -> list:
@@ -65,13 +82,18 @@ def main(argv: list[str] | None = None) -> None:
                      config.tables.quarantine.path, config.stream.checkpoint):
             if path and os.path.isdir(path):
                 shutil.rmtree(path)
-    ensure_demo_assets(config)
-    card = read_model_card(config.model.name_or_path)
-    print(f"model: {config.model.name_or_path} (id {config.model.id}, weights: {card.get('weights', 'unknown')})")
+    ensure_demo_catalog(config)
     spark = get_spark(config)
 
     print("\n== 1. load catalog")
     print(load_catalog(spark, config))
+    ensure_demo_model(spark, config)
+    card = read_model_card(config.model.name_or_path)
+    weights = card.get("weights", "unknown")
+    how = {"trained": f"catalog-trained CLIP ({card.get('base', 'jobs.train_clip')}, "
+                      f"{card.get('train_seconds', '?')}s on {card.get('trained_on', 'the catalog')})",
+           "random": "RANDOM weights"}.get(weights, weights)
+    print(f"model: {config.model.name_or_path} (id {config.model.id}; {how})")
     embedder = Embedder(spark, config)
 
     print("\n== 2. stream (availableNow): initial snapshot")

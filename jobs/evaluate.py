@@ -61,16 +61,10 @@ def build_random_floor(model_dir: str, out_dir: str, seed: int = 0) -> str:
 
 def embed_frame(encoder, frame: pd.DataFrame, limits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image vectors, description vectors, image-ok mask) for the rows of ``frame``."""
-    import torch
-
-    from jobs.train_clip import load_pixels
-    from udfs.clip_model import l2_normalize
+    from jobs.train_clip import encode_pixel_array, load_pixels
 
     pixels, ok = load_pixels(encoder, frame["image_path"].tolist(), limits)
-    with torch.inference_mode():
-        img = np.concatenate([encoder.encode_pixels(torch.from_numpy(pixels[s : s + 128].astype(np.float32)))
-                              for s in range(0, len(pixels), 128)])
-    img = l2_normalize(img.astype(np.float64))
+    img = encode_pixel_array(encoder, pixels)
     txt = encoder.encode_texts(frame["description"].fillna("").tolist())
     return img, txt, ok
 

@@ -79,7 +79,7 @@ def load_pixels(encoder, paths: list[str], limits, batch: int = 256) -> tuple[np
     """Preprocessed pixels (float16, the encoder's own resize/crop/normalise) and a readable mask."""
     from udfs.images import ImageError, load_image
 
-    size = encoder._image_config["crop"]
+    size = encoder.image_size
     out = np.zeros((len(paths), 3, size[0], size[1]), dtype=np.float16)
     ok = np.zeros(len(paths), dtype=bool)
     for start in range(0, len(paths), batch):
@@ -94,6 +94,20 @@ def load_pixels(encoder, paths: list[str], limits, batch: int = 256) -> tuple[np
             out[slots] = encoder.preprocess_images(imgs).numpy().astype(np.float16)
             ok[slots] = True
     return out, ok
+
+
+def encode_pixel_array(encoder, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Unit image vectors (float64) for a float16 pixel array from :func:`load_pixels`."""
+    import torch
+
+    from udfs.clip_model import l2_normalize
+
+    if not len(pixels):
+        return np.zeros((0, encoder.dimension))
+    with torch.inference_mode():
+        vectors = [encoder.encode_pixels(torch.from_numpy(pixels[s : s + batch].astype(np.float32)))
+                   for s in range(0, len(pixels), batch)]
+    return l2_normalize(np.concatenate(vectors).astype(np.float64))
 
 
 def _augment(torch, pixels, generator):
@@ -152,17 +166,12 @@ def same_label_image_loss(torch, image_embeds, labels: list[str], temperature: f
 
 def validation_scores(model_dir: str, frame: pd.DataFrame, pixels: np.ndarray) -> dict:
     """Article-type text->image P@10 and image->image same-type@10 on the rows given (validation)."""
-    import torch
-
     from jobs.catalog_texts import zero_shot_prompt
     from jobs.retrieval_metrics import precision_at_k, same_label_at_k, top_k
-    from udfs.clip_model import ClipEncoder, l2_normalize
+    from udfs.clip_model import ClipEncoder
 
     enc = ClipEncoder(model_dir, precision="fp32")
-    with torch.inference_mode():
-        img = np.concatenate([enc.encode_pixels(torch.from_numpy(pixels[s : s + 256].astype(np.float32)))
-                              for s in range(0, len(pixels), 256)])
-    img = l2_normalize(img)
+    img = encode_pixel_array(enc, pixels)
     types = frame["article_type"].astype(str).to_numpy()
     counts = pd.Series(types).value_counts()
     queries = counts[counts >= 5].index.tolist()
@@ -182,7 +191,7 @@ def train_clip(spark, config: Config, output_dir: str | None = None, max_minutes
     from tqdm import tqdm
     from transformers import CLIPModel
 
-    from udfs.clip_model import MODEL_CARD, ClipEncoder
+    from udfs.clip_model import ClipEncoder
     from udfs.images import ImageLimits
     from udfs.random_clip import build_random_clip
 
@@ -326,7 +335,7 @@ def train_clip(spark, config: Config, output_dir: str | None = None, max_minutes
         result_products = {"train": int(counts.get("train", 0)), "validation": int(counts.get("validation", 0)),
                            "test": int(counts.get("test", 0)), "total": int(len(frame)),
                            "trained_pairs": int(len(train)), "unreadable_images": int((~ok).sum() + (~val_ok).sum())}
-        _save(model, init_dir, out, card={
+        card = {
             "weights": "trained",
             "base": base,
             "trained_on": str(config.tables.products),
@@ -337,16 +346,13 @@ def train_clip(spark, config: Config, output_dir: str | None = None, max_minutes
             "epochs": round(step / steps_per_epoch, 2),
             "train_seconds": round(seconds, 1),
             "note": "Trained by jobs.train_clip on this catalog; evaluate with python -m jobs.evaluate.",
-        })
+        }
+        _save(model, init_dir, out, card)
         if len(val):
             validation = validation_scores(out, val, val_pixels)
+        _write_card(out, dict(card, validation=validation))
         result = TrainResult(out, base, result_products, step, round(step / steps_per_epoch, 2), round(seconds, 1),
                              round(step * batch / max(seconds, 1e-9), 1), round(loss_ema, 4), validation)
-        card_path = os.path.join(out, MODEL_CARD)
-        card = json.load(open(card_path, encoding="utf-8"))
-        card["validation"] = validation
-        with open(card_path, "w", encoding="utf-8") as fh:
-            json.dump(card, fh, indent=2)
         if run is not None:
             mlflow.log_metrics({"train_seconds": seconds, "samples_per_second": result.samples_per_second,
                                 "loss": loss_ema,
@@ -373,11 +379,16 @@ def _validate(model, init_dir: str, work: str, val: pd.DataFrame, val_pixels: np
 def _save(model, init_dir: str, out: str, card: dict) -> None:
     from transformers import CLIPProcessor
 
-    from udfs.clip_model import MODEL_CARD
 
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out)
     CLIPProcessor.from_pretrained(init_dir, use_fast=False).save_pretrained(out)
+    _write_card(out, card)
+
+
+def _write_card(out: str, card: dict) -> None:
+    from udfs.clip_model import MODEL_CARD
+
     with open(os.path.join(out, MODEL_CARD), "w", encoding="utf-8") as fh:
         json.dump(card, fh, indent=2)
 

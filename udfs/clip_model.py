@@ -103,6 +103,11 @@ class ClipEncoder:
             self._int8 = Int8Towers(self.model, name_or_path, torch_threads, example_ids,
                                     torch.zeros(2, 3, size[0], size[1]))
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the pixel tensors :meth:`preprocess_images` makes."""
+        return self._image_config["crop"]
+
     def _read_image_config(self) -> dict:
         ip = self.processor.image_processor
         size = ip.size or {}

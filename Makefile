@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 # Debian's Chromium for the browser test (Playwright drives /usr/bin/chromium; no browser download).
 browser:

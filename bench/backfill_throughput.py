@@ -29,7 +29,7 @@ DEFAULT_SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "
 
 
 def _raw_throughput(encoder, paths: list[str], texts: list[str], limits, image_bs: int, text_bs: int) -> dict:
-    from udfs.images import ImageError, load_image
+    from encoders.images import ImageError, load_image
 
     # Warm-up (the first calls pay allocator and kernel start-up).
     encoder.encode_images([load_image(p, limits) for p in paths[:image_bs]], image_bs)
@@ -68,17 +68,17 @@ def main(argv: list[str] | None = None) -> None:
 
     from pyspark.sql import functions as F
 
+    from catalog.loader import load_catalog
+    from catalog.parser import parse_styles_csv
     from conf import load_config
-    from jobs.backfill import backfill
-    from jobs.catalog import parse_styles_csv
-    from jobs.load_catalog import load_catalog
+    from encoders.clip import ClipEncoder
+    from encoders.images import ImageLimits, image_content_hash
+    from encoders.random_clip import build_random_clip
+    from lakehouse.session import get_spark
+    from lakehouse.tables import read_table
+    from streaming.backfill import backfill
     from streaming.runner import Embedder
-    from streaming.spark import get_spark
-    from streaming.tables import read_table
-    from udfs.clip_model import ClipEncoder
     from udfs.description import description_expr
-    from udfs.images import ImageLimits, image_content_hash
-    from udfs.random_clip import build_random_clip
 
     work = os.path.abspath(args.work_dir)
     model_dir = os.path.join(work, "models", "clip-vit-b-32-random-catalog-tokenizer")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     n_products = products.count()
 
     # The same distinct inputs the backfill will encode.
-    limits = ImageLimits(config.images.max_bytes, config.images.max_pixels, config.images.base_dir)
+    limits = ImageLimits.from_config(config)
     rows = parse_styles_csv(os.path.join(catalog, "styles.csv"), os.path.join(catalog, "images")).rows
     by_hash: dict[str, str] = {}
     for r in rows:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         result["raw"] = _raw_throughput(encoder, paths, texts, limits, args.image_batch_size, args.text_batch_size)
         if args.precision != "fp32":
             # Fidelity of the fast path against fp32 on the same 64 images and texts.
-            from udfs.images import load_image
+            from encoders.images import load_image
 
             ref = ClipEncoder(model_dir, precision="fp32", torch_threads=args.threads)
             imgs = [load_image(p, limits) for p in paths[:64]]

@@ -5,8 +5,8 @@ Prints one JSON object:
   sample metadata distribution is not needed for latency), p50/p99 of exact and of
   approximate queries (IVF-Flat by default, ``--ann hnsw`` to compare) without and with a
   5 % filter, and recall@10 of approximate vs exact;
-* api: POST /api/v1/search/text latency through a real uvicorn server on loopback,
-  query encoding included (ViT-B/32-shaped CLIP by default);
+* api: POST /api/v1/search/text latency through the service (``python -m app.main``, its own
+  process) on loopback, query encoding included (ViT-B/32-shaped CLIP by default);
 * freshness: product inserted into `products` while the stream runs (processingTime
   trigger) -> visible through the service's search; p50/p95 over --edits edits.
 Usage: python -m bench.search_latency [--sizes 44000,1000000] [--ann ivf_flat|hnsw] [--skip-api] [--skip-freshness]
@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import threading
 import time
 
 import numpy as np
 import pandas as pd
 
-from app.index.ann import ANN_KINDS, AnnParams
+from search.ann import ANN_KINDS, AnnParams
 
 
 def _pct(values, q) -> float:
@@ -32,7 +30,7 @@ def _pct(values, q) -> float:
 
 
 def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_max: int, seed: int = 0) -> dict:
-    from app.index.local_index import LocalIndexStore
+    from search.local_index import LocalIndexStore
 
     rng = np.random.default_rng(seed)
     dim = 512
@@ -66,44 +64,35 @@ def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_ma
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: int, skip_fresh: bool) -> dict:
     import requests
-    import uvicorn
     from delta.tables import DeltaTable  # noqa: F401
 
-    from app.main import create_app
+    from bench.service import ServiceProcess
+    from catalog.demo import generate_demo_catalog
+    from catalog.loader import load_catalog
     from conf import load_config
-    from jobs.demo_catalog import generate_demo_catalog
-    from jobs.load_catalog import load_catalog
-    from schemas import PRODUCT_COLUMNS, PRODUCTS_SCHEMA
+    from lakehouse.session import get_spark
+    from lakehouse.tables import read_table, write_table
+    from schemas import PRODUCT_COLUMNS
+    from schemas.spark import PRODUCTS_SCHEMA
     from streaming.runner import Embedder
-    from streaming.spark import get_spark
-    from streaming.tables import read_table
 
     work = os.path.abspath("data/bench-search")
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
-    config = load_config("local", base_dir=work, overrides={
+    overrides = {
         "storage.root": work, "model.name_or_path": model_dir, "model.id": "bench-clip", "model.precision": precision,
-        "stream.processing_time": "1 second", "search.sync_interval_s": 0.25, "catalog.source_dir": "catalog"})
+        "stream.processing_time": "1 second", "search.sync_interval_s": 0.25, "catalog.source_dir": "catalog"}
+    config = load_config("local", base_dir=work, overrides=overrides)
     generate_demo_catalog(config.catalog_source_dir, n_products=200)
     spark = get_spark(config)
     load_catalog(spark, config)
     embedder = Embedder(spark, config)
     embedder.start_stream("availableNow").awaitTermination()
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.1)
-    base = f"http://127.0.0.1:{port}"
+    server = ServiceProcess(overrides, os.path.join(work, "service.log"))
+    base = server.url
     session = requests.Session()
     words = ["red dress", "black leather shoes", "blue jeans", "gold watch", "white tshirt", "brown handbag"]
     for w in words:
@@ -118,7 +107,7 @@ def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: i
     result = {"api_text_search": {"queries": api_queries, "p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99),
                                   "model": model_dir, "precision": precision}}
     if skip_fresh:
-        server.should_exit = True
+        server.stop()
         return result
     query = embedder.start_stream("processingTime")
     template = read_table(spark, config.tables.products).limit(1).collect()[0].asDict()
@@ -128,7 +117,7 @@ def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: i
             pid = 900000 + i
             row = dict(template, product_id=pid, product_display_name=f"Fresh edit {i}")
             df = spark.createDataFrame([tuple(row[c] for c in PRODUCT_COLUMNS)], PRODUCTS_SCHEMA)
-            df.write.format("delta").mode("append").save(config.tables.products.path)
+            write_table(df, config.tables.products)
             committed = time.perf_counter()
             while True:
                 r = session.post(f"{base}/api/v1/search/text", json={
@@ -144,7 +133,7 @@ def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: i
         phases = pd.DataFrame([m.phases_s for m in embedder.history[-edits:]]).median().round(3).to_dict()
     finally:
         query.stop()
-        server.should_exit = True
+        server.stop()
     result["freshness"] = {"edits": edits, "p50_s": round(float(np.percentile(lags, 50)), 2),
                            "p95_s": round(float(np.percentile(lags, 95)), 2), "max_s": round(max(lags), 2),
                            "stream_batch_latency_p50_s": round(float(np.median(batch_latency)), 2) if batch_latency
@@ -181,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
                         for n in args.sizes.split(",")]
     if not args.skip_api:
         if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
-            from udfs.random_clip import build_random_clip
+            from encoders.random_clip import build_random_clip
 
             build_random_clip(args.model_dir, shape="vit-b-32")
         out.update(api_and_freshness(os.path.abspath(args.model_dir), args.precision, args.edits,

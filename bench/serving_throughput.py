@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args(argv)
 
+    from catalog.parser import parse_styles_csv
     from conf import load_config
-    from jobs.catalog import parse_styles_csv
-    from jobs.register_model import register_model
-    from udfs.clip_model import ClipEncoder
-    from udfs.endpoint_encoder import EndpointEncoder
-    from udfs.images import ImageLimits, load_image
-    from udfs.random_clip import build_random_clip
+    from encoders.clip import ClipEncoder
+    from encoders.endpoint import EndpointEncoder
+    from encoders.images import ImageLimits, load_image
+    from encoders.random_clip import build_random_clip
+    from encoders.registry import register_model
 
     work = os.path.abspath(args.work_dir)
     rows = parse_styles_csv(os.path.join(args.sample_dir, "styles.csv")).rows
@@ -70,12 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         build_random_clip(model_dir, shape="vit-b-32", corpus=texts)
     paths = sorted(glob.glob(os.path.join(args.sample_dir, "images", "*.jpg")))[: args.n_images]
-    limits = ImageLimits(20_000_000, 40_000_000)
-    images = [load_image(p, limits) for p in paths]
 
     config = load_config("local", base_dir=work, overrides={
         "storage.root": work, "model.name_or_path": model_dir, "model.precision": args.precision,
         "model.torch_threads": os.cpu_count() or 2, "mlflow.experiment": "bench-serving"})
+    images = [load_image(p, ImageLimits.from_config(config)) for p in paths]
     info = register_model(config)
     local = ClipEncoder(model_dir, precision=args.precision, torch_threads=os.cpu_count() or 2)
     local.encode_texts(texts[:8])

@@ -1,8 +1,10 @@
-"""Load and validate the single configuration object.
+"""Load and validate the single configuration object: one pydantic model per YAML section.
 
 Profiles are YAML files next to this module (``local``, ``databricks``) or any
 YAML path. Values can be overridden with dotted keys (``model.precision=bf16``),
-which is how the jobs' ``--set`` flag and the tests adjust a profile.
+which is how the jobs' ``--set`` flag and the tests adjust a profile. Every
+error names the dotted key it is about; unknown keys are errors too, so a typo
+never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -10,28 +12,83 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
+import annotated_types
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 CONF_DIR = Path(__file__).resolve().parent
 PROFILE_ENV = "FASHION_CONF_PROFILE"
 _TABLE_NAME_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){0,2}$")
 _URI_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
+PRECISIONS = ("fp32", "bf16", "int8")
+TRIGGERS = ("availableNow", "processingTime")
+
 
 class ConfigError(ValueError):
     """The configuration is missing a value or holds an invalid one."""
 
 
-@dataclass(frozen=True)
-class TableRef:
+# -- value types with messages that say what is expected ---------------------------------------
+def _int_at_least(minimum: int):
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {value!r}")
+    return float(value)
+
+
+def _unit_interval(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+Count = Annotated[int, BeforeValidator(_int_at_least(1)), annotated_types.Ge(1)]
+NonNegative = Annotated[int, BeforeValidator(_int_at_least(0)), annotated_types.Ge(0)]
+Number = Annotated[float, BeforeValidator(_number)]
+Fraction = Annotated[float, BeforeValidator(_unit_interval), annotated_types.Interval(ge=0, le=1)]
+
+
+class Section(BaseModel):
+    """A YAML section: unknown keys are errors (a misspelt key never falls back to a default)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TableRef(Section):
     """A Delta table addressed by catalog name or by storage path (exactly one)."""
 
     name: str | None = None
     path: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_of(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping) or (("name" in raw) == ("path" in raw)):
+            raise ValueError(f"must be {{name: catalog.schema.table}} or {{path: ...}}, got {raw!r}")
+        if "name" in raw and not _TABLE_NAME_RE.match(str(raw["name"])):
+            raise ValueError(f"name {raw['name']!r} is not a valid table name")
+        return {k: str(v) for k, v in raw.items()}
 
     @property
     def sql(self) -> str:
@@ -42,141 +99,240 @@ class TableRef:
         return self.name or str(self.path)
 
 
-@dataclass(frozen=True)
-class SparkSettings:
-    master: str | None
-    app_name: str
-    delta_package: str | None
-    conf: dict[str, str]
+class StorageSettings(Section):
+    root: str = Field(description="Folder relative paths resolve against (itself relative to the working dir)")
 
 
-@dataclass(frozen=True)
-class Tables:
+class SparkSettings(Section):
+    master: str | None = Field(None, description="local[2], spark://host:7077, ...; null: the cluster's session")
+    app_name: str = "fashion-multimodal-embedder"
+    delta_package: str | None = Field(None, description="Maven coordinates of Delta's jars (local runs)")
+    conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _as_strings(cls, value: Any) -> Any:
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+
+class Tables(Section):
     products: TableRef
     embeddings: TableRef
     quarantine: TableRef
-    image_embeddings: TableRef | None
+    image_embeddings: TableRef | None = Field(
+        None, description="existing (product_id, image_embedding, embedding_model) table the backfill reuses")
     user_features: TableRef | None = None
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    name_or_path: str
-    id: str
-    dimension: int
-    precision: str
-    torch_threads: int
-    text_batch_size: int
-    image_batch_size: int
-    encode_partitions: int
+class CatalogSettings(Section):
+    source_dir: str = Field(description="Kaggle layout: styles.csv + images/<id>.jpg")
 
 
-@dataclass(frozen=True)
-class ImageSettings:
-    base_dir: str | None
-    max_bytes: int
-    max_pixels: int
+class ModelSettings(Section):
+    name_or_path: str = Field(description="hub id, CLIP folder (save_pretrained), models:/ URI or endpoint URL")
+    id: str = Field(description="written to embedding_model")
+    dimension: Count
+    precision: Literal["fp32", "bf16", "int8"]
+    torch_threads: Count
+    text_batch_size: Count
+    image_batch_size: Count
+    encode_partitions: Count = Field(description="partitions the encoders run in; x torch_threads ~ cores")
 
 
-@dataclass(frozen=True)
-class StreamSettings:
-    checkpoint: str
-    trigger: str
-    processing_time: str
-    starting_version: int | None
-    max_files_per_trigger: int
-    app_id: str
-    arrow_batch_size: int
-    local_merge_source_max_rows: int
+class EmbeddingSettings(Section):
+    hybrid_text_weight: Fraction = Field(description="w in normalize(w*text + (1-w)*image)")
 
 
-@dataclass(frozen=True)
-class MlflowSettings:
+class MlflowSettings(Section):
     tracking_uri: str
-    registry_uri: str | None
-    artifact_location: str | None
+    registry_uri: str | None = None
+    artifact_location: str | None = None
     experiment: str
     registered_model_name: str
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    token_env: str | None
-    batch_size: int
-    max_concurrency: int
-    timeout_s: float
-    max_retries: int
-    backoff_base_s: float
+class ServingSettings(Section):
+    token_env: str | None = Field(None, description="environment variable holding the endpoint's bearer token")
+    batch_size: Count
+    max_concurrency: Count
+    timeout_s: Number
+    max_retries: NonNegative
+    backoff_base_s: Number
 
 
-@dataclass(frozen=True)
-class SearchSettings:
-    backend: str
-    approximate_threshold: int
-    approximate_index: str
-    ivf_nprobe: int
-    ef_search: int
-    exact_max_candidates: int
-    sync_interval_s: float
-    default_limit: int
-    max_limit: int
-    max_upload_bytes: int
-    host: str
-    port: int
+class ImageSettings(Section):
+    base_dir: str | None = Field(None, description="resolves relative image_path values; null = as stored")
+    max_bytes: Count
+    max_pixels: Count
 
 
-@dataclass(frozen=True)
-class VectorSearchSettings:
+class StreamSettings(Section):
+    checkpoint: str
+    trigger: Literal["availableNow", "processingTime"]
+    processing_time: str = "5 seconds"
+    starting_version: int | None = None
+    max_files_per_trigger: Count
+    app_id: str
+    arrow_batch_size: Count
+    local_merge_source_max_rows: NonNegative
+
+    @field_validator("starting_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"must be null or an integer >= 0, got {value!r}")
+        return value
+
+
+class SearchSettings(Section):
+    backend: Literal["local", "databricks"]
+    approximate_threshold: Count
+    approximate_index: Literal["ivf_flat", "hnsw"]
+    ivf_nprobe: Count
+    ef_search: Count
+    exact_max_candidates: Count
+    sync_interval_s: Number
+    default_limit: Count
+    max_limit: Count
+    max_upload_bytes: Count
+    host: str = "127.0.0.1"
+    port: Count
+
+    @model_validator(mode="after")
+    def _limits(self) -> SearchSettings:
+        if self.default_limit > self.max_limit:
+            raise ValueError(f"default_limit {self.default_limit} is above max_limit {self.max_limit}")
+        return self
+
+
+class VectorSearchSettings(Section):
     endpoint_name: str
-    pipeline_type: str
-    workspace_url: str | None
-    indexes: dict[str, str]
+    pipeline_type: Literal["TRIGGERED", "CONTINUOUS"]
+    workspace_url: str | None = Field(None, description="null: $DATABRICKS_HOST")
+    indexes: dict[Literal["image", "text", "hybrid"], str]
+
+    @field_validator("indexes")
+    @classmethod
+    def _all_three(cls, value: dict) -> dict:
+        if set(value) != {"image", "text", "hybrid"}:
+            raise ValueError("must name the image, text and hybrid indexes")
+        return value
 
 
-@dataclass(frozen=True)
-class TrainingSettings:
-    """jobs.train_clip: contrastive CLIP training on the catalog's (image, description) pairs."""
+class TrainingSettings(Section):
+    """training.trainer (jobs.train_clip): contrastive CLIP training on the catalog's (image, caption) pairs."""
 
     output_dir: str
-    base_model: str | None  # hub id or CLIP folder to fine-tune; None: the small CLIP from scratch
-    init_shape: str
-    seed: int
+    base_model: str | None = Field(None, description="hub id or CLIP folder to fine-tune; null: from scratch")
+    init_shape: Literal["tiny", "small", "vit-b-32"]
+    seed: NonNegative
     split_fractions: tuple[float, float, float]
-    epochs: int
-    max_minutes: float
-    demo_max_minutes: float
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-    warmup_steps: int
-    precision: str
-    image_label_loss_weight: float
+    epochs: Count
+    max_minutes: Number
+    demo_max_minutes: Number
+    batch_size: Annotated[int, BeforeValidator(_int_at_least(2)), annotated_types.Ge(2)]
+    learning_rate: Number
+    weight_decay: Number
+    warmup_steps: NonNegative
+    precision: Literal["fp32", "bf16"]
+    image_label_loss_weight: Number = 0.0
+
+    @field_validator("split_fractions", mode="before")
+    @classmethod
+    def _fractions(cls, value: Any) -> Any:
+        try:
+            fractions = tuple(float(f) for f in value)
+        except (TypeError, ValueError):
+            fractions = ()
+        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+            raise ValueError(f"must be 3 numbers >= 0 summing to 1, got {value!r}")
+        return fractions
 
 
-@dataclass(frozen=True)
-class Config:
-    """Everything the jobs need; build it with :func:`load_config`."""
+class BackfillSettings(Section):
+    chunk_rows: Count
 
-    profile: str
-    root: str
-    spark: SparkSettings
+
+class Config(Section):
+    """Everything the jobs and the service need; build it with :func:`load_config`."""
+
+    profile: str = "custom"
+    storage: StorageSettings
+    spark: SparkSettings = Field(default_factory=SparkSettings)
     tables: Tables
-    catalog_source_dir: str
+    catalog: CatalogSettings
     model: ModelSettings
-    hybrid_text_weight: float
-    images: ImageSettings
-    stream: StreamSettings
-    backfill_chunk_rows: int
+    embedding: EmbeddingSettings
     mlflow: MlflowSettings
     serving: ServingSettings
+    images: ImageSettings
+    stream: StreamSettings
     search: SearchSettings
     vector_search: VectorSearchSettings
     training: TrainingSettings
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    backfill: BackfillSettings
+
+    @model_validator(mode="after")
+    def _resolve_paths(self, info: ValidationInfo) -> Config:
+        """Relative storage paths resolve against storage.root (itself against the base dir)."""
+        base = Path((info.context or {}).get("base_dir") or Path.cwd())
+        root = Path(_resolve_path(base, self.storage.root))
+        self.storage.root = str(root)
+        for ref in (self.tables.products, self.tables.embeddings, self.tables.quarantine,
+                    self.tables.image_embeddings, self.tables.user_features):
+            if ref is not None and ref.path is not None:
+                ref.path = _resolve_path(root, ref.path)
+        self.catalog.source_dir = _resolve_path(root, self.catalog.source_dir)
+        # "./x" or "../x" is a local folder under storage.root; "org/name" is a hub id.
+        if self.model.name_or_path.startswith(("./", "../")):
+            self.model.name_or_path = _resolve_path(root, self.model.name_or_path)
+        if self.images.base_dir:
+            self.images.base_dir = _resolve_path(root, self.images.base_dir)
+        self.stream.checkpoint = _resolve_path(root, self.stream.checkpoint)
+        self.mlflow.tracking_uri = _resolve_sqlite(root, self.mlflow.tracking_uri)
+        if self.mlflow.registry_uri:
+            self.mlflow.registry_uri = _resolve_sqlite(root, self.mlflow.registry_uri)
+        if self.mlflow.artifact_location:
+            self.mlflow.artifact_location = _resolve_path(root, self.mlflow.artifact_location)
+        self.training.output_dir = _resolve_path(root, self.training.output_dir)
+        if self.training.base_model and self.training.base_model.startswith("./"):
+            self.training.base_model = _resolve_path(root, self.training.base_model)
+        return self
+
+    # Shortcuts for the settings nearly every module reads.
+    @property
+    def root(self) -> str:
+        """storage.root, resolved."""
+        return self.storage.root
+
+    @property
+    def hybrid_text_weight(self) -> float:
+        """embedding.hybrid_text_weight."""
+        return self.embedding.hybrid_text_weight
+
+    @property
+    def catalog_source_dir(self) -> str:
+        """catalog.source_dir, resolved."""
+        return self.catalog.source_dir
+
+    @property
+    def backfill_chunk_rows(self) -> int:
+        """backfill.chunk_rows."""
+        return self.backfill.chunk_rows
 
 
-PRECISIONS = ("fp32", "bf16", "int8")
-TRIGGERS = ("availableNow", "processingTime")
+def _resolve_path(root: Path, value: str) -> str:
+    if value.startswith("/") or _URI_RE.match(value):
+        return value
+    return str((root / value).resolve())
+
+
+def _resolve_sqlite(root: Path, uri: str) -> str:
+    """sqlite:///relative/x.db resolves under storage.root (sqlite:////abs stays)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str((root / uri[len(prefix):]).resolve())
+    return uri
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -204,54 +360,42 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value) if value.strip() else None
 
 
-def _resolve_path(root: Path, value: str) -> str:
-    if value.startswith("/") or _URI_RE.match(value):
-        return value
-    return str((root / value).resolve())
+def _field_names(loc: tuple) -> list[str]:
+    """The settings known at the parent of ``loc`` (for 'unknown setting' errors)."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model else None
+        annotation = getattr(field, "annotation", None)
+        model = next((a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type)
+                      and issubclass(a, BaseModel)), None)
+    return sorted(model.model_fields) if model else []
 
 
-def _resolve_sqlite(root: Path, uri: str) -> str:
-    """sqlite:///relative/x.db resolves under storage.root (sqlite:////abs stays)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + str((root / uri[len(prefix):]).resolve())
-    return uri
+def _message(error: dict) -> str:
+    """One pydantic error as a sentence that names the dotted key."""
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc) or "<config>"
+    kind = error["type"]
+    if kind == "missing" or (kind != "extra_forbidden" and "input" in error and error["input"] is None):
+        return f"missing required setting {key}"
+    if kind == "extra_forbidden":
+        return f"unknown setting {key}; known here: {', '.join(_field_names(loc))}"
+    if kind == "value_error":
+        return f"{key} {error['ctx']['error']}"
+    if kind in ("literal_error", "enum"):
+        return f"{key} must be one of {error['ctx']['expected']}, got {error.get('input')!r}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"{key} must be a mapping of settings, got {error.get('input')!r}"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 
-def _require(section: Mapping[str, Any], key: str, where: str) -> Any:
-    if not isinstance(section, Mapping) or key not in section or section[key] is None:
-        raise ConfigError(f"missing required setting {where}.{key}")
-    return section[key]
-
-
-def _int(section: Mapping[str, Any], key: str, where: str, minimum: int = 1) -> int:
-    value = _require(section, key, where)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _choice(section: Mapping[str, Any], key: str, where: str, allowed: tuple[str, ...]) -> str:
-    value = _require(section, key, where)
-    if value not in allowed:
-        raise ConfigError(f"{where}.{key} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _table(raw: Any, key: str, root: Path, optional: bool = False) -> TableRef | None:
-    where = f"tables.{key}"
-    if raw is None:
-        if optional:
-            return None
-        raise ConfigError(f"missing required setting {where}")
-    if not isinstance(raw, Mapping) or (("name" in raw) == ("path" in raw)):
-        raise ConfigError(f"{where} must be {{name: catalog.schema.table}} or {{path: ...}}, got {raw!r}")
-    if "name" in raw:
-        name = str(raw["name"])
-        if not _TABLE_NAME_RE.match(name):
-            raise ConfigError(f"{where}.name {name!r} is not a valid table name")
-        return TableRef(name=name)
-    return TableRef(path=_resolve_path(root, str(raw["path"])))
+def validate_config(data: dict[str, Any], base_dir: str | os.PathLike[str] | None = None) -> Config:
+    """Validate a configuration mapping; raises :class:`ConfigError` naming every bad key."""
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        messages = [_message(e) for e in exc.errors(include_url=False)]
+        raise ConfigError("; ".join(messages)) from None
 
 
 def load_config(
@@ -282,171 +426,4 @@ def load_config(
     data = copy.deepcopy(data)
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
-    return _validate(data, Path(base_dir) if base_dir else Path.cwd())
-
-
-def _validate(data: dict[str, Any], base_dir: Path) -> Config:
-    storage = data.get("storage") or {}
-    root = Path(_resolve_path(base_dir, str(_require(storage, "root", "storage"))))
-
-    spark_raw = data.get("spark") or {}
-    spark = SparkSettings(
-        master=spark_raw.get("master"),
-        app_name=str(spark_raw.get("app_name") or "fashion-multimodal-embedder"),
-        delta_package=spark_raw.get("delta_package"),
-        conf={str(k): str(v) for k, v in (spark_raw.get("conf") or {}).items()},
-    )
-
-    tables_raw = data.get("tables") or {}
-    tables = Tables(
-        products=_table(tables_raw.get("products"), "products", root),
-        embeddings=_table(tables_raw.get("embeddings"), "embeddings", root),
-        quarantine=_table(tables_raw.get("quarantine"), "quarantine", root),
-        image_embeddings=_table(tables_raw.get("image_embeddings"), "image_embeddings", root, True),
-        user_features=_table(tables_raw.get("user_features"), "user_features", root, True),
-    )
-
-    m = data.get("model") or {}
-    precision = _require(m, "precision", "model")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"model.precision must be one of {PRECISIONS}, got {precision!r}")
-    name_or_path = str(_require(m, "name_or_path", "model"))
-    # "./x" or "../x" is a local folder under storage.root; "org/name" is a hub id.
-    if name_or_path.startswith(("./", "../")):
-        name_or_path = _resolve_path(root, name_or_path)
-    model = ModelSettings(
-        name_or_path=name_or_path,
-        id=str(_require(m, "id", "model")),
-        dimension=_int(m, "dimension", "model"),
-        precision=precision,
-        torch_threads=_int(m, "torch_threads", "model"),
-        text_batch_size=_int(m, "text_batch_size", "model"),
-        image_batch_size=_int(m, "image_batch_size", "model"),
-        encode_partitions=_int(m, "encode_partitions", "model"),
-    )
-
-    emb = data.get("embedding") or {}
-    weight = _require(emb, "hybrid_text_weight", "embedding")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-        raise ConfigError(f"embedding.hybrid_text_weight must be a number in [0, 1], got {weight!r}")
-
-    img = data.get("images") or {}
-    images = ImageSettings(
-        base_dir=_resolve_path(root, str(img["base_dir"])) if img.get("base_dir") else None,
-        max_bytes=_int(img, "max_bytes", "images"),
-        max_pixels=_int(img, "max_pixels", "images"),
-    )
-
-    s = data.get("stream") or {}
-    trigger = _require(s, "trigger", "stream")
-    if trigger not in TRIGGERS:
-        raise ConfigError(f"stream.trigger must be one of {TRIGGERS}, got {trigger!r}")
-    starting_version = s.get("starting_version")
-    if starting_version is not None and (
-        isinstance(starting_version, bool) or not isinstance(starting_version, int) or starting_version < 0
-    ):
-        raise ConfigError(f"stream.starting_version must be null or an integer >= 0, got {starting_version!r}")
-    stream = StreamSettings(
-        checkpoint=_resolve_path(root, str(_require(s, "checkpoint", "stream"))),
-        trigger=trigger,
-        processing_time=str(s.get("processing_time") or "5 seconds"),
-        starting_version=starting_version,
-        max_files_per_trigger=_int(s, "max_files_per_trigger", "stream"),
-        app_id=str(_require(s, "app_id", "stream")),
-        arrow_batch_size=_int(s, "arrow_batch_size", "stream"),
-        local_merge_source_max_rows=_int(s, "local_merge_source_max_rows", "stream", minimum=0),
-    )
-
-    ml = data.get("mlflow") or {}
-    mlflow_settings = MlflowSettings(
-        tracking_uri=_resolve_sqlite(root, str(_require(ml, "tracking_uri", "mlflow"))),
-        registry_uri=_resolve_sqlite(root, str(ml["registry_uri"])) if ml.get("registry_uri") else None,
-        artifact_location=_resolve_path(root, str(ml["artifact_location"])) if ml.get("artifact_location") else None,
-        experiment=str(_require(ml, "experiment", "mlflow")),
-        registered_model_name=str(_require(ml, "registered_model_name", "mlflow")),
-    )
-    sv = data.get("serving") or {}
-    serving = ServingSettings(
-        token_env=sv.get("token_env"),
-        batch_size=_int(sv, "batch_size", "serving"),
-        max_concurrency=_int(sv, "max_concurrency", "serving"),
-        timeout_s=float(_require(sv, "timeout_s", "serving")),
-        max_retries=_int(sv, "max_retries", "serving", minimum=0),
-        backoff_base_s=float(_require(sv, "backoff_base_s", "serving")),
-    )
-
-    se = data.get("search") or {}
-    backend = _require(se, "backend", "search")
-    if backend not in ("local", "databricks"):
-        raise ConfigError(f"search.backend must be 'local' or 'databricks', got {backend!r}")
-    search = SearchSettings(
-        backend=backend,
-        approximate_threshold=_int(se, "approximate_threshold", "search"),
-        approximate_index=_choice(se, "approximate_index", "search", ("ivf_flat", "hnsw")),
-        ivf_nprobe=_int(se, "ivf_nprobe", "search"),
-        ef_search=_int(se, "ef_search", "search"),
-        exact_max_candidates=_int(se, "exact_max_candidates", "search"),
-        sync_interval_s=float(_require(se, "sync_interval_s", "search")),
-        default_limit=_int(se, "default_limit", "search"),
-        max_limit=_int(se, "max_limit", "search"),
-        max_upload_bytes=_int(se, "max_upload_bytes", "search"),
-        host=str(se.get("host") or "127.0.0.1"),
-        port=_int(se, "port", "search"),
-    )
-
-    vs = data.get("vector_search") or {}
-    pipeline = _require(vs, "pipeline_type", "vector_search")
-    if pipeline not in ("TRIGGERED", "CONTINUOUS"):
-        raise ConfigError(f"vector_search.pipeline_type must be TRIGGERED or CONTINUOUS, got {pipeline!r}")
-    vs_indexes = _require(vs, "indexes", "vector_search")
-    if not isinstance(vs_indexes, dict) or set(vs_indexes) != {"image", "text", "hybrid"}:
-        raise ConfigError("vector_search.indexes must name the image, text and hybrid indexes")
-    vector_search = VectorSearchSettings(
-        endpoint_name=str(_require(vs, "endpoint_name", "vector_search")),
-        pipeline_type=pipeline,
-        workspace_url=vs.get("workspace_url"),
-        indexes={k: str(v) for k, v in vs_indexes.items()},
-    )
-
-    tr = data.get("training") or {}
-    fractions = tuple(float(f) for f in _require(tr, "split_fractions", "training"))
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ConfigError(f"training.split_fractions must be 3 numbers >= 0 summing to 1, got {fractions}")
-    base_model = tr.get("base_model")
-    training = TrainingSettings(
-        output_dir=_resolve_path(root, str(_require(tr, "output_dir", "training"))),
-        base_model=_resolve_path(root, str(base_model)) if base_model and str(base_model).startswith("./")
-        else base_model,
-        init_shape=_choice(tr, "init_shape", "training", ("tiny", "small", "vit-b-32")),
-        seed=_int(tr, "seed", "training", minimum=0),
-        split_fractions=fractions,  # type: ignore[arg-type]
-        epochs=_int(tr, "epochs", "training"),
-        max_minutes=float(_require(tr, "max_minutes", "training")),
-        demo_max_minutes=float(_require(tr, "demo_max_minutes", "training")),
-        batch_size=_int(tr, "batch_size", "training", minimum=2),
-        learning_rate=float(_require(tr, "learning_rate", "training")),
-        weight_decay=float(_require(tr, "weight_decay", "training")),
-        warmup_steps=_int(tr, "warmup_steps", "training", minimum=0),
-        precision=_choice(tr, "precision", "training", ("fp32", "bf16")),
-        image_label_loss_weight=float(tr.get("image_label_loss_weight") or 0.0),
-    )
-
-    cat = data.get("catalog") or {}
-    return Config(
-        profile=str(data.get("profile") or "custom"),
-        root=str(root),
-        spark=spark,
-        tables=tables,
-        catalog_source_dir=_resolve_path(root, str(_require(cat, "source_dir", "catalog"))),
-        model=model,
-        hybrid_text_weight=float(weight),
-        images=images,
-        stream=stream,
-        backfill_chunk_rows=_int(data.get("backfill") or {}, "chunk_rows", "backfill"),
-        mlflow=mlflow_settings,
-        serving=serving,
-        search=search,
-        vector_search=vector_search,
-        training=training,
-        raw=data,
-    )
+    return validate_config(data, base_dir)

@@ -1,77 +1,19 @@
-"""Job: load a Kaggle-layout catalog into the products Delta table (upsert by product_id).
-
-Unparseable lines go to the quarantine table with their reason; everything else
-lands. Only rows that differ from the stored ones are rewritten, so reloading the
-same file produces no Change Data Feed churn (and no re-embedding).
-"""
+"""Job: load a Kaggle-layout catalog (styles.csv + images/) into the products Delta table."""
 
 from __future__ import annotations
 
-import logging
-import os
-from datetime import UTC, datetime
-
-from pyspark.sql import SparkSession
-
-from conf import Config
-from jobs.catalog import ParsedCatalog, parse_styles_csv
-from schemas import PRODUCT_COLUMNS, PRODUCTS_SCHEMA, QUARANTINE_SCHEMA
-from streaming.tables import delta_table, ensure_all_tables
-
-log = logging.getLogger(__name__)
-
-
-def load_catalog(spark: SparkSession, config: Config, source_dir: str | None = None,
-                 delete_missing: bool = False) -> dict[str, int]:
-    """Parse ``<source_dir>/styles.csv`` and upsert it into products; returns counts."""
-    source_dir = source_dir or config.catalog_source_dir
-    styles = os.path.join(source_dir, "styles.csv")
-    if not os.path.isfile(styles):
-        raise FileNotFoundError(f"no styles.csv in {source_dir}: expected the Kaggle layout styles.csv + images/")
-    parsed: ParsedCatalog = parse_styles_csv(styles, os.path.join(source_dir, "images"))
-    ensure_all_tables(spark, config)
-    rows = [tuple(r[c] for c in PRODUCT_COLUMNS) for r in parsed.rows]
-    source = spark.createDataFrame(rows, PRODUCTS_SCHEMA)
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in PRODUCT_COLUMNS if c != "product_id")
-    merge = (
-        delta_table(spark, config.tables.products).alias("t")
-        .merge(source.alias("s"), "t.product_id = s.product_id")
-        .whenMatchedUpdateAll(condition=changed)
-        .whenNotMatchedInsertAll()
-    )
-    if delete_missing:
-        merge = merge.whenNotMatchedBySourceDelete()
-    result = merge.execute().first()
-    if parsed.quarantined:
-        now = datetime.now(UTC)
-        q = spark.createDataFrame(
-            [(styles, n, raw, reason, now) for n, raw, reason in parsed.quarantined], QUARANTINE_SCHEMA
-        )
-        ref = config.tables.quarantine
-        writer = q.write.format("delta").mode("append")
-        writer.saveAsTable(ref.name) if ref.name else writer.save(ref.path)
-        for n, _raw, reason in parsed.quarantined[:20]:
-            log.warning("quarantined %s:%d: %s", styles, n, reason)
-    counts = {
-        "parsed": len(parsed.rows),
-        "quarantined": len(parsed.quarantined),
-        **({k: int(v) for k, v in result.asDict().items()} if result else {}),
-    }
-    log.info("catalog %s loaded into %s: %s", styles, config.tables.products, counts)
-    return counts
-
 
 def main(argv: list[str] | None = None) -> None:
-    from jobs.cli import parser, setup
-    from streaming.spark import get_spark
+    from catalog.loader import load_catalog
+    from conf.cli import parser, setup
+    from lakehouse.session import get_spark
 
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--source-dir", help="catalog folder (default: catalog.source_dir)")
     p.add_argument("--delete-missing", action="store_true", help="delete products absent from the file")
     args = p.parse_args(argv)
     config = setup(args)
-    counts = load_catalog(get_spark(config), config, args.source_dir, args.delete_missing)
-    print(counts)
+    print(load_catalog(get_spark(config), config, args.source_dir, args.delete_missing))
 
 
 if __name__ == "__main__":

@@ -1,25 +1,39 @@
-"""Table schemas: the single source of truth for DDL, StructTypes and tests."""
+"""Table schemas: the single source of truth for DDL, StructTypes, the search index's columns and tests.
+
+Plain definitions live in :mod:`schemas.tables` (no pyspark); :mod:`schemas.spark`
+builds the StructTypes from them.
+"""
 
 from schemas.tables import (
-    EMBEDDING_BOOKKEEPING_FIELDS,
-    EMBEDDING_VECTOR_FIELDS,
-    IMAGE_EMBEDDINGS_SCHEMA,
+    EMBEDDING_BOOKKEEPING,
+    EMBEDDING_VECTORS,
+    FILTER_COLUMNS,
+    IMAGE_EMBEDDINGS,
+    INDEX_KINDS,
+    METADATA_COLUMNS,
     PRODUCT_COLUMNS,
-    PRODUCT_EMBEDDINGS_SCHEMA,
-    PRODUCTS_SCHEMA,
-    QUARANTINE_SCHEMA,
-    USER_FEATURES_SCHEMA,
+    PRODUCT_EMBEDDINGS,
+    PRODUCTS,
+    QUARANTINE,
+    USER_FEATURES,
+    Column,
+    TableSchema,
     create_table_ddl,
 )
 
 __all__ = [
-    "EMBEDDING_BOOKKEEPING_FIELDS",
-    "EMBEDDING_VECTOR_FIELDS",
-    "IMAGE_EMBEDDINGS_SCHEMA",
+    "EMBEDDING_BOOKKEEPING",
+    "EMBEDDING_VECTORS",
+    "FILTER_COLUMNS",
+    "IMAGE_EMBEDDINGS",
+    "INDEX_KINDS",
+    "METADATA_COLUMNS",
     "PRODUCT_COLUMNS",
-    "PRODUCTS_SCHEMA",
-    "PRODUCT_EMBEDDINGS_SCHEMA",
-    "QUARANTINE_SCHEMA",
-    "USER_FEATURES_SCHEMA",
+    "PRODUCT_EMBEDDINGS",
+    "PRODUCTS",
+    "QUARANTINE",
+    "USER_FEATURES",
+    "Column",
+    "TableSchema",
     "create_table_ddl",
 ]

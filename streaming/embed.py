@@ -1,19 +1,22 @@
 """Run the encoders on a planned batch: each distinct description and image encoded once.
 
-Returns the MERGE source: product columns, bookkeeping, and the new vectors
-(null where a modality was not re-encoded; the MERGE then keeps the stored one).
+Three steps, each a function: :func:`encode_modalities` runs the models,
+:func:`stored_vectors` looks up the vectors a partial update keeps, and
+:func:`assemble_rows` builds the MERGE source: product columns, bookkeeping and
+the new vectors (null where a modality was not re-encoded; the MERGE then keeps
+the stored one). :func:`encode_plan` chains them.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from schemas import PRODUCT_COLUMNS
-from udfs.encoders import TEXT_ENCODE_FAILED
+from udfs.encoding import TEXT_ENCODE_FAILED
 from udfs.vectors import with_hybrid
 
 # Plan actions that reach the MERGE; "unchanged", "stale" and "absent_delete" do not.
@@ -29,7 +32,7 @@ class EncodedBatch:
     rows: DataFrame
     texts_encoded: int
     images_encoded: int
-    cached: list[DataFrame]
+    cached: list[DataFrame] = field(default_factory=list)
     text_seconds: float = 0.0
     image_seconds: float = 0.0
 
@@ -38,16 +41,24 @@ class EncodedBatch:
             df.unpersist()
 
 
-def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dimension: int,
-                text_weight: float, encode_partitions: int, has_updates: bool = True) -> EncodedBatch:
-    """Encode what ``plan`` flags and assemble the rows to MERGE.
+@dataclass
+class EncodedModalities:
+    """Vectors keyed by content hash: ``texts`` (text_hash -> _new_text, _text_error), ``images`` likewise."""
 
-    ``udfs`` has ``text`` and ``image`` pandas UDFs (see :mod:`udfs.encoders`).
-    Encoded results are persisted so the MERGE, which reads its source twice,
-    never runs a model again. ``has_updates=False`` (the plan holds no "update"
-    rows) skips looking up stored vectors: only updates re-encode one modality.
+    texts: DataFrame
+    images: DataFrame
+    texts_encoded: int
+    images_encoded: int
+    text_seconds: float
+    image_seconds: float
+
+
+def encode_modalities(todo: DataFrame, udfs, encode_partitions: int) -> EncodedModalities:
+    """Encode each distinct description and readable image flagged by the plan, once.
+
+    Results are persisted so the MERGE, which reads its source twice, never runs a
+    model again; the counts (timed apart, for per-modality throughput) materialise them.
     """
-    todo = plan.filter(F.col("_action").isin(*WRITE_ACTIONS))
     texts = (
         todo.filter("_need_text").select("text_hash", "description").dropDuplicates(["text_hash"])
         .repartition(encode_partitions)
@@ -63,36 +74,47 @@ def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dim
         .select("image_hash", F.col("_i.embedding").alias("_new_image"), F.col("_i.error").alias("_image_error"))
         .persist()
     )
-    # Timed apart so the per-modality throughput through Spark can be reported.
     t0 = time.perf_counter()
     n_texts = texts.count()
     t1 = time.perf_counter()
     n_images = images.count()
     t2 = time.perf_counter()
+    return EncodedModalities(texts, images, n_texts, n_images, t1 - t0, t2 - t1)
 
-    # Rows re-encoding one modality need the other, stored vector to rebuild the hybrid.
+
+def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) -> DataFrame | None:
+    """Stored (product_id, _old_text, _old_image) of rows re-encoding only one modality; None when there are none.
+
+    Such a row needs the other, stored vector to rebuild its hybrid. Without any
+    ("update" rows are the only ones that can be partial) the embeddings table is not
+    scanned at all: a smaller plan, a faster small batch.
+    """
+    if not has_updates:
+        return None
     partial = todo.filter(F.col("_exists") & ~F.col("_deleted") & (F.col("_need_text") != F.col("_need_image")))
-    partial_ids = ([r[0] for r in partial.select("product_id").limit(_MAX_IN_LIST + 1).collect()]
-                   if has_updates else [])
+    partial_ids = [r[0] for r in partial.select("product_id").limit(_MAX_IN_LIST + 1).collect()]
+    if not partial_ids:
+        return None
     old = embeddings.select(
         "product_id", F.col("text_embedding").alias("_old_text"), F.col("image_embedding").alias("_old_image")
     )
-    if not partial_ids:
-        # Nothing to look up: no scan of the embeddings table at all (a smaller plan, a faster small batch).
-        old = None
-    elif len(partial_ids) <= _MAX_IN_LIST:
-        old = old.filter(F.col("product_id").isin(partial_ids))
-    else:
-        old = old.join(partial.select("product_id"), "product_id", "left_semi")
+    if len(partial_ids) <= _MAX_IN_LIST:
+        return old.filter(F.col("product_id").isin(partial_ids))
+    return old.join(partial.select("product_id"), "product_id", "left_semi")
 
+
+def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | None, vector_type,
+                  model_id: str, dimension: int, text_weight: float) -> DataFrame:
+    """The MERGE source: new vectors joined by hash, the stored ones kept, the hybrid rebuilt, errors merged."""
     # Image errors are kept apart from a text failure so that re-encoding one side keeps the other's code.
     stored_image_error = F.regexp_replace(
         F.regexp_replace(F.coalesce(F.col("cur_embedding_error"), F.lit("")), TEXT_ENCODE_FAILED, ""), "^,|,$", ""
     )
-    rows = todo.join(F.broadcast(texts), "text_hash", "left").join(F.broadcast(images), "image_hash", "left")
+    rows = (todo.join(F.broadcast(encoded.texts), "text_hash", "left")
+            .join(F.broadcast(encoded.images), "image_hash", "left"))
     if old is None:
-        vector = embeddings.schema["text_embedding"].dataType
-        rows = rows.withColumn("_old_text", F.lit(None).cast(vector)).withColumn("_old_image", F.lit(None).cast(vector))
+        rows = (rows.withColumn("_old_text", F.lit(None).cast(vector_type))
+                .withColumn("_old_image", F.lit(None).cast(vector_type)))
     else:
         rows = rows.join(old, "product_id", "left")
     rows = (
@@ -108,7 +130,7 @@ def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dim
     rows = with_hybrid(rows, "_text_full", "_image_full", text_weight)
     any_new = F.col("_need_text") | F.col("_need_image")
     error = F.concat_ws(",", F.col("_image_err"), F.when(F.col("_need_text"), F.col("_text_error")))
-    rows = rows.select(
+    return rows.select(
         *PRODUCT_COLUMNS,
         F.when(F.col("_need_image"), F.col("_new_image")).alias("image_embedding"),
         F.when(F.col("_need_text"), F.col("_new_text")).alias("text_embedding"),
@@ -125,4 +147,20 @@ def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dim
         "_need_text",
         "_need_image",
     )
-    return EncodedBatch(rows, n_texts, n_images, [texts, images], text_seconds=t1 - t0, image_seconds=t2 - t1)
+
+
+def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dimension: int,
+                text_weight: float, encode_partitions: int, has_updates: bool = True) -> EncodedBatch:
+    """Encode what ``plan`` flags and assemble the rows to MERGE.
+
+    ``udfs`` has ``text`` and ``image`` pandas UDFs (see :mod:`udfs.encoding`).
+    ``has_updates=False`` (the plan holds no "update" rows) skips looking up stored
+    vectors: only updates re-encode one modality.
+    """
+    todo = plan.filter(F.col("_action").isin(*WRITE_ACTIONS))
+    encoded = encode_modalities(todo, udfs, encode_partitions)
+    old = stored_vectors(todo, embeddings, has_updates)
+    rows = assemble_rows(todo, encoded, old, embeddings.schema["text_embedding"].dataType, model_id, dimension,
+                         text_weight)
+    return EncodedBatch(rows, encoded.texts_encoded, encoded.images_encoded, [encoded.texts, encoded.images],
+                        text_seconds=encoded.text_seconds, image_seconds=encoded.image_seconds)

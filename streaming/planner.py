@@ -10,9 +10,9 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from encoders.images import ERROR_HASH_PREFIX
 from schemas import PRODUCT_COLUMNS
 from udfs.description import description_expr
-from udfs.images import ERROR_HASH_PREFIX
 
 # Columns of the stored row the planner compares against (no vectors: they are large).
 _CURRENT_COLUMNS = ["text_hash", "image_hash", "embedding_model", "source_commit_version", "embedding_error"]

@@ -1,4 +1,8 @@
-"""Read the products table's Change Data Feed and reduce it to one final state per product."""
+"""Read the products table's Change Data Feed and reduce it to one final state per product.
+
+The final-state rule is written once in :mod:`schemas.change_feed`; this is its Spark
+implementation (the search index's pandas one is ``search.local_index.final_changes``).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from conf import Config
+from lakehouse.tables import TableMissingError, table_exists
 from schemas import PRODUCT_COLUMNS
-from streaming.tables import TableMissingError, table_exists
-
-# CDF change types that carry a row's new state; update_preimage is skipped.
-STATE_CHANGES = ("insert", "update_postimage", "delete")
+from schemas.change_feed import DELETE, STATE_CHANGES
 
 
 def read_product_changes(spark: SparkSession, config: Config) -> DataFrame:
@@ -33,7 +35,7 @@ def read_product_changes(spark: SparkSession, config: Config) -> DataFrame:
 
 
 def final_state(changes: DataFrame) -> DataFrame:
-    """Keep the last state of each product in a batch of CDF rows.
+    """Keep the last state of each product in a batch of CDF rows (the rule of :mod:`schemas.change_feed`).
 
     Latest ``_commit_version`` wins; inside one commit a surviving row wins over a
     delete (an overwrite deletes and re-inserts in one commit). Returns the product
@@ -42,7 +44,7 @@ def final_state(changes: DataFrame) -> DataFrame:
     rows = changes.filter(F.col("_change_type").isin(*STATE_CHANGES))
     order = Window.partitionBy("product_id").orderBy(
         F.col("_commit_version").desc(),
-        F.when(F.col("_change_type") == "delete", 0).otherwise(1).desc(),
+        F.when(F.col("_change_type") == DELETE, 0).otherwise(1).desc(),
         # Deterministic tie-break if one commit holds the same product_id twice.
         F.xxhash64(*PRODUCT_COLUMNS).desc(),
     )
@@ -51,7 +53,7 @@ def final_state(changes: DataFrame) -> DataFrame:
         .filter(F.col("_rank") == 1)
         .select(
             *PRODUCT_COLUMNS,
-            (F.col("_change_type") == "delete").alias("_deleted"),
+            (F.col("_change_type") == DELETE).alias("_deleted"),
             F.col("_commit_version").cast("long").alias("source_commit_version"),
         )
     )

@@ -14,13 +14,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from conf import Config
+from encoders.factory import EncoderSpec
+from encoders.images import ImageLimits
+from lakehouse.tables import ensure_all_tables, read_table
 from streaming.embed import encode_plan
 from streaming.planner import plan_changes
 from streaming.reader import final_state, read_product_changes
-from streaming.tables import ensure_all_tables, read_table
 from streaming.writer import merge_embeddings
-from udfs.encoders import EncoderSpec, make_image_hash_udf, make_image_udf, make_text_udf
-from udfs.images import ImageLimits
+from udfs.encoding import make_image_hash_udf, make_image_udf, make_text_udf
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Embedder:
     def __init__(self, spark: SparkSession, config: Config):
         self.spark = spark
         self.config = config
-        limits = ImageLimits(config.images.max_bytes, config.images.max_pixels, config.images.base_dir)
+        limits = ImageLimits.from_config(config)
         spec = EncoderSpec.from_config(config)
         # Accumulators count rows that really went through the model, on whichever worker.
         self.text_calls = spark.sparkContext.accumulator(0)

@@ -7,8 +7,8 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 
 from conf import TableRef
+from lakehouse.tables import delta_table
 from schemas import PRODUCT_COLUMNS
-from streaming.tables import delta_table
 
 log = logging.getLogger(__name__)
 

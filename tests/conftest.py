@@ -18,7 +18,7 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A tiny CLIP (random weights, locally built tokenizer) saved with save_pretrained."""
-    from udfs.random_clip import build_random_clip
+    from encoders.random_clip import build_random_clip
 
     return build_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", shape="tiny", seed=0)
 
@@ -44,7 +44,7 @@ def make_config(root: str, model_dir: str, **overrides):
 @pytest.fixture(scope="session")
 def spark(session_root, tiny_model_dir):
     """One Delta-enabled local Spark session for the whole test run."""
-    from streaming.spark import get_spark
+    from lakehouse.session import get_spark
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     config = make_config(session_root, tiny_model_dir)

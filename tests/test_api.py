@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app, refresh
-from jobs.build_user_features import build_user_features
+from personalization.features import build_user_features
 from streaming.runner import Embedder
 from tests.conftest import make_config
 from tests.helpers import append_products, draw_image, product, stream_once

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from udfs.clip_model import ClipEncoder, ModelLoadError, get_encoder
-from udfs.vectors import hybrid_vector
+from encoders.clip import ClipEncoder, ModelLoadError, get_encoder
+from encoders.vectors import hybrid_vector
 
 TEXTS = ["red party dress for women", "black formal leather shoes", "blue denim jeans, casual wear", ""]
 

@@ -6,12 +6,11 @@ import sys
 
 import pytest
 
-from app.index import databricks_index
-from app.index.databricks_index import DatabricksVectorIndex, client_class
-from app.index.filters import FilterError
-from app.index.local_index import METADATA_COLUMNS, LocalIndexStore
 from conf import load_config
-from jobs import create_indexes
+from search import databricks_index
+from search.databricks_index import DatabricksVectorIndex, client_class, create_configured_indexes
+from search.filters import FilterError
+from search.local_index import METADATA_COLUMNS, LocalIndexStore
 from tests.helpers import write_synthetic_embeddings
 from tests.vector_search_standin import VectorSearchStandIn
 
@@ -38,7 +37,7 @@ def env(standin, monkeypatch):
 
 def test_create_indexes_job_creates_three_delta_sync_indexes_and_waits(env):
     server, _, _, config = env
-    states = create_indexes.run(config, poll_s=0.01, timeout_s=10)
+    states = create_configured_indexes(config, poll_s=0.01, timeout_s=10)
     assert states == {name: True for name in config.vector_search.indexes.values()}
     created = {b["name"]: b for m, p, b in server.requests if m == "POST" and p.endswith("/indexes")}
     assert set(created) == {"main.fashion_demo.vs_image_search", "main.fashion_demo.vs_text_search",
@@ -52,13 +51,13 @@ def test_create_indexes_job_creates_three_delta_sync_indexes_and_waits(env):
     assert set(METADATA_COLUMNS) <= set(sync["columns_to_sync"])
     # Running it again creates nothing new.
     before = len([r for r in server.requests if r[0] == "POST"])
-    create_indexes.run(config, poll_s=0.01, timeout_s=10)
+    create_configured_indexes(config, poll_s=0.01, timeout_s=10)
     assert len([r for r in server.requests if r[0] == "POST"]) == before
 
 
 def test_queries_match_the_local_backend_with_all_columns_and_filters(env):
     server, store, vecs, config = env
-    create_indexes.run(config, poll_s=0.01, timeout_s=10)
+    create_configured_indexes(config, poll_s=0.01, timeout_s=10)
     remote = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes)
     filters = {"gender": "Women", "price <": 150}
     got = remote.search("text", vecs[3], 5, filters)
@@ -73,7 +72,7 @@ def test_queries_match_the_local_backend_with_all_columns_and_filters(env):
 
 def test_bad_filters_fail_before_the_network_with_the_same_error(env):
     server, _, vecs, config = env
-    create_indexes.run(config, poll_s=0.01, timeout_s=10)
+    create_configured_indexes(config, poll_s=0.01, timeout_s=10)
     remote = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes)
     n = len(server.requests)
     with pytest.raises(FilterError, match="invalid filter key 'price <= '"):
@@ -89,7 +88,7 @@ def test_both_client_packages_work(env, monkeypatch):
     assert client_class() is AISearchClient
     monkeypatch.setitem(sys.modules, "databricks.ai_search.client", None)  # only the legacy package "installed"
     assert client_class() is VectorSearchClient
-    create_indexes.run(config, poll_s=0.01, timeout_s=10)
+    create_configured_indexes(config, poll_s=0.01, timeout_s=10)
     legacy = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes,
                                    client=databricks_index.make_client())
     assert legacy.search("hybrid", vecs[1], 1)[0]["product_id"] == 1

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from udfs.endpoint_encoder import EndpointEncoder, EndpointError, EndpointResponseError, parse_predictions
+from encoders.endpoint import EndpointEncoder, EndpointError, EndpointResponseError, parse_predictions
 
 
 class _Server:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from udfs import images
-from udfs.images import ImageError, ImageLimits, image_content_hash, load_image, resolve_path
+from encoders import images
+from encoders.images import ImageError, ImageLimits, image_content_hash, load_image, resolve_path
 
 LIMITS = ImageLimits(max_bytes=5_000_000, max_pixels=4_000_000)
 

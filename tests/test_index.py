@@ -8,9 +8,11 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from app.index.ann import AnnParams
-from app.index.filters import FilterError, evaluate, parse_filters
-from app.index.local_index import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
+from schemas import PRODUCT_COLUMNS
+from schemas.spark import PRODUCTS_SCHEMA
+from search.ann import AnnParams
+from search.filters import FilterError, evaluate, parse_filters
+from search.local_index import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
 from streaming.runner import Embedder
 from tests.helpers import (
     append_products,
@@ -139,3 +141,35 @@ def test_approximate_search_recall_against_exact(tmp_path, ann, clusters):
         exact = index.search("image", q, 10, filters=filters, exact=True)
         assert filtered and all(r["gender"] == "Women" and r["price"] < 50 for r in filtered)
         assert len({r["product_id"] for r in filtered} & {r["product_id"] for r in exact}) >= 8
+
+
+def test_final_state_rule_is_the_same_in_spark_and_pandas(spark, workspace):
+    """streaming.reader.final_state (Spark) and search.local_index.final_changes (pandas) agree on one change feed."""
+    from search.local_index import final_changes
+    from streaming.reader import final_state
+
+    config = workspace.config()
+    path = config.tables.products.path
+    append_products(spark, config, [product(1, None), product(2, None), product(3, None)])
+    table = DeltaTable.forPath(spark, path)
+    table.update("product_id = 1", {"price": F.lit(10.0)})
+    table.update("product_id = 1", {"product_display_name": F.lit("renamed")})
+    table.delete("product_id = 2")
+    # An overwrite deletes every row and re-inserts some in one commit: the survivors must win.
+    rows = [product(1, None, price=11.0), product(3, None, price=33.0), product(4, None)]
+    spark.createDataFrame([tuple(r[c] for c in PRODUCT_COLUMNS) for r in rows], PRODUCTS_SCHEMA) \
+        .write.format("delta").mode("overwrite").save(path)
+    table.delete("product_id = 3")
+    append_products(spark, config, [product(2, None, price=22.0)])  # re-inserted after its delete
+    cdf = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(path)
+    cdf = cdf.orderBy("_commit_version", "product_id").persist()
+    from_spark = {r.product_id: (r._deleted, r.source_commit_version, r.price)
+                  for r in final_state(cdf).collect()}
+    frame = cdf.toPandas()
+    final = final_changes(frame)
+    from_pandas = {int(pid): (not live, int(frame.iloc[row]["_commit_version"]), float(frame.iloc[row]["price"]))
+                   for pid, row, live in zip(final["product_id"], final["_row"], final["_live"], strict=True)}
+    cdf.unpersist()
+    assert from_spark == from_pandas
+    assert {pid: (deleted, price) for pid, (deleted, _, price) in from_spark.items()} == {
+        1: (False, 11.0), 2: (False, 22.0), 3: (True, 33.0), 4: (False, 45.0)}

@@ -9,12 +9,12 @@ import numpy as np
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from jobs.backfill import backfill
-from jobs.load_catalog import load_catalog
-from jobs.reembed import reembed
-from schemas import IMAGE_EMBEDDINGS_SCHEMA, PRODUCT_COLUMNS, PRODUCTS_SCHEMA
+from catalog.loader import load_catalog
+from lakehouse.tables import read_table
+from schemas import PRODUCT_COLUMNS
+from schemas.spark import IMAGE_EMBEDDINGS_SCHEMA, PRODUCTS_SCHEMA
+from streaming.backfill import backfill, reembed
 from streaming.runner import Embedder
-from streaming.tables import read_table
 from tests.helpers import append_products, calls, draw_image, embedding_rows, product, stream_once
 from udfs.description import description_expr, price_tier, price_tier_expr
 

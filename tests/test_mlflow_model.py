@@ -17,12 +17,12 @@ import requests
 from PIL import Image
 
 from conf import load_config
-from jobs.register_model import register_model
+from encoders.clip import ClipEncoder
+from encoders.endpoint import EndpointEncoder
+from encoders.registry import register_model
+from encoders.vectors import hybrid_vector
 from streaming.runner import Embedder
 from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
-from udfs.clip_model import ClipEncoder
-from udfs.endpoint_encoder import EndpointEncoder
-from udfs.vectors import hybrid_vector
 
 TEXTS = ["red party dress", "black leather formal shoes", "blue denim jeans"]
 
@@ -142,3 +142,49 @@ def test_embedder_with_the_registered_model_matches_the_direct_path(spark, regis
     for pid in a:
         for col in ("text_embedding", "image_embedding", "hybrid_embedding"):
             np.testing.assert_allclose(getattr(b[pid], col), getattr(a[pid], col), atol=1e-12)
+
+
+SPARK_BLOCKED = """
+import importlib.abc, sys
+
+class NoSpark(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pyspark", "py4j", "delta"):
+            raise ImportError(f"{name} is not installed in this serving environment")
+        return None
+
+sys.meta_path.insert(0, NoSpark())
+try:
+    import pyspark  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("pyspark was importable")
+import base64, io, json
+import mlflow, pandas as pd
+from PIL import Image
+
+buf = io.BytesIO()
+Image.new("RGB", (40, 30), (200, 20, 20)).save(buf, "PNG")
+model = mlflow.pyfunc.load_model(sys.argv[1])
+out = model.predict(pd.DataFrame({"text": ["red party dress", None],
+                                  "image": [None, base64.b64encode(buf.getvalue()).decode()]}))
+assert not any(m.startswith(("pyspark", "py4j", "delta")) for m in sys.modules), "Spark was imported"
+print(json.dumps({"modality": list(out.modality), "error": list(out.error),
+                  "dims": [len(v) for v in out.embedding]}))
+"""
+
+
+def test_pyfunc_predicts_in_a_process_where_pyspark_cannot_be_imported(registered, tmp_path):
+    """The serving environment has no pyspark: loading and predicting must not need it."""
+    import json as _json
+
+    config, info = registered
+    script = tmp_path / "serve_without_spark.py"
+    script.write_text(SPARK_BLOCKED)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=config.mlflow.tracking_uri)
+    done = subprocess.run([sys.executable, str(script), info["registered_uri"]], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = _json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"modality": ["text", "image"], "error": [None, None], "dims": [512, 512]}

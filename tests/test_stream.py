@@ -11,13 +11,13 @@ from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
+from encoders import images as image_codes
+from encoders.clip import get_encoder
+from encoders.vectors import hybrid_vector
+from lakehouse.tables import latest_version, read_table
 from schemas import PRODUCT_COLUMNS
 from streaming.runner import Embedder
-from streaming.tables import latest_version, read_table
 from tests.helpers import append_products, calls, draw_image, embedding_rows, product, stream_once, truncated_jpeg
-from udfs import images as image_codes
-from udfs.clip_model import get_encoder
-from udfs.vectors import hybrid_vector
 
 
 @pytest.fixture

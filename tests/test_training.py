@@ -11,22 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.catalog_split import SPLITS, assign_splits, image_key
-from jobs.catalog_texts import (
-    caption_targets,
-    colour_type_query,
-    label_caption,
-    training_caption,
-    training_pair,
-    zero_shot_prompt,
-)
-from jobs.retrieval_metrics import (
+from evaluation.metrics import (
     mean_pairwise_overlap,
     ndcg_at_k,
     precision_at_k,
     same_label_at_k,
     top_k,
     zero_shot_accuracy,
+)
+from evaluation.split import SPLITS, assign_splits, image_key
+from training.captions import (
+    caption_targets,
+    colour_type_query,
+    label_caption,
+    training_caption,
+    training_pair,
+    zero_shot_prompt,
 )
 
 # -- split -------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_label_captions_are_positives_of_every_image_with_those_labels():
 def test_same_label_image_loss_prefers_images_grouped_by_type():
     import torch
 
-    from jobs.train_clip import same_label_image_loss
+    from training.losses import same_label_image_loss
 
     labels = ["dress", "dress", "watch", "watch"]
     grouped = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
@@ -160,7 +160,7 @@ def test_same_label_image_loss_prefers_images_grouped_by_type():
 def test_multi_positive_loss_treats_identical_captions_as_positives():
     import torch
 
-    from jobs.train_clip import multi_positive_loss
+    from training.losses import multi_positive_loss
 
     captions = ["red dresses", "red dresses", "black watches"]
     # Images 0 and 1 are equally close to both "red dresses" captions: ideal under multi-positive targets.
@@ -177,9 +177,9 @@ def test_multi_positive_loss_treats_identical_captions_as_positives():
 @pytest.fixture
 def trained(spark, workspace):
     """A small drawn catalog loaded into products, and a tiny CLIP trained on it for a few steps."""
-    from jobs.demo_catalog import generate_demo_catalog
-    from jobs.load_catalog import load_catalog
-    from jobs.train_clip import train_clip
+    from catalog.demo import generate_demo_catalog
+    from catalog.loader import load_catalog
+    from training.trainer import train_clip
 
     config = workspace.config(catalog__source_dir="catalog", training__init_shape="tiny", training__batch_size=8,
                               training__warmup_steps=1, training__precision="fp32", training__epochs=2)
@@ -193,9 +193,10 @@ def trained(spark, workspace):
 def test_trained_model_saves_logs_and_loads_through_the_embedder(trained):
     import mlflow
 
+    from encoders.clip import ClipEncoder
+    from encoders.model_card import read_model_card
     from streaming.runner import Embedder
     from tests.helpers import embedding_rows, stream_once
-    from udfs.clip_model import ClipEncoder, read_model_card
 
     spark, workspace, config, result = trained
     assert result.steps > 0 and result.products["total"] == 40
@@ -225,10 +226,10 @@ def test_trained_model_saves_logs_and_loads_through_the_embedder(trained):
 
 
 def test_training_refuses_an_empty_catalog(spark, workspace):
-    from jobs.train_clip import train_clip
+    from training.trainer import train_clip
 
     config = workspace.config(training__init_shape="tiny")
-    from streaming.tables import ensure_all_tables
+    from lakehouse.tables import ensure_all_tables
 
     ensure_all_tables(spark, config)
     with pytest.raises(ValueError, match="load a catalog first"):
@@ -236,8 +237,8 @@ def test_training_refuses_an_empty_catalog(spark, workspace):
 
 
 def test_evaluate_and_analyze_latents_write_their_reports(trained):
-    from jobs.analyze_latents import analyze
-    from jobs.evaluate import evaluate
+    from evaluation.latents import analyze
+    from evaluation.retrieval import evaluate
     from streaming.runner import Embedder
     from tests.helpers import stream_once
 
@@ -274,7 +275,7 @@ def test_evaluate_and_analyze_latents_write_their_reports(trained):
 
 
 def test_alignment_and_near_duplicates_hand_built():
-    from jobs.analyze_latents import alignment_scores, near_duplicates, zero_shot_disagreements
+    from evaluation.latents import alignment_scores, near_duplicates, zero_shot_disagreements
 
     text = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     image = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
@@ -296,7 +297,7 @@ def test_alignment_and_near_duplicates_hand_built():
 
 
 def test_hybrid_comparison_leaves_the_query_photo_out():
-    from jobs.evaluate import _hybrid_comparison
+    from evaluation.retrieval import _hybrid_comparison
 
     class FakeEncoder:  # "red dresses" points at the red dresses' corner of the space
         def encode_texts(self, texts):

@@ -12,8 +12,8 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from app.index.filters import FilterError, parse_filters
-from app.index.local_index import FILTER_COLUMNS, INDEX_KINDS
+from search.filters import FilterError, parse_filters
+from search.local_index import FILTER_COLUMNS, INDEX_KINDS
 
 
 class VectorSearchStandIn:

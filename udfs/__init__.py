@@ -1,1 +1,2 @@
-"""Encoders: text description, image reading, CLIP model and the Arrow pandas UDFs."""
+"""What Spark runs on the executors: the Arrow pandas encoding UDFs and the Spark SQL expressions
+(product description, hybrid vector) that have Spark-free twins in ``schemas`` and ``encoders``."""

@@ -9,24 +9,9 @@ from __future__ import annotations
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-# Upper bounds (exclusive) of the price tiers; above the last one is "luxury".
-PRICE_TIERS: tuple[tuple[float, str], ...] = (
-    (30.0, "affordable"),
-    (70.0, "mid-range"),
-    (120.0, "premium"),
-)
-TOP_TIER = "luxury"
+from schemas.description import PRICE_TIERS, TOP_TIER, price_tier
 
-
-def price_tier(price: float | None) -> str | None:
-    """Python twin of :func:`price_tier_expr` (for tests and the search service)."""
-    if price is None:
-        return None
-    for bound, name in PRICE_TIERS:
-        if price < bound:
-            return name
-    return TOP_TIER
-
+__all__ = ["description_expr", "price_tier", "price_tier_expr"]
 
 def price_tier_expr(price: Column | str = "price") -> Column:
     """Price tier: < 30 affordable, < 70 mid-range, < 120 premium, else luxury; null stays null."""

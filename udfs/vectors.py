@@ -1,37 +1,34 @@
-"""Hybrid vector: normalize(w * text + (1 - w) * image), in Spark SQL and in numpy."""
+"""The hybrid vector normalize(w * text + (1 - w) * image) and L2 normalisation as Spark SQL.
+
+Twins of :func:`encoders.vectors.hybrid_vector` / ``l2_normalize`` (a test holds them equal).
+"""
 
 from __future__ import annotations
 
-import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-HYBRID_BOTH = "text+image"
-HYBRID_TEXT_ONLY = "text_only"
-HYBRID_IMAGE_ONLY = "image_only"
+from encoders.vectors import HYBRID_BOTH, HYBRID_IMAGE_ONLY, HYBRID_TEXT_ONLY
 
 
-def hybrid_vector(text: np.ndarray, image: np.ndarray | None, text_weight: float) -> np.ndarray:
-    """numpy twin of :func:`with_hybrid` (used by tests and the search service)."""
-    if image is None:
-        v = np.asarray(text, dtype=np.float64)
-    else:
-        v = text_weight * np.asarray(text, dtype=np.float64) + (1 - text_weight) * np.asarray(image, dtype=np.float64)
-    n = np.linalg.norm(v)
-    return v / n if n > 0 else v
+def norm_expr(vector: Column | str) -> Column:
+    """The L2 norm of an array<double> column."""
+    v = F.col(vector) if isinstance(vector, str) else vector
+    return F.sqrt(F.aggregate(v, F.lit(0.0), lambda acc, x: acc + x * x))
+
+
+def normalize_expr(vector: str, norm: str) -> Column:
+    """``vector`` divided by its precomputed norm column ``norm`` (computed once per row, so this is O(dim))."""
+    return F.transform(vector, lambda x: x / F.col(norm))
 
 
 def with_hybrid(df: DataFrame, text_col: str, image_col: str, weight: float,
                 out_col: str = "hybrid_embedding", source_col: str = "hybrid_source") -> DataFrame:
-    """Add the hybrid vector and where it came from; a missing image falls back to the text vector.
-
-    The norm is computed once per row in its own column so that normalising is O(dim).
-    """
+    """Add the hybrid vector and where it came from; a missing image falls back to the text vector."""
     t, i = F.col(text_col), F.col(image_col)
     w = float(weight)
     mixed = F.zip_with(t, i, lambda a, b: F.lit(w) * a + F.lit(1.0 - w) * b)
     both = t.isNotNull() & i.isNotNull()
-    norm = F.sqrt(F.aggregate(F.col("_hybrid_raw"), F.lit(0.0), lambda acc, x: acc + x * x))
     source: Column = (
         F.when(both, F.lit(HYBRID_BOTH))
         .when(t.isNotNull(), F.lit(HYBRID_TEXT_ONLY))
@@ -40,11 +37,10 @@ def with_hybrid(df: DataFrame, text_col: str, image_col: str, weight: float,
     # With one side missing the hybrid *is* the other (already unit) vector, bit for bit.
     return (
         df.withColumn("_hybrid_raw", F.when(both, mixed))
-        .withColumn("_hybrid_norm", norm)
+        .withColumn("_hybrid_norm", norm_expr("_hybrid_raw"))
         .withColumn(
             out_col,
-            F.when(both & (F.col("_hybrid_norm") > 0),
-                   F.transform("_hybrid_raw", lambda x: x / F.col("_hybrid_norm")))
+            F.when(both & (F.col("_hybrid_norm") > 0), normalize_expr("_hybrid_raw", "_hybrid_norm"))
             .when(both, F.col("_hybrid_raw"))
             .when(t.isNotNull(), t)
             .otherwise(i),

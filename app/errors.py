@@ -1,0 +1,30 @@
+"""Domain errors as HTTP answers: each handler maps one library exception to a status and its message."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from search.filters import FilterError
+from search.local_index import IndexNotReadyError
+from search.queries import BadQueryError
+from search.service import UnknownIndexError
+
+
+def _answer(status: int):
+    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handler
+
+
+async def _bad_query(_request: Request, exc: BadQueryError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Bad filters and unknown indexes are 400, bad queries their own 4xx, an index not yet synced 503."""
+    app.add_exception_handler(BadQueryError, _bad_query)
+    app.add_exception_handler(FilterError, _answer(400))
+    app.add_exception_handler(UnknownIndexError, _answer(400))
+    app.add_exception_handler(IndexNotReadyError, _answer(503))

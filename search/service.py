@@ -1,0 +1,57 @@
+"""Index access for the API and jobs: indexes by name, every metadata column, validated filters and limits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from schemas import INDEX_KINDS
+from search.filters import FilterError
+
+# Names the retailer uses on Databricks, accepted here too.
+INDEX_ALIASES = {
+    "image": "image", "vs_image_search": "image",
+    "text": "text", "vs_text_search": "text",
+    "hybrid": "hybrid", "vs_hybrid_search": "hybrid",
+}
+FACET_COLUMNS = ("gender", "base_color", "master_category", "article_type")
+
+
+class UnknownIndexError(ValueError):
+    """A request named an index that does not exist."""
+
+
+class SearchService:
+    """Searches the image, text and hybrid indexes of a store; results carry every product column and a score."""
+
+    def __init__(self, store, max_limit: int):
+        self.store = store
+        self.max_limit = max_limit
+
+    def kind(self, index: str) -> str:
+        """The index kind (image, text, hybrid) behind an index name or alias."""
+        try:
+            return INDEX_ALIASES[index]
+        except KeyError:
+            raise UnknownIndexError(f"unknown index {index!r}; use one of {sorted(INDEX_ALIASES)}") from None
+
+    def search(self, index: str, vector: np.ndarray, limit: int, filters: dict | None) -> list[dict]:
+        """Top ``limit`` products of ``index`` nearest to ``vector`` that match ``filters``."""
+        if limit < 1 or limit > self.max_limit:
+            raise FilterError(f"limit must be between 1 and {self.max_limit}")
+        return self.store.search(self.kind(index), vector, limit, filters)
+
+    def product(self, product_id: int) -> dict | None:
+        return self.store.get(product_id)
+
+    def product_vector(self, product_id: int, index: str) -> np.ndarray | None:
+        return self.store.vector(product_id, self.kind(index))
+
+    def distinct_values(self, column: str, limit: int = 200) -> list[str]:
+        return self.store.distinct_values(column, limit)
+
+    def facets(self) -> dict[str, list[str]]:
+        """Values for the page's filter pickers."""
+        return {c: self.distinct_values(c) for c in FACET_COLUMNS}
+
+
+__all__ = ["INDEX_KINDS", "FACET_COLUMNS", "SearchService", "UnknownIndexError"]

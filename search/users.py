@@ -1,0 +1,49 @@
+"""The shoppers the service recommends for: the user_style_features table, or the personas computed from the index."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from personalization.personas import compute_user_features, load_personas
+
+log = logging.getLogger(__name__)
+
+
+def read_user_features(table_path: str | None) -> dict[str, dict] | None:
+    """Rows of a path-based user_style_features Delta table by user_id (None when there is no such table)."""
+    if table_path is None or not os.path.isdir(os.path.join(table_path, "_delta_log")):
+        return None
+    import pyarrow as pa
+    from deltalake import DeltaTable, QueryBuilder
+
+    table = pa.table(QueryBuilder().register("u", DeltaTable(table_path)).execute("SELECT * FROM u").read_all())
+    return {r["user_id"]: r for r in table.to_pylist()}
+
+
+def users_from_index(store) -> dict[str, dict]:
+    """Persona features computed from the index's hybrid vectors (when the table is absent)."""
+    meta, hybrid, has = store.live_rows("hybrid")
+    frame = compute_user_features(load_personas(), meta, hybrid, has)
+    return {r["user_id"]: r for r in frame.to_dict("records")}
+
+
+class UserDirectory:
+    """The current users; reloaded when the index moves (their features depend on it)."""
+
+    def __init__(self, table_path: str | None):
+        self.table_path = table_path
+        self.users: dict[str, dict] = {}
+
+    def reload(self, store) -> None:
+        self.users = read_user_features(self.table_path) or users_from_index(store)
+
+    def get(self, user_id: str) -> dict | None:
+        return self.users.get(user_id)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def public(self) -> list[dict]:
+        """Every user without the embedding (for listings)."""
+        return [{k: v for k, v in u.items() if k != "user_embedding"} for u in self.users.values()]

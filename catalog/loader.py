@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 
 from catalog.parser import ParsedCatalog, parse_styles_csv
 from conf import Config
-from lakehouse.tables import delta_table, ensure_all_tables, write_table
+from lakehouse.tables import ensure_all_tables, merge_into, write_table
 from schemas import PRODUCT_COLUMNS
 from schemas.spark import PRODUCTS_SCHEMA, QUARANTINE_SCHEMA
 
@@ -34,15 +34,11 @@ def load_catalog(spark: SparkSession, config: Config, source_dir: str | None = N
     rows = [tuple(r[c] for c in PRODUCT_COLUMNS) for r in parsed.rows]
     source = spark.createDataFrame(rows, PRODUCTS_SCHEMA)
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in PRODUCT_COLUMNS if c != "product_id")
-    merge = (
-        delta_table(spark, config.tables.products).alias("t")
-        .merge(source.alias("s"), "t.product_id = s.product_id")
-        .whenMatchedUpdateAll(condition=changed)
-        .whenNotMatchedInsertAll()
-    )
+    statement = (f"ON t.product_id = s.product_id WHEN MATCHED AND ({changed}) THEN UPDATE SET * "
+                 "WHEN NOT MATCHED THEN INSERT *")
     if delete_missing:
-        merge = merge.whenNotMatchedBySourceDelete()
-    result = merge.execute().first()
+        statement += " WHEN NOT MATCHED BY SOURCE THEN DELETE"
+    result = merge_into(spark, config.tables.products, source, statement)
     if parsed.quarantined:
         now = datetime.now(UTC)
         q = spark.createDataFrame(
@@ -54,7 +50,7 @@ def load_catalog(spark: SparkSession, config: Config, source_dir: str | None = N
     counts = {
         "parsed": len(parsed.rows),
         "quarantined": len(parsed.quarantined),
-        **({k: int(v) for k, v in result.asDict().items()} if result else {}),
+        **result,
     }
     log.info("catalog %s loaded into %s: %s", styles, config.tables.products, counts)
     return counts

@@ -104,6 +104,7 @@ class StorageSettings(Section):
 
 
 class SparkSettings(Section):
+    remote: str | None = Field(None, description="Spark Connect URL (sc://host:port); wins over master")
     master: str | None = Field(None, description="local[2], spark://host:7077, ...; null: the cluster's session")
     app_name: str = "fashion-multimodal-embedder"
     delta_package: str | None = Field(None, description="Maven coordinates of Delta's jars (local runs)")

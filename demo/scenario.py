@@ -19,14 +19,13 @@ import os
 import shutil
 
 import numpy as np
-from pyspark.sql import functions as F
 
 from catalog.demo import generate_demo_catalog
 from catalog.loader import load_catalog
 from conf import Config
 from encoders.model_card import read_model_card
 from lakehouse.session import get_spark
-from lakehouse.tables import delta_table, read_table, write_table
+from lakehouse.tables import read_table, write_table
 from schemas import PRODUCT_COLUMNS
 from schemas.description import price_tier
 from schemas.spark import PRODUCTS_SCHEMA
@@ -92,16 +91,17 @@ def describe_model(config: Config) -> dict:
 
 def play_editor(spark, config: Config) -> None:
     """A catalog editor's edits: price inside its tier, tier crossing, new image, delete, new product."""
-    products = delta_table(spark, config.tables.products)
+    table = config.tables.products.sql
     rows = {r.product_id: r for r in read_table(spark, config.tables.products).collect()}
     ids = sorted(rows)
     same_tier = next(i for i in ids if price_tier(rows[i].price) == price_tier(rows[i].price + 0.5))
     crossing = next(i for i in ids if i != same_tier and price_tier(rows[i].price) != "luxury")
     image_change, deleted = ids[5], ids[6]
-    products.update(F.col("product_id") == same_tier, {"price": F.col("price") + F.lit(0.5)})
-    products.update(F.col("product_id") == crossing, {"price": F.lit(500.0)})
-    products.update(F.col("product_id") == image_change, {"image_path": F.lit(rows[ids[7]].image_path)})
-    products.delete(F.col("product_id") == deleted)
+    spark.sql(f"UPDATE {table} SET price = price + 0.5 WHERE product_id = {int(same_tier)}")
+    spark.sql(f"UPDATE {table} SET price = 500.0 WHERE product_id = {int(crossing)}")
+    spark.sql(f"UPDATE {table} SET image_path = :path WHERE product_id = {int(image_change)}",
+              args={"path": rows[ids[7]].image_path})
+    spark.sql(f"DELETE FROM {table} WHERE product_id = {int(deleted)}")
     new = rows[ids[0]].asDict()
     new.update(product_id=max(ids) + 1, product_display_name="Demo Women Red Party Dress (new)")
     write_table(spark.createDataFrame([tuple(new[c] for c in PRODUCT_COLUMNS)], PRODUCTS_SCHEMA),

@@ -1,8 +1,16 @@
-"""Create and open the Delta tables named in the configuration."""
+"""Create, read, write and change the Delta tables named in the configuration.
+
+Everything here goes through the DataFrame API and Spark SQL (``MERGE INTO``,
+``DESCRIBE HISTORY``, ``UPDATE``), never through py4j or the ``DeltaTable`` class:
+the same code runs on a classic session, on Spark Connect (Databricks Standard
+access mode, serverless, Databricks Connect) and on a cluster.
+"""
 
 from __future__ import annotations
 
-from delta.tables import DeltaTable
+import uuid
+
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
 from conf import Config, TableRef
@@ -11,6 +19,10 @@ from schemas import PRODUCT_EMBEDDINGS, PRODUCTS, QUARANTINE, TableSchema, creat
 
 class TableMissingError(RuntimeError):
     """A table the job reads does not exist yet."""
+
+
+def _missing(ref: TableRef) -> TableMissingError:
+    return TableMissingError(f"Delta table {ref} does not exist: run `python -m jobs.load_catalog` first")
 
 
 def ensure_table(spark: SparkSession, ref: TableRef, schema: TableSchema, change_data_feed: bool = True,
@@ -32,20 +44,18 @@ def table_exists(spark: SparkSession, ref: TableRef) -> bool:
     """Whether the Delta table exists (by catalog name or at its path)."""
     if ref.name:
         return spark.catalog.tableExists(ref.name)
-    return DeltaTable.isDeltaTable(spark, ref.path)
+    try:
+        # Resolving the schema analyses the read: "not a Delta table" or a missing path fail here.
+        spark.read.format("delta").load(ref.path).schema  # noqa: B018
+    except AnalysisException:
+        return False
+    return True
 
 
-def delta_table(spark: SparkSession, ref: TableRef) -> DeltaTable:
-    """Open a Delta table, with an actionable error when it is missing."""
-    if not table_exists(spark, ref):
-        raise TableMissingError(f"Delta table {ref} does not exist: run `python -m jobs.load_catalog` first")
-    return DeltaTable.forName(spark, ref.name) if ref.name else DeltaTable.forPath(spark, ref.path)
-
-
-def read_table(spark: SparkSession, ref: TableRef, version: int | None = None) -> DataFrame:
-    """Batch-read a Delta table (optionally at a version)."""
-    if not table_exists(spark, ref):
-        raise TableMissingError(f"Delta table {ref} does not exist: run `python -m jobs.load_catalog` first")
+def read_table(spark: SparkSession, ref: TableRef, version: int | None = None, check: bool = True) -> DataFrame:
+    """Batch-read a Delta table (optionally at a version); ``check=False`` skips the existence check."""
+    if check and not table_exists(spark, ref):
+        raise _missing(ref)
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
@@ -54,7 +64,9 @@ def read_table(spark: SparkSession, ref: TableRef, version: int | None = None) -
 
 def latest_version(spark: SparkSession, ref: TableRef) -> int:
     """The table's current commit version."""
-    return int(delta_table(spark, ref).history(1).select("version").first()[0])
+    if not table_exists(spark, ref):
+        raise _missing(ref)
+    return int(spark.sql(f"DESCRIBE HISTORY {ref.sql} LIMIT 1").select("version").first()[0])
 
 
 def write_table(df: DataFrame, ref: TableRef, mode: str = "append", overwrite_schema: bool = False) -> None:
@@ -66,3 +78,18 @@ def write_table(df: DataFrame, ref: TableRef, mode: str = "append", overwrite_sc
         writer.saveAsTable(ref.name)
     else:
         writer.save(ref.path)
+
+
+def merge_into(spark: SparkSession, target: TableRef, source: DataFrame, statement: str) -> dict[str, int]:
+    """Run ``MERGE INTO <target> t USING <source> s <statement>``; returns Delta's MERGE metrics.
+
+    The source is registered as a uniquely named temporary view for the statement
+    and dropped afterwards (the SQL form works on classic and Connect sessions alike).
+    """
+    view = f"_merge_source_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    try:
+        first = spark.sql(f"MERGE INTO {target.sql} t USING {view} s {statement}").first()
+    finally:
+        spark.catalog.dropTempView(view)
+    return {k: int(v) for k, v in first.asDict().items()} if first else {}

@@ -35,6 +35,7 @@ class EncodedBatch:
     cached: list[DataFrame] = field(default_factory=list)
     text_seconds: float = 0.0
     image_seconds: float = 0.0
+    workers: list[str] = field(default_factory=list)
 
     def release(self) -> None:
         for df in self.cached:
@@ -51,19 +52,28 @@ class EncodedModalities:
     images_encoded: int
     text_seconds: float
     image_seconds: float
+    workers: list[str]
+
+
+def _materialise(encoded: DataFrame) -> tuple[int, list[str]]:
+    """Run the persisted encoding once: how many rows went through the model, and in which processes."""
+    row = encoded.agg(F.count(F.lit(1)).alias("n"), F.collect_set("_worker").alias("workers")).first()
+    return int(row["n"]), sorted(row["workers"] or [])
 
 
 def encode_modalities(todo: DataFrame, udfs, encode_partitions: int) -> EncodedModalities:
     """Encode each distinct description and readable image flagged by the plan, once.
 
     Results are persisted so the MERGE, which reads its source twice, never runs a
-    model again; the counts (timed apart, for per-modality throughput) materialise them.
+    model again; one aggregate per modality (timed apart, for per-modality throughput)
+    materialises them and counts the rows and the processes that encoded them.
     """
     texts = (
         todo.filter("_need_text").select("text_hash", "description").dropDuplicates(["text_hash"])
         .repartition(encode_partitions)
         .withColumn("_t", udfs.text(F.col("description")))
-        .select("text_hash", F.col("_t.embedding").alias("_new_text"), F.col("_t.error").alias("_text_error"))
+        .select("text_hash", F.col("_t.embedding").alias("_new_text"), F.col("_t.error").alias("_text_error"),
+                F.col("_t.worker").alias("_worker"))
         .persist()
     )
     images = (
@@ -71,15 +81,17 @@ def encode_modalities(todo: DataFrame, udfs, encode_partitions: int) -> EncodedM
         .select("image_hash", "image_path").dropDuplicates(["image_hash"])
         .repartition(encode_partitions)
         .withColumn("_i", udfs.image(F.col("image_path")))
-        .select("image_hash", F.col("_i.embedding").alias("_new_image"), F.col("_i.error").alias("_image_error"))
+        .select("image_hash", F.col("_i.embedding").alias("_new_image"), F.col("_i.error").alias("_image_error"),
+                F.col("_i.worker").alias("_worker"))
         .persist()
     )
     t0 = time.perf_counter()
-    n_texts = texts.count()
+    n_texts, text_workers = _materialise(texts)
     t1 = time.perf_counter()
-    n_images = images.count()
+    n_images, image_workers = _materialise(images)
     t2 = time.perf_counter()
-    return EncodedModalities(texts, images, n_texts, n_images, t1 - t0, t2 - t1)
+    return EncodedModalities(texts, images, n_texts, n_images, t1 - t0, t2 - t1,
+                             sorted(set(text_workers) | set(image_workers)))
 
 
 def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) -> DataFrame | None:
@@ -110,8 +122,8 @@ def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | 
     stored_image_error = F.regexp_replace(
         F.regexp_replace(F.coalesce(F.col("cur_embedding_error"), F.lit("")), TEXT_ENCODE_FAILED, ""), "^,|,$", ""
     )
-    rows = (todo.join(F.broadcast(encoded.texts), "text_hash", "left")
-            .join(F.broadcast(encoded.images), "image_hash", "left"))
+    rows = (todo.join(F.broadcast(encoded.texts.drop("_worker")), "text_hash", "left")
+            .join(F.broadcast(encoded.images.drop("_worker")), "image_hash", "left"))
     if old is None:
         rows = (rows.withColumn("_old_text", F.lit(None).cast(vector_type))
                 .withColumn("_old_image", F.lit(None).cast(vector_type)))
@@ -163,4 +175,5 @@ def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dim
     rows = assemble_rows(todo, encoded, old, embeddings.schema["text_embedding"].dataType, model_id, dimension,
                          text_weight)
     return EncodedBatch(rows, encoded.texts_encoded, encoded.images_encoded, [encoded.texts, encoded.images],
-                        text_seconds=encoded.text_seconds, image_seconds=encoded.image_seconds)
+                        text_seconds=encoded.text_seconds, image_seconds=encoded.image_seconds,
+                        workers=encoded.workers)

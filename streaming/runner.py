@@ -1,14 +1,20 @@
-"""Glue: plan -> encode -> MERGE for one batch, and the Structured Streaming query around it."""
+"""Glue: plan -> encode -> MERGE for one batch, and the Structured Streaming query around it.
+
+:class:`BatchProcessor` is the ``foreachBatch`` body. It holds only picklable
+settings and takes its session from the batch (``batch.sparkSession``), so Spark
+Connect can ship it to the server-side foreachBatch worker; its UDFs are built in
+the process that runs it. :class:`Embedder` is the client side: it owns the session,
+starts the stream, and runs the same processor for backfills.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
 from types import SimpleNamespace
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -17,59 +23,71 @@ from conf import Config
 from encoders.factory import EncoderSpec
 from encoders.images import ImageLimits
 from lakehouse.tables import ensure_all_tables, read_table
+from streaming import metrics as batch_metrics
 from streaming.embed import encode_plan
+from streaming.metrics import BatchMetrics
 from streaming.planner import plan_changes
 from streaming.reader import final_state, read_product_changes
-from streaming.writer import merge_embeddings
+from streaming.writer import clear_write_identity, merge_embeddings
 from udfs.encoding import make_image_hash_udf, make_image_udf, make_text_udf
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class BatchMetrics:
-    """What one batch did; logged as one JSON line per batch."""
-
-    batch_id: int
-    rows_in: int = 0
-    products: int = 0
-    inserts: int = 0
-    updates: int = 0
-    metadata_only: int = 0
-    deletes: int = 0
-    unchanged: int = 0
-    stale: int = 0
-    texts_encoded: int = 0
-    images_encoded: int = 0
-    image_errors: int = 0
-    rows_written: int = 0
-    latency_s: float = 0.0
-    merge: dict = field(default_factory=dict)
-    phases_s: dict = field(default_factory=dict)
+__all__ = ["BatchMetrics", "BatchProcessor", "CheckpointError", "Embedder", "EmbedderQuery"]
 
 
-class Embedder:
-    """Applies product states to the embeddings table; shared by the stream, backfill and reembed."""
+class CheckpointError(RuntimeError):
+    """The stream's checkpoint exists but its metadata cannot be read."""
 
-    def __init__(self, spark: SparkSession, config: Config):
-        self.spark = spark
+
+def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str | None:
+    """The query id in ``<checkpoint>/metadata``, read through Spark (any URI Spark reads: file:, dbfs:, s3://...).
+
+    None when no stream has written the checkpoint yet; a checkpoint whose metadata
+    exists but cannot be parsed raises :class:`CheckpointError` (guessing would let
+    Delta skip a new stream's batches as replays).
+    """
+    import json
+
+    path = checkpoint.rstrip("/") + "/metadata"
+    try:
+        first = spark.read.text(path).first()
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+            return None
+        raise CheckpointError(f"cannot read the stream checkpoint's metadata at {path}: {exc}") from exc
+    try:
+        return json.loads(first["value"])["id"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not hold a query id: {first!r}") from exc
+
+
+class BatchProcessor:
+    """Applies product states to the embeddings table; the stream's foreachBatch body (picklable)."""
+
+    def __init__(self, config: Config, run_id: str):
         self.config = config
-        limits = ImageLimits.from_config(config)
-        spec = EncoderSpec.from_config(config)
-        # Accumulators count rows that really went through the model, on whichever worker.
-        self.text_calls = spark.sparkContext.accumulator(0)
-        self.image_calls = spark.sparkContext.accumulator(0)
-        self.udfs = SimpleNamespace(
-            text=make_text_udf(spec, self.text_calls),
-            image=make_image_udf(spec, limits, self.image_calls),
-            image_hash=make_image_hash_udf(limits),
-        )
-        self.history: list[BatchMetrics] = []
+        self.run_id = run_id
+        self.history: list[BatchMetrics] = []  # this process's batches (the metrics table holds them all)
+        self._udfs: SimpleNamespace | None = None
         self._app_id: str | None = None
-        ensure_all_tables(spark, config)
+
+    def __getstate__(self) -> dict:
+        # UDF objects and history stay in the process that made them.
+        return {"config": self.config, "run_id": self.run_id, "history": [], "_udfs": None, "_app_id": None}
+
+    @property
+    def udfs(self) -> SimpleNamespace:
+        """The encoding UDFs, built once in the process that runs the batches."""
+        if self._udfs is None:
+            limits = ImageLimits.from_config(self.config)
+            spec = EncoderSpec.from_config(self.config)
+            self._udfs = SimpleNamespace(text=make_text_udf(spec), image=make_image_udf(spec, limits),
+                                         image_hash=make_image_hash_udf(limits))
+        return self._udfs
 
     # -- one batch ---------------------------------------------------------------------------
-    def apply_state(self, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
+    def apply_state(self, spark: SparkSession, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
                     rows_in: int | None = None, started: float | None = None,
                     phases: dict[str, float] | None = None) -> BatchMetrics:
         """Plan, encode and MERGE a DataFrame of final product states (see streaming.reader).
@@ -78,7 +96,7 @@ class Embedder:
         """
         cfg = self.config
         started = started or time.perf_counter()
-        metrics = BatchMetrics(batch_id=batch_id)
+        metrics = BatchMetrics(batch_id=batch_id, run_id=self.run_id, app_id=txn[0] if txn else None)
         phases = dict(phases or {})
         mark = [time.perf_counter()]
 
@@ -87,7 +105,7 @@ class Embedder:
             phases[name] = round(now - mark[0], 3)
             mark[0] = now
 
-        embeddings = read_table(self.spark, cfg.tables.embeddings)
+        embeddings = read_table(spark, cfg.tables.embeddings, check=False)
         plan = plan_changes(state, embeddings, cfg.model.id, self.udfs.image_hash).persist()
         try:
             actions = {r["_action"]: r["count"] for r in plan.groupBy("_action").count().collect()}
@@ -102,31 +120,39 @@ class Embedder:
             lap("plan")
             to_write = metrics.inserts + metrics.updates + metrics.metadata_only + metrics.deletes
             if to_write:
-                encoded = encode_plan(plan, embeddings, self.udfs, cfg.model.id, cfg.model.dimension,
-                                      cfg.hybrid_text_weight, cfg.model.encode_partitions,
-                                      has_updates=metrics.updates > 0)
-                lap("encode")
-                phases["encode_text"] = round(encoded.text_seconds, 3)
-                phases["encode_image"] = round(encoded.image_seconds, 3)
-                rows, metrics.rows_written, metrics.image_errors = self._materialize(encoded.rows, to_write)
-                try:
-                    metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
-                    lap("assemble")
-                    inserts_only = metrics.inserts == to_write
-                    metrics.merge = merge_embeddings(self.spark, cfg.tables.embeddings, rows, txn, inserts_only)
-                    lap("merge")
-                finally:
-                    rows.unpersist()
-                    encoded.release()
+                self._encode_and_merge(spark, plan, embeddings, metrics, phases, lap, to_write, txn, started)
         finally:
             plan.unpersist()
         metrics.latency_s = round(time.perf_counter() - started, 3)
         metrics.phases_s = phases
         self.history.append(metrics)
-        log.info("batch %s", json.dumps(asdict(metrics), sort_keys=True))
+        metrics.log()
         return metrics
 
-    def _materialize(self, rows: DataFrame, expected_rows: int) -> tuple[DataFrame, int, int]:
+    def _encode_and_merge(self, spark, plan, embeddings, metrics: BatchMetrics, phases: dict, lap,
+                          to_write: int, txn, started: float) -> None:
+        cfg = self.config
+        encoded = encode_plan(plan, embeddings, self.udfs, cfg.model.id, cfg.model.dimension,
+                              cfg.hybrid_text_weight, cfg.model.encode_partitions, has_updates=metrics.updates > 0)
+        lap("encode")
+        phases["encode_text"] = round(encoded.text_seconds, 3)
+        phases["encode_image"] = round(encoded.image_seconds, 3)
+        metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
+        metrics.encoder_workers = encoded.workers
+        rows, metrics.rows_written, metrics.image_errors = self._materialize(spark, encoded.rows, to_write)
+        try:
+            lap("assemble")
+            metrics.phases_s = dict(phases)
+            metrics.latency_s = round(time.perf_counter() - started, 3)
+            inserts_only = metrics.inserts == to_write
+            metrics.merge = merge_embeddings(spark, cfg.tables.embeddings, rows, txn, inserts_only,
+                                             commit_metadata=metrics.commit_metadata())
+            lap("merge")
+        finally:
+            rows.unpersist()
+            encoded.release()
+
+    def _materialize(self, spark: SparkSession, rows: DataFrame, expected_rows: int) -> tuple[DataFrame, int, int]:
         """The MERGE source computed once and cut from its lineage, its row count and image errors.
 
         The MERGE reads its source twice and Delta analyses the source plan several
@@ -141,51 +167,100 @@ class Embedder:
 
             table = rows.toArrow()
             errors = pc.sum(pc.and_(table["_need_image"], pc.is_valid(table["embedding_error"]))).as_py() or 0
-            return self.spark.createDataFrame(table, schema=rows.schema), table.num_rows, int(errors)
+            return spark.createDataFrame(table, schema=rows.schema), table.num_rows, int(errors)
         rows = rows.localCheckpoint(eager=True)
         counts = rows.agg(F.count(F.lit(1)).alias("n"), F.count(F.when(
             F.col("_need_image") & F.col("embedding_error").isNotNull(), 1)).alias("errors")).first()
         return rows, int(counts["n"]), int(counts["errors"])
 
     # -- the stream ----------------------------------------------------------------------------
-    def app_id(self) -> str:
+    def app_id(self, spark: SparkSession) -> str:
         """Idempotent-write app id: the configured id plus the checkpoint's query id.
 
         A new checkpoint restarts batch ids at 0; keying on its query id keeps those
         batches from being mistaken for already-committed ones.
         """
         if self._app_id is None:
-            query_id = None
-            meta = os.path.join(self.config.stream.checkpoint, "metadata")
-            try:
-                with open(meta, encoding="utf-8") as fh:
-                    query_id = json.loads(fh.readline()).get("id")
-            except (OSError, ValueError):
-                log.warning("no readable checkpoint metadata at %s; txnAppId without query id", meta)
+            query_id = checkpoint_query_id(spark, self.config.stream.checkpoint)
+            if query_id is None:
+                log.warning("no stream checkpoint at %s yet; txnAppId without a query id",
+                            self.config.stream.checkpoint)
             self._app_id = f"{self.config.stream.app_id}:{query_id}" if query_id else self.config.stream.app_id
         return self._app_id
 
-    def process_batch(self, batch: DataFrame, batch_id: int) -> None:
-        """foreachBatch body: CDF rows -> final state per product -> apply."""
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        """foreachBatch body: CDF rows -> final state per product -> apply, on the batch's own session."""
         started = time.perf_counter()
+        spark = batch.sparkSession
         batch = batch.persist()
         try:
             rows_in = batch.count()
             if rows_in == 0:
                 return
             read_s = round(time.perf_counter() - started, 3)
-            self.apply_state(final_state(batch), batch_id, (self.app_id(), batch_id), rows_in=rows_in,
+            self.apply_state(spark, final_state(batch), batch_id, (self.app_id(spark), batch_id), rows_in=rows_in,
                              started=started, phases={"cdf_read": read_s})
         finally:
             batch.unpersist()
 
-    def start_stream(self, trigger: str | None = None) -> StreamingQuery:
+
+class EmbedderQuery:
+    """The running stream (a ``StreamingQuery``) whose :meth:`stop` also clears the batch's write identity.
+
+    On Spark Connect the foreachBatch body runs on the client's own server-side session
+    (classic streams run on a clone), and stopping the query kills that body wherever it
+    is: a batch stopped inside its MERGE leaves the idempotent-write ids and commit
+    metadata set on the client session, where the client's next write would carry them
+    (and Delta would skip it as a replay). Stopping through here removes them.
+    """
+
+    def __init__(self, query: StreamingQuery, spark: SparkSession):
+        self._query, self._spark = query, spark
+
+    def stop(self) -> None:
+        self._query.stop()
+        clear_write_identity(self._spark)
+
+    def __getattr__(self, name: str):
+        return getattr(self._query, name)
+
+
+class Embedder:
+    """The client side: owns the session, creates the tables, starts the stream, runs backfill batches."""
+
+    def __init__(self, spark: SparkSession, config: Config):
+        self.spark = spark
+        self.config = config
+        self.run_id = uuid.uuid4().hex
+        self.processor = BatchProcessor(config, self.run_id)
+        ensure_all_tables(spark, config)
+
+    @property
+    def udfs(self) -> SimpleNamespace:
+        return self.processor.udfs
+
+    @property
+    def history(self) -> list[BatchMetrics]:
+        """Every batch of this embedder that wrote, wherever it ran: read from the embeddings table's commits."""
+        return batch_metrics.history(self.spark, self.config.tables.embeddings, self.run_id)
+
+    def apply_state(self, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
+                    rows_in: int | None = None, started: float | None = None,
+                    phases: dict[str, float] | None = None) -> BatchMetrics:
+        """Plan, encode and MERGE final product states on this embedder's session (backfill, reembed)."""
+        return self.processor.apply_state(self.spark, state, batch_id, txn, rows_in, started, phases)
+
+    def process_batch(self, batch: DataFrame, batch_id: int) -> None:
+        """Run the foreachBatch body on a batch of CDF rows (what the stream does for each micro-batch)."""
+        self.processor(batch, batch_id)
+
+    def start_stream(self, trigger: str | None = None) -> EmbedderQuery:
         """Start the CDF -> embeddings query (``availableNow`` or ``processingTime`` from config)."""
         cfg = self.config.stream
         trigger = trigger or cfg.trigger
         writer = (
             read_product_changes(self.spark, self.config)
-            .writeStream.foreachBatch(self.process_batch)
+            .writeStream.foreachBatch(self.processor)
             .option("checkpointLocation", cfg.checkpoint)
             .queryName("product_embedder")
         )
@@ -194,4 +269,4 @@ class Embedder:
         else:
             writer = writer.trigger(processingTime=cfg.processing_time)
         log.info("starting stream (trigger %s, checkpoint %s)", trigger, cfg.checkpoint)
-        return writer.start()
+        return EmbedderQuery(writer.start(), self.spark)

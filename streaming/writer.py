@@ -1,14 +1,22 @@
-"""MERGE encoded rows into product_embeddings_multimodal, idempotently per batch."""
+"""MERGE encoded rows into product_embeddings_multimodal, idempotently per batch.
+
+The MERGE is Spark SQL (``MERGE INTO ... USING <temp view>``), so it runs unchanged on
+a classic session and on Spark Connect (no ``DeltaTable`` client plugin needed); the
+idempotent-write identifiers are session confs, which both carry to the commit.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from conf import TableRef
-from lakehouse.tables import delta_table
+from lakehouse.session import session_confs
+from lakehouse.tables import merge_into
 from schemas import PRODUCT_COLUMNS
+from streaming.metrics import USER_METADATA_CONF
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,26 @@ def _insert_values() -> dict[str, str]:
     return cols
 
 
+def _clause(assignments: dict[str, str]) -> str:
+    return ", ".join(f"`{col}` = {expr}" for col, expr in assignments.items())
+
+
+def merge_statement(inserts_only: bool) -> str:
+    """The ``WHEN`` clauses of the embeddings MERGE (target ``t``, source ``s``)."""
+    values = _insert_values()
+    insert = (f"WHEN NOT MATCHED AND NOT s._deleted THEN INSERT ({', '.join(f'`{c}`' for c in values)}) "
+              f"VALUES ({', '.join(values.values())})")
+    if inserts_only:
+        return f"ON t.product_id = s.product_id {insert}"
+    return (f"ON t.product_id = s.product_id "
+            f"WHEN MATCHED AND s._deleted AND {_NEWER} THEN DELETE "
+            f"WHEN MATCHED AND NOT s._deleted AND {_NEWER} THEN UPDATE SET {_clause(_update_set())} "
+            f"{insert}")
+
+
 def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
-                     txn: tuple[str, int] | None = None, inserts_only: bool = False) -> dict[str, int]:
+                     txn: tuple[str, int] | None = None, inserts_only: bool = False,
+                     commit_metadata: str | None = None) -> dict[str, int]:
     """Apply inserts, updates and deletes in one MERGE commit; returns Delta's MERGE metrics.
 
     With ``txn=(app_id, version)`` the commit carries Delta's idempotent-write
@@ -59,30 +85,28 @@ def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
     append instead of rewriting matched rows. A row that exists after all is then
     left as it is, never duplicated.
 
+    ``commit_metadata`` (the batch's metrics JSON) is stored in the commit's ``userMetadata``.
+
     ``rows`` must be persisted (or cheap and deterministic to recompute): the MERGE reads it twice.
     """
-    table = delta_table(spark, target)
+    confs: dict[str, str | None] = {
+        # Delta copies a non-Delta MERGE source before reading it twice, to guard against a source that
+        # changes between reads. Ours is materialised by the caller and deterministic (same input, same
+        # vectors), so the copy is pure cost: ~0.6 s of a ~1.5 s small MERGE locally.
+        MATERIALIZE_SOURCE_CONF: "none",
+    }
     if txn is not None:
-        spark.conf.set(TXN_APP_ID_CONF, txn[0])
-        spark.conf.set(TXN_VERSION_CONF, str(txn[1]))
-    # Delta copies a non-Delta MERGE source before reading it twice, to guard against a source that
-    # changes between reads. Ours is persisted by the caller and deterministic (same input, same
-    # vectors), so the copy is pure cost: ~0.6 s of a ~1.5 s small MERGE locally.
-    materialize = spark.conf.get(MATERIALIZE_SOURCE_CONF, None)
-    spark.conf.set(MATERIALIZE_SOURCE_CONF, "none")
-    try:
-        merge = table.alias("t").merge(rows.alias("s"), "t.product_id = s.product_id")
-        if not inserts_only:
-            merge = (merge.whenMatchedDelete(condition=f"s._deleted AND {_NEWER}")
-                     .whenMatchedUpdate(condition=f"NOT s._deleted AND {_NEWER}", set=_update_set()))
-        result = merge.whenNotMatchedInsert(condition="NOT s._deleted", values=_insert_values()).execute()
-    finally:
-        if materialize is None:
-            spark.conf.unset(MATERIALIZE_SOURCE_CONF)
-        else:
-            spark.conf.set(MATERIALIZE_SOURCE_CONF, materialize)
-        if txn is not None:
-            spark.conf.unset(TXN_APP_ID_CONF)
-            spark.conf.unset(TXN_VERSION_CONF)
-    first = result.first() if result is not None else None
-    return {k: int(v) for k, v in first.asDict().items()} if first else {}
+        confs.update({TXN_APP_ID_CONF: txn[0], TXN_VERSION_CONF: str(txn[1])})
+    if commit_metadata is not None:
+        confs[USER_METADATA_CONF] = commit_metadata
+    with session_confs(spark, confs, required=frozenset({TXN_APP_ID_CONF, TXN_VERSION_CONF})):
+        return merge_into(spark, target, rows, merge_statement(inserts_only))
+
+
+def clear_write_identity(spark: SparkSession) -> None:
+    """Unset the idempotent-write ids and commit metadata a MERGE sets (left behind by an interrupted batch)."""
+    for key in (TXN_APP_ID_CONF, TXN_VERSION_CONF, USER_METADATA_CONF):
+        try:
+            spark.conf.unset(key)
+        except PySparkException:
+            log.debug("could not unset %s", key)

@@ -54,6 +54,45 @@ def spark(session_root, tiny_model_dir):
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """One local Spark Connect server (with Delta) on 127.0.0.1 for the whole test run."""
+    from lakehouse.local_cluster import ConnectServer
+
+    server = ConnectServer(str(tmp_path_factory.mktemp("connect-server")))
+    yield server
+    server.stop()
+
+
+CONNECT_MODE_ENV = "SPARK_CONNECT_MODE_ENABLED"
+
+
+@pytest.fixture(scope="session")
+def connect_spark(connect_server, session_root, tiny_model_dir, spark):
+    """A Spark Connect session on the local server (no SparkContext, no py4j: what Databricks clients get).
+
+    A Connect client process marks itself with SPARK_CONNECT_MODE_ENABLED, which makes
+    ``pyspark.sql.functions`` build Connect expressions. This test process also runs the
+    classic session, so the mark is set only while a Connect test runs (``any_spark``).
+    """
+    from lakehouse.session import get_spark
+
+    session = get_spark(make_config(session_root, tiny_model_dir, spark__remote=connect_server.url))
+    os.environ.pop(CONNECT_MODE_ENV, None)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(params=["classic", "connect"])
+def any_spark(request, monkeypatch):
+    """The test runs twice: on the classic session, then on Spark Connect (the whole test uses that session)."""
+    if request.param == "classic":
+        return request.getfixturevalue("spark")
+    session = request.getfixturevalue("connect_spark")
+    monkeypatch.setenv(CONNECT_MODE_ENV, "1")
+    return session
+
+
 @pytest.fixture
 def workspace(tmp_path, tiny_model_dir):
     """A fresh storage root (tables, checkpoint) for one test, and a config factory bound to it."""

@@ -71,8 +71,13 @@ def embedding_rows(spark, config) -> dict:
 
 
 def calls(embedder) -> tuple[int, int]:
-    """(texts, images) that went through the model so far."""
-    return embedder.text_calls.value, embedder.image_calls.value
+    """(texts, images) that went through the model in this embedder's batches so far.
+
+    Counted from the encoded data of each batch (recorded in the batch-metrics table), so it
+    holds wherever the batches ran: in this process, on a Spark Connect server or on executors.
+    """
+    history = embedder.history
+    return sum(m.texts_encoded for m in history), sum(m.images_encoded for m in history)
 
 
 def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clusters: int = 0) -> np.ndarray:

@@ -21,7 +21,8 @@ from udfs.description import description_expr, price_tier, price_tier_expr
 FIXTURE = Path(__file__).parent / "fixtures" / "dirty_styles.csv"
 
 
-def test_dirty_catalog_loads_every_row_and_quarantines_the_rest(spark, workspace):
+def test_dirty_catalog_loads_every_row_and_quarantines_the_rest(any_spark, workspace):
+    spark = any_spark  # classic and Spark Connect
     config = workspace.config()
     src = Path(workspace.path) / "catalog"
     (src / "images").mkdir(parents=True)
@@ -65,7 +66,8 @@ def test_description_and_price_tiers(spark):
     assert by_id[99].d == "Test Brand Men Navy Blue Shirt 99, navy blue shirts, apparel, affordable price"
 
 
-def test_backfill_embeds_everything_and_resumes_without_redoing_work(spark, workspace):
+def test_backfill_embeds_everything_and_resumes_without_redoing_work(any_spark, workspace):
+    spark = any_spark  # classic and Spark Connect
     config = workspace.config(backfill__chunk_rows=2)
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(5)]
     append_products(spark, config, [product(i + 1, imgs[i]) for i in range(5)])
@@ -99,7 +101,8 @@ def test_backfill_reuses_stored_image_vectors_of_the_same_model(spark, workspace
     assert abs(np.linalg.norm(rows[1].hybrid_embedding) - 1) < 1e-9 and rows[1].hybrid_source == "text+image"
 
 
-def test_reembed_reencodes_rows_of_another_model(spark, workspace):
+def test_reembed_reencodes_rows_of_another_model(any_spark, workspace):
+    spark = any_spark  # classic and Spark Connect
     config = workspace.config()
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
     append_products(spark, config, [product(i + 1, imgs[i]) for i in range(3)])

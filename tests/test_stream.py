@@ -27,6 +27,23 @@ def env(spark, workspace):
     return spark, config, imgs
 
 
+@pytest.fixture
+def stream_env(any_spark, workspace):
+    """Like ``env``, once on the classic session and once on Spark Connect."""
+    config = workspace.config()
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(6)]
+    return any_spark, config, imgs
+
+
+def _sql_update(spark, config, assignments: str, where: str, **args) -> None:
+    """An editor's UPDATE of products, in SQL (works on classic and Connect sessions)."""
+    spark.sql(f"UPDATE {config.tables.products.sql} SET {assignments} WHERE {where}", args=args or None)
+
+
+def _sql_delete(spark, config, where: str) -> None:
+    spark.sql(f"DELETE FROM {config.tables.products.sql} WHERE {where}")
+
+
 def _norm(v):
     return float(np.linalg.norm(np.asarray(v)))
 
@@ -39,8 +56,8 @@ def _embedded_products_df(spark, config):
     return read_table(spark, config.tables.embeddings).select(*PRODUCT_COLUMNS)
 
 
-def test_new_products_get_all_three_normalized_vectors(env):
-    spark, config, imgs = env
+def test_new_products_get_all_three_normalized_vectors(stream_env):
+    spark, config, imgs = stream_env
     append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1], price=150.0), product(3, imgs[2])])
     embedder = Embedder(spark, config)
     batches = stream_once(embedder)
@@ -80,13 +97,13 @@ def test_price_change_inside_tier_reencodes_nothing(env):
     assert after[2] == before_rows[2]
 
 
-def test_tier_crossing_reencodes_text_only(env):
-    spark, config, imgs = env
+def test_tier_crossing_reencodes_text_only(stream_env):
+    spark, config, imgs = stream_env
     append_products(spark, config, [product(1, imgs[0])])
     embedder = Embedder(spark, config)
     stream_once(embedder)
     before, (texts, images) = embedding_rows(spark, config)[1], calls(embedder)
-    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 1", {"price": F.lit(75.0)})
+    _sql_update(spark, config, "price = 75.0", "product_id = 1")
     stream_once(embedder)
     assert calls(embedder) == (texts + 1, images)
     after = embedding_rows(spark, config)[1]
@@ -96,13 +113,13 @@ def test_tier_crossing_reencodes_text_only(env):
     assert after.hybrid_embedding != before.hybrid_embedding and abs(_norm(after.hybrid_embedding) - 1) < 1e-9
 
 
-def test_new_image_reencodes_image_only(env):
-    spark, config, imgs = env
+def test_new_image_reencodes_image_only(stream_env):
+    spark, config, imgs = stream_env
     append_products(spark, config, [product(1, imgs[0])])
     embedder = Embedder(spark, config)
     stream_once(embedder)
     before, (texts, images) = embedding_rows(spark, config)[1], calls(embedder)
-    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 1", {"image_path": F.lit(imgs[3])})
+    _sql_update(spark, config, "image_path = :path", "product_id = 1", path=imgs[3])
     stream_once(embedder)
     assert calls(embedder) == (texts, images + 1)
     after = embedding_rows(spark, config)[1]
@@ -111,12 +128,12 @@ def test_new_image_reencodes_image_only(env):
     assert after.hybrid_embedding != before.hybrid_embedding
 
 
-def test_delete_removes_the_row(env):
-    spark, config, imgs = env
+def test_delete_removes_the_row(stream_env):
+    spark, config, imgs = stream_env
     append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
     embedder = Embedder(spark, config)
     stream_once(embedder)
-    DeltaTable.forPath(spark, config.tables.products.path).delete("product_id = 2")
+    _sql_delete(spark, config, "product_id = 2")
     stream_once(embedder)
     assert sorted(embedding_rows(spark, config)) == [1]
 
@@ -145,10 +162,10 @@ def test_several_changes_of_one_product_in_one_batch_land_as_final_state(env):
         spark, config.tables.products) - 3
 
 
-def test_replaying_a_batch_changes_nothing(env):
-    spark, config, imgs = env
+def test_replaying_a_batch_changes_nothing(stream_env):
+    spark, config, imgs = stream_env
     append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
-    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 2", {"price": F.lit(99.0)})
+    _sql_update(spark, config, "price = 99.0", "product_id = 2")
     embedder = Embedder(spark, config)
     cdf = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0) \
         .load(config.tables.products.path)
@@ -163,9 +180,9 @@ def test_replaying_a_batch_changes_nothing(env):
     assert calls(embedder) == calls_before
 
 
-def test_replay_is_skipped_by_the_delta_transaction_id(env):
+def test_replay_is_skipped_by_the_delta_transaction_id(stream_env):
     """Even a batch whose rows would change something is not applied twice under the same id."""
-    spark, config, imgs = env
+    spark, config, imgs = stream_env
     append_products(spark, config, [product(1, imgs[0])])
     embedder = Embedder(spark, config)
     from streaming.reader import snapshot_as_state
@@ -179,8 +196,8 @@ def test_replay_is_skipped_by_the_delta_transaction_id(env):
     assert embedding_rows(spark, config)[1].price == 45.0
 
 
-def test_bad_images_get_error_codes_and_the_batch_lands(env):
-    spark, config, imgs = env
+def test_bad_images_get_error_codes_and_the_batch_lands(stream_env):
+    spark, config, imgs = stream_env
     base = os.path.dirname(imgs[0])
     empty = f"{base}/empty.jpg"
     open(empty, "wb").close()
@@ -211,7 +228,7 @@ def test_bad_images_get_error_codes_and_the_batch_lands(env):
     # Fixing a broken file re-encodes its image (the content hash changed), nothing else.
     draw_image(f"{base}/missing.jpg", 5)
     texts, images = calls(embedder)
-    DeltaTable.forPath(spark, config.tables.products.path).update("product_id = 2", {"year": F.lit(2013)})
+    _sql_update(spark, config, "year = 2013", "product_id = 2")
     stream_once(embedder)
     assert calls(embedder) == (texts, images + 1)
     fixed = embedding_rows(spark, config)[2]
@@ -239,8 +256,8 @@ def _wait_for(predicate, timeout=120):
     return False
 
 
-def test_stream_restarts_from_its_checkpoint_without_losing_anything(env):
-    spark, config, imgs = env
+def test_stream_restarts_from_its_checkpoint_without_losing_anything(stream_env):
+    spark, config, imgs = stream_env
     append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
     first = Embedder(spark, config)
     query = first.start_stream("processingTime")
@@ -252,7 +269,7 @@ def test_stream_restarts_from_its_checkpoint_without_losing_anything(env):
         query.stop()
     # Changes made while the job is down are picked up after the restart...
     append_products(spark, config, [product(4, imgs[3]), product(5, imgs[4])])
-    DeltaTable.forPath(spark, config.tables.products.path).delete("product_id = 1")
+    _sql_delete(spark, config, "product_id = 1")
     second = Embedder(spark, config)
     query = second.start_stream("processingTime")
     try:

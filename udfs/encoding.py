@@ -5,11 +5,19 @@ Python worker loads the model once and keeps it for every later batch and task
 (Spark reuses Python workers). A failing image becomes an error code on its row;
 a failing model call becomes an error code on the rows of that batch. Neither
 ever fails the Spark task.
+
+Every result row also names the process that encoded it (``worker``: host, pid and
+whether that Python worker belongs to an executor or to the driver's JVM), so a
+batch can report from its data where the model ran: no driver-side counters, nothing that
+needs the driver's SparkContext (Spark Connect has none).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import socket
 from typing import Iterator
 
 import pandas as pd
@@ -25,8 +33,34 @@ log = logging.getLogger(__name__)
 TEXT_ENCODE_FAILED = "TEXT_ENCODE_FAILED"
 IMAGE_ENCODE_FAILED = "IMAGE_ENCODE_FAILED"
 
-TEXT_RESULT_TYPE = StructType([StructField("embedding", VECTOR_TYPE), StructField("error", StringType())])
+TEXT_RESULT_TYPE = StructType([StructField("embedding", VECTOR_TYPE), StructField("error", StringType()),
+                               StructField("worker", StringType())])
 IMAGE_RESULT_TYPE = TEXT_RESULT_TYPE
+
+
+def _jvm_role(pid: int) -> str:
+    """Walk up from a Python worker to the JVM that launched it: an executor (with its id) or a driver."""
+    for _ in range(6):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                args = fh.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return "unknown"
+        if any(a.endswith("CoarseGrainedExecutorBackend") for a in args):
+            executor = args[args.index("--executor-id") + 1] if "--executor-id" in args else "?"
+            return f"executor-{executor}:jvm{pid}"
+        if any(a.endswith("java") for a in args[:1]):
+            return f"driver:jvm{pid}"
+        pid = parent
+    return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def worker_identity() -> str:
+    """host:pid:role of this Python worker (role: executor-<id>:jvm<pid> or driver:jvm<pid>)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_jvm_role(os.getppid())}"
 
 
 def make_image_hash_udf(limits: ImageLimits):
@@ -39,8 +73,8 @@ def make_image_hash_udf(limits: ImageLimits):
     return image_hash
 
 
-def make_text_udf(spec: EncoderSpec, counter=None):
-    """UDF: description -> struct<embedding, error>; ``counter`` (an Accumulator) counts texts encoded."""
+def make_text_udf(spec: EncoderSpec):
+    """UDF: description -> struct<embedding, error, worker>."""
 
     @F.pandas_udf(TEXT_RESULT_TYPE)
     def encode_text(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
@@ -53,15 +87,13 @@ def make_text_udf(spec: EncoderSpec, counter=None):
             except Exception:  # noqa: BLE001 - a model failure must not kill the stream
                 log.exception("text encoder failed on a batch of %d", len(values))
                 vectors, errors = [None] * len(values), [TEXT_ENCODE_FAILED] * len(values)
-            if counter is not None:
-                counter.add(len(values))
-            yield pd.DataFrame({"embedding": vectors, "error": errors})
+            yield pd.DataFrame({"embedding": vectors, "error": errors, "worker": worker_identity()})
 
     return encode_text
 
 
-def make_image_udf(spec: EncoderSpec, limits: ImageLimits, counter=None):
-    """UDF: image_path -> struct<embedding, error>; unreadable images give an error code."""
+def make_image_udf(spec: EncoderSpec, limits: ImageLimits):
+    """UDF: image_path -> struct<embedding, error, worker>; unreadable images give an error code."""
 
     @F.pandas_udf(IMAGE_RESULT_TYPE)
     def encode_image(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
@@ -86,8 +118,6 @@ def make_image_udf(spec: EncoderSpec, limits: ImageLimits, counter=None):
                     log.exception("image encoder failed on a batch of %d", len(images))
                     for i in positions:
                         errors[i] = IMAGE_ENCODE_FAILED
-            if counter is not None:
-                counter.add(len(images))
-            yield pd.DataFrame({"embedding": vectors, "error": errors})
+            yield pd.DataFrame({"embedding": vectors, "error": errors, "worker": worker_identity()})
 
     return encode_image

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo cluster-demo test lint bench clean browser wheel
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 
 demo: $(STAMP)
 	$(PY) -m jobs.demo
+
+# The stream on a local standalone cluster: master + 2 workers on 127.0.0.1, encoding in executor processes.
+cluster-demo: $(STAMP)
+	SPARK_LOCAL_IP=127.0.0.1 $(PY) -m jobs.cluster_demo --set storage.root=data/cluster-demo
+
+# The wheel the Databricks Asset Bundle deploys (dist/*.whl).
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps -q -w dist .
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,123 @@
+"""The wheel and the Databricks Asset Bundle, checked offline: what `databricks bundle deploy` would ship."""
+
+from __future__ import annotations
+
+import configparser
+import glob
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conf import load_config, parse_override
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = re.compile(r"\$\{var\.(\w+)\}")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)], check=True,
+                   capture_output=True, timeout=300)
+    [path] = out.glob("fashion_multimodal_catalog-*.whl")
+    return path
+
+
+def _entry_points(wheel: Path) -> dict[str, str]:
+    with zipfile.ZipFile(wheel) as z:
+        name = next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))
+        parser = configparser.ConfigParser()
+        parser.read_string(z.read(name).decode())
+    return dict(parser["console_scripts"])
+
+
+def test_wheel_carries_every_package_its_data_and_entry_points(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    for needed in ("conf/local.yaml", "conf/databricks.yaml", "app/static/index.html",
+                   "personalization/data/personas.json", "streaming/runner.py", "encoders/pyfunc.py",
+                   "udfs/encoding.py", "jobs/stream.py"):
+        assert needed in names, needed
+    assert not any(n.startswith(("tests/", "bench/")) for n in names)
+    # The runtime's own Spark and Delta are never shadowed: they are extras only.
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert not any(("pyspark" in r or "delta-spark" in r) and "extra ==" not in r for r in requires)
+    scripts = _entry_points(wheel)
+    for job in ("load_catalog", "stream", "backfill", "reembed", "register_model", "create_indexes"):
+        assert any(target == f"jobs.{job}:main" for target in scripts.values()), job
+
+
+def test_installed_wheel_runs_its_entry_point_in_a_clean_venv(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    # Dependencies come from the project's environment (a plain path entry: its editable install is not loaded).
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "_project_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(venv / "bin" / "fashion-stream"), "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "incremental embedder stream" in done.stdout and "--trigger" in done.stdout
+    where = subprocess.run([str(python), "-c", "import conf, streaming.runner; print(conf.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
+    assert where.startswith(site), f"conf imported from {where}, not from the installed wheel"
+
+
+def _bundle() -> tuple[dict, dict[str, dict]]:
+    root = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    resources: dict[str, dict] = {}
+    for pattern in root["include"]:
+        for path in sorted(glob.glob(str(ROOT / pattern))):
+            for kind, items in yaml.safe_load(Path(path).read_text())["resources"].items():
+                for key, spec in items.items():
+                    assert key not in resources.get(kind, {}), f"{kind}.{key} defined twice"
+                    resources.setdefault(kind, {})[key] = spec
+    return root, resources
+
+
+def test_bundle_resources_build_with_the_typed_bundle_classes():
+    from databricks.bundles.jobs import Job
+    from databricks.bundles.volumes import Volume
+
+    root, resources = _bundle()
+    assert set(root["targets"]) == {"dev", "prod"} and root["targets"]["prod"]["run_as"]
+    assert set(resources["jobs"]) == {"embedder_stream", "backfill", "reembed", "register_model", "create_indexes"}
+    for key, spec in resources["jobs"].items():
+        job = Job.from_dict(spec)  # a misspelt field raises here
+        assert job.name and job.tasks, key
+    for key, spec in resources["volumes"].items():
+        assert Volume.from_dict(spec).name, key
+    assert resources["jobs"]["embedder_stream"]["continuous"]["pause_status"] == "UNPAUSED"
+    for name in {m for text in map(str, resources.values()) for m in VAR.findall(text)}:
+        assert name in root["variables"], f"undeclared variable {name}"
+
+
+def _with_defaults(value: str, variables: dict) -> str:
+    return VAR.sub(lambda m: str(variables[m.group(1)]["default"]), value)
+
+
+def test_every_wheel_task_names_a_real_entry_point_and_real_config_keys(wheel, tmp_path):
+    root, resources = _bundle()
+    scripts = _entry_points(wheel)
+    for key, spec in resources["jobs"].items():
+        for task in spec["tasks"]:
+            wheel_task = task["python_wheel_task"]
+            assert wheel_task["package_name"] == wheel.name.split("-")[0], key
+            assert wheel_task["entry_point"] in scripts, (key, wheel_task["entry_point"])
+            args = [_with_defaults(a, root["variables"]) for a in wheel_task["parameters"]]
+            profile = args[args.index("--profile") + 1]
+            overrides = dict(parse_override(args[i + 1]) for i, a in enumerate(args) if a == "--set")
+            config = load_config(profile, overrides=overrides, base_dir=tmp_path)  # an unknown key raises
+            assert config.tables.embeddings.name.endswith(".product_embeddings_multimodal"), key

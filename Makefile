@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo cluster-demo test lint bench clean browser wheel
+.PHONY: demo cluster-demo test lint bench clean browser wheel serving-env-check
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 # The stream on a local standalone cluster: master + 2 workers on 127.0.0.1, encoding in executor processes.
 cluster-demo: $(STAMP)
 	SPARK_LOCAL_IP=127.0.0.1 $(PY) -m jobs.cluster_demo --set storage.root=data/cluster-demo
+
+# The registered encoder served from a clean environment built from its own requirements (slow: torch again).
+serving-env-check: $(STAMP)
+	FASHION_SERVING_ENV_CHECK=1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -s -m serving_env tests/test_serving_env.py
 
 # The wheel the Databricks Asset Bundle deploys (dist/*.whl).
 wheel: $(STAMP)

@@ -11,7 +11,7 @@ from setuptools import find_packages, setup
 LOCAL = ["pyspark==4.0.1", "delta-spark==4.0.1"]
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "deltalake>=1.0", "faiss-cpu>=1.8"]
 INT8 = ["onnxruntime>=1.17", "onnx>=1.15"]
-DATABRICKS = ["databricks-vectorsearch>=0.40", "databricks-sdk>=0.30"]
+DATABRICKS = ["databricks-vectorsearch>=0.40"]
 REPORTS = ["matplotlib>=3.7", "tqdm>=4.60"]
 DEV = ["pytest>=8", "chispa>=0.10", "httpx>=0.27", "playwright>=1.40", "ruff>=0.6", "import-linter>=2.1",
        "databricks-bundles>=0.248", "grpcio>=1.67", "grpcio-status>=1.67", "googleapis-common-protos>=1.65"]
@@ -24,16 +24,17 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=[
         "conf", "schemas", "encoders", "lakehouse", "udfs", "streaming", "catalog", "search", "personalization",
-        "training", "evaluation", "demo", "jobs", "app", "app.*",
+        "vectorsearch", "training", "evaluation", "demo", "jobs", "app", "app.*",
     ]),
     package_data={
         "conf": ["*.yaml"],
+        "encoders": ["serving-requirements.txt"],
         "app": ["static/*.html"],
         "personalization": ["data/*.json"],
     },
     install_requires=[
         "pyyaml>=6", "pydantic>=2.5", "numpy>=1.26", "pandas>=2.0,<3", "pyarrow>=14", "pillow>=10",
-        "torch>=2.3", "transformers>=4.41", "mlflow>=2.12", "requests>=2.31",
+        "torch>=2.3", "transformers>=4.41", "mlflow>=2.12", "requests>=2.31", "databricks-sdk>=0.50",
     ],
     extras_require={
         "local": LOCAL,

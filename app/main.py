@@ -6,6 +6,7 @@ Run: ``python -m app.main`` (uses the configured profile; ``--set search.port=80
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,7 +42,7 @@ def create_app(config: Config, encoder: Any = None, store: LocalIndexStore | Non
     install_error_handlers(app)
     for module in (search, catalog, site):
         app.include_router(module.router)
-    services.syncer.refresh()
+    services.syncer.refresh(services.syncer.sync_index)
     return app
 
 
@@ -50,18 +51,45 @@ def refresh(app: FastAPI) -> None:
     app.state.services.syncer.refresh()
 
 
+APP_PORT_ENV = "DATABRICKS_APP_PORT"
+
+
+def bind_address(config: Config) -> tuple[str, int]:
+    """Where to listen: ``search.host``/``search.port``, or, as a Databricks App, every interface on the
+    port the platform gives (``$DATABRICKS_APP_PORT``)."""
+    if os.environ.get(APP_PORT_ENV):
+        return "0.0.0.0", int(os.environ[APP_PORT_ENV])  # noqa: S104 - the App platform's proxy connects here
+    return config.search.host, config.search.port
+
+
+SERVING_ENDPOINT_ENV = "FASHION_SERVING_ENDPOINT"
+
+
+def with_app_resources(config: Config) -> Config:
+    """As a Databricks App, query embeddings come from the Model Serving endpoint the App was given
+    (``$FASHION_SERVING_ENDPOINT``, an endpoint name, on ``$DATABRICKS_HOST``)."""
+    endpoint, host = os.environ.get(SERVING_ENDPOINT_ENV), os.environ.get("DATABRICKS_HOST")
+    if not (endpoint and host):
+        return config
+    host = host if host.startswith("http") else f"https://{host}"
+    updated = config.model_copy(deep=True)
+    updated.model.name_or_path = f"{host.rstrip('/')}/serving-endpoints/{endpoint}/invocations"
+    return updated
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from conf.cli import parser, setup
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    config = setup(args)
+    config = with_app_resources(setup(args))
     try:
         app = create_app(config)
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
-    uvicorn.run(app, host=config.search.host, port=config.search.port, log_level="info")
+    host, port = bind_address(config)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from typing import Any
 from conf import Config, ConfigError
 from encoders.images import ImageLimits
 from search.ann import AnnParams
+from search.images import ImageReader
 from search.local_index import LocalIndexStore
 from search.queries import QueryEncoder
 from search.service import SearchService
+from search.store import IndexStore
 from search.syncer import IndexSyncer
 from search.users import UserDirectory
 
@@ -20,12 +22,13 @@ class Services:
     """The service's collaborators; routes receive them through FastAPI dependencies (``app.deps``)."""
 
     config: Config
-    store: LocalIndexStore
+    store: IndexStore
     search: SearchService
     queries: QueryEncoder
     users: UserDirectory
     syncer: IndexSyncer
     limits: ImageLimits
+    images: ImageReader
 
 
 def ann_params(config: Config) -> AnnParams:
@@ -34,22 +37,48 @@ def ann_params(config: Config) -> AnnParams:
     return AnnParams(kind=se.approximate_index, nprobe=se.ivf_nprobe, ef_search=se.ef_search)
 
 
-def build_services(config: Config, encoder: Any = None, store: LocalIndexStore | None = None) -> Services:
-    """Wire the collaborators; ``encoder`` defaults to the configured one (CLIP folder, models:/ URI or endpoint)."""
-    if config.search.backend != "local":
-        raise ConfigError("search.backend 'databricks' is not served by this build yet; use 'local'")
+def _local_backend(config: Config) -> tuple[IndexStore, UserDirectory, ImageReader]:
+    se = config.search
+    if config.tables.embeddings.path is None:
+        raise ConfigError("search.backend 'local' follows a path-based embeddings table (tables.embeddings.path); "
+                          "for a Unity Catalog table use search.backend: databricks")
+    store = LocalIndexStore(config.tables.embeddings.path, config.model.dimension, se.approximate_threshold,
+                            ann=ann_params(config), exact_max_candidates=se.exact_max_candidates)
+    users_table = config.tables.user_features.path if config.tables.user_features else None
+    return store, UserDirectory(users_table), ImageReader(ImageLimits.from_config(config))
+
+
+def _databricks_backend(config: Config) -> tuple[IndexStore, UserDirectory, ImageReader]:
+    from search.databricks_index import DatabricksStore
+    from search.workspace import SqlWarehouse, VolumeFiles, workspace_client
+    from vectorsearch.client import make_client
+
+    vs = config.vector_search
+    workspace = workspace_client(vs.workspace_url)
+    warehouse = SqlWarehouse(workspace, vs.warehouse_id)
+    table = config.tables.embeddings.name or config.tables.embeddings.sql
+    store = DatabricksStore(vs.endpoint_name, vs.indexes, client=make_client(vs.workspace_url),
+                            dimension=config.model.dimension, table_name=table, warehouse=warehouse)
+    users_ref = config.tables.user_features
+    users = UserDirectory(warehouse=warehouse, table_name=users_ref.name or users_ref.sql) if users_ref \
+        else UserDirectory()
+    return store, users, ImageReader(ImageLimits.from_config(config), volumes=VolumeFiles(workspace))
+
+
+def build_services(config: Config, encoder: Any = None, store: IndexStore | None = None) -> Services:
+    """Wire the collaborators for ``search.backend``; ``encoder`` defaults to the configured one."""
     if encoder is None:
         from encoders.factory import EncoderSpec
 
         encoder = EncoderSpec.from_config(config).encoder()
     se = config.search
-    store = store or LocalIndexStore(config.tables.embeddings.path, config.model.dimension, se.approximate_threshold,
-                                     ann=ann_params(config), exact_max_candidates=se.exact_max_candidates)
+    built_store, users, images = (_databricks_backend if se.backend == "databricks" else _local_backend)(config)
+    store = store or built_store
     limits = ImageLimits.from_config(config)
-    users_table = config.tables.user_features.path if config.tables.user_features else None
-    users = UserDirectory(users_table)
     return Services(
         config=config, store=store, search=SearchService(store, se.max_limit),
         queries=QueryEncoder(encoder, limits, se.max_upload_bytes, config.model.id), users=users,
-        syncer=IndexSyncer(store, users, se.sync_interval_s), limits=limits,
+        # Databricks indexes are synced by the stream (or run CONTINUOUS); the service only reads them.
+        syncer=IndexSyncer(store, users, se.sync_interval_s, sync_index=se.backend == "local"),
+        limits=limits, images=images,
     )

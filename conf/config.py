@@ -150,11 +150,17 @@ class MlflowSettings(Section):
     artifact_location: str | None = None
     experiment: str
     registered_model_name: str
+    alias: str | None = Field("champion", description="alias register_model points at the new version "
+                              "(models:/<name>@<alias>); null: none")
 
 
 class ServingSettings(Section):
+    auth: Literal["auto", "databricks", "token_env", "none"] = Field(
+        "auto", description="auto: none for loopback URLs, else the Databricks SDK's unified auth (PAT, OAuth "
+                            "M2M, native); token_env: the bearer token in token_env")
     token_env: str | None = Field(None, description="environment variable holding the endpoint's bearer token")
     batch_size: Count
+    max_request_bytes: Count = Field(15_000_000, description="request size bound (Model Serving caps at 16 MB)")
     max_concurrency: Count
     timeout_s: Number
     max_retries: NonNegative
@@ -208,8 +214,14 @@ class SearchSettings(Section):
 
 class VectorSearchSettings(Section):
     endpoint_name: str
+    endpoint_type: Literal["STANDARD", "STORAGE_OPTIMIZED"] = "STANDARD"
     pipeline_type: Literal["TRIGGERED", "CONTINUOUS"]
+    sync_from_stream: bool = Field(False, description="TRIGGERED indexes: the stream calls sync() after batches "
+                                                      "that wrote (rate-limited, in the background)")
+    min_sync_interval_s: Number = Field(60.0, description="at most one sync of the indexes per this many seconds")
     workspace_url: str | None = Field(None, description="null: $DATABRICKS_HOST")
+    warehouse_id: str | None = Field(None, description="SQL warehouse the service reads facets and user "
+                                                       "features through (search.backend: databricks)")
     indexes: dict[Literal["image", "text", "hybrid"], str]
 
     @field_validator("indexes")

@@ -78,11 +78,13 @@ def load_encoder(spec: EncoderSpec):
                 _CACHE[key] = load_mlflow_encoder(spec.name_or_path, spec.mlflow_tracking_uri,
                                                   spec.mlflow_registry_uri, spec.precision, spec.torch_threads)
             else:
+                from encoders.auth import endpoint_auth
                 from encoders.endpoint import EndpointEncoder
 
                 s = spec.serving
                 _CACHE[key] = EndpointEncoder(
-                    spec.name_or_path, token_env=s.token_env, batch_size=s.batch_size,
-                    max_concurrency=s.max_concurrency, timeout_s=s.timeout_s, max_retries=s.max_retries,
-                    backoff_base_s=s.backoff_base_s)
+                    spec.name_or_path, batch_size=s.batch_size, max_concurrency=s.max_concurrency,
+                    timeout_s=s.timeout_s, max_retries=s.max_retries, backoff_base_s=s.backoff_base_s,
+                    max_request_bytes=s.max_request_bytes,
+                    auth=endpoint_auth(spec.name_or_path, s.auth, s.token_env))
         return _CACHE[key]

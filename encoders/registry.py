@@ -17,20 +17,20 @@ from encoders.model_card import read_model_card
 
 log = logging.getLogger(__name__)
 
-PIP_REQUIREMENTS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
-_SERVING_PACKAGES = ("torch", "transformers", "pillow", "numpy", "pandas", "onnxruntime", "onnx", "mlflow")
+SERVING_REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serving-requirements.txt")
 
 
-def _pip_requirements() -> list[str]:
-    """Pins for the serving environment, taken from requirements.txt (mlflow infers nothing)."""
-    reqs: list[str] = []
-    if os.path.isfile(PIP_REQUIREMENTS_FILE):
-        with open(PIP_REQUIREMENTS_FILE, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.split("#", 1)[0].strip()
-                if line and line.split("==")[0].lower() in _SERVING_PACKAGES:
-                    reqs.append(line)
-    return reqs or list(_SERVING_PACKAGES)
+def serving_requirements() -> list[str]:
+    """The pinned serving environment (``encoders/serving-requirements.txt``, shipped in the wheel)."""
+    with open(SERVING_REQUIREMENTS, encoding="utf-8") as fh:
+        return [line.split("#", 1)[0].strip() for line in fh if line.split("#", 1)[0].strip()]
+
+
+def input_example():
+    """A request the served model answers: one text row (an image row is base64 PNG bytes in ``image``)."""
+    import pandas as pd
+
+    return pd.DataFrame({"text": ["red party dress"]})
 
 
 def setup_mlflow(config: Config) -> None:
@@ -59,15 +59,21 @@ def log_encoder_model(config: Config, model_dir: str, registered_name: str | Non
         artifacts={ARTIFACT_KEY: model_dir},
         code_paths=model_code_paths(),
         signature=signature(),
+        input_example=input_example(),
         model_config={"precision": config.model.precision, "torch_threads": config.model.torch_threads,
                       "max_bytes": config.images.max_bytes, "max_pixels": config.images.max_pixels},
-        pip_requirements=_pip_requirements(),
+        pip_requirements=serving_requirements(),
         registered_model_name=registered_name,
     )
 
 
-def register_model(config: Config, model_dir: str | None = None, registered_name: str | None = None) -> dict:
-    """Log and register the encoder; returns run id, model URI and registered version URI."""
+def register_model(config: Config, model_dir: str | None = None, registered_name: str | None = None,
+                   alias: str | None = None) -> dict:
+    """Log and register the encoder and point its alias (``mlflow.alias``, e.g. ``champion``) at the new version.
+
+    Returns run id, model URI, the registered version URI and the alias URI
+    (``models:/<name>@<alias>``), which the embedder and the serving endpoint can load.
+    """
     import mlflow
 
     model_dir = model_dir or config.model.name_or_path
@@ -84,12 +90,17 @@ def register_model(config: Config, model_dir: str | None = None, registered_name
                            "weights": card.get("weights", "unknown"), "dimension": config.model.dimension})
         info = log_encoder_model(config, model_dir, name)
     version = getattr(info, "registered_model_version", None)
+    alias = alias if alias is not None else config.mlflow.alias
+    if alias and version is not None:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))
     result = {
         "run_id": run.info.run_id,
         "model_uri": info.model_uri,
         "registered_model": name,
         "version": version,
         "registered_uri": f"models:/{name}/{version}" if version is not None else None,
+        "alias": alias or None,
+        "alias_uri": f"models:/{name}@{alias}" if alias and version is not None else None,
         "tracking_uri": config.mlflow.tracking_uri,
     }
     log.info("registered %s", result)

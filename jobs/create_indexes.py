@@ -12,7 +12,7 @@ from __future__ import annotations
 def main(argv: list[str] | None = None) -> None:
     from conf import ConfigError
     from conf.cli import parser, setup
-    from search.databricks_index import create_configured_indexes
+    from vectorsearch.lifecycle import create_configured_indexes
 
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--timeout", type=float, default=3600)

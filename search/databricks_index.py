@@ -1,54 +1,43 @@
-"""Databricks Vector Search backend: the three Delta Sync indexes, created and queried.
+"""The search service's store on Databricks: three Vector Search Delta Sync indexes, a SQL warehouse, Volumes.
 
-The client comes from ``databricks-ai-search`` (``databricks.ai_search``) or, for
-older installs, ``databricks-vectorsearch`` (``databricks.vector_search``).
-``get_index`` is always called with keyword arguments (a positional call is what
-produced "Index name must be specified"), every query asks for all metadata
-columns (which is why the indexes sync them all), and filters are validated with
-the same parser as the local index before they leave the process.
+* Search, product rows and stored vectors come from the indexes (every metadata column and the
+  vector column are synced with them). ``get_index`` is always called with keyword arguments (a
+  positional call is what produced "Index name must be specified"); filters are validated with
+  the local index's parser before anything leaves the process.
+* ``score`` is the cosine similarity, as on the local backend: Vector Search ranks by L2
+  distance and returns ``1 / (1 + d²)``; for unit vectors ``d² = 2 - 2 cos``, so
+  ``cos = (3 - 1/score) / 2``.
+* Rows without a vector of an index (a failed image has none) never come back from it: queries
+  of the image index ask for ``hybrid_source`` in (text+image, image_only), of the text index for
+  (text+image, text_only), whatever the index holds for such rows.
+* Facets (distinct values) come from the embeddings table through a SQL warehouse, cached for a minute.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import threading
 import time
 
 import numpy as np
 
+from encoders.vectors import HYBRID_BOTH, HYBRID_IMAGE_ONLY, HYBRID_TEXT_ONLY
 from schemas import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS
-from search.filters import parse_filters
+from search.filters import FilterError, parse_filters
+from vectorsearch.client import make_client
 
 log = logging.getLogger(__name__)
 
-
-def client_class():
-    """The Vector Search client class, from whichever package is installed."""
-    try:
-        from databricks.ai_search.client import AISearchClient
-
-        return AISearchClient
-    except ImportError:
-        from databricks.vector_search.client import VectorSearchClient
-
-        return VectorSearchClient
+# Which rows hold a vector of each index (hybrid is never null: it falls back to the text vector).
+HAS_VECTOR = {"image": [HYBRID_BOTH, HYBRID_IMAGE_ONLY], "text": [HYBRID_BOTH, HYBRID_TEXT_ONLY]}
+FACET_CACHE_S = 60.0
+# Detailed index states in which every committed change has been applied.
+UP_TO_DATE_STATES = ("ONLINE_NO_PENDING_UPDATE", "ONLINE")
 
 
-def make_client(workspace_url: str | None = None):
-    """Client authenticated by token (DATABRICKS_TOKEN) or service principal (DATABRICKS_CLIENT_ID/SECRET)."""
-    url = workspace_url or os.environ.get("DATABRICKS_HOST")
-    if not url:
-        raise RuntimeError("set DATABRICKS_HOST (or vector_search.workspace_url) for the Databricks backend")
-    url = url if url.startswith("http") else f"https://{url}"
-    token = os.environ.get("DATABRICKS_TOKEN")
-    client_id, secret = os.environ.get("DATABRICKS_CLIENT_ID"), os.environ.get("DATABRICKS_CLIENT_SECRET")
-    cls = client_class()
-    if token:
-        return cls(workspace_url=url, personal_access_token=token, disable_notice=True)
-    if client_id and secret:
-        return cls(workspace_url=url, service_principal_client_id=client_id,
-                   service_principal_client_secret=secret, disable_notice=True)
-    raise RuntimeError("set DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET")
+def cosine_from_score(score: float) -> float:
+    """Vector Search's ``1 / (1 + d²)`` (L2 distance on unit vectors) as the cosine similarity."""
+    return (3.0 - 1.0 / float(score)) / 2.0 if score else -1.0
 
 
 def rows_from_response(response: dict) -> list[dict]:
@@ -58,15 +47,29 @@ def rows_from_response(response: dict) -> list[dict]:
     return [dict(zip(columns, row, strict=True)) for row in data]
 
 
-class DatabricksVectorIndex:
-    """Same ``search`` / ``get`` interface as the local store, over Databricks Delta Sync indexes."""
+def _with_vector_filter(kind: str, filters: dict | None) -> dict:
+    out = dict(filters or {})
+    if kind in HAS_VECTOR and "hybrid_source" not in out:
+        out["hybrid_source"] = HAS_VECTOR[kind]
+    return out
 
-    def __init__(self, endpoint_name: str, index_names: dict[str, str], client=None, dimension: int = 512):
+
+class DatabricksStore:
+    """The :class:`search.store.IndexStore` of the Databricks backend."""
+
+    def __init__(self, endpoint_name: str, index_names: dict[str, str], client=None, dimension: int = 512,
+                 table_name: str | None = None, warehouse=None):
         self.endpoint_name = endpoint_name
         self.index_names = index_names
         self.client = client or make_client()
         self.dim = dimension
+        self.table_name = table_name
+        self.warehouse = warehouse
         self._indexes: dict[str, object] = {}
+        self._facets: dict[str, tuple[float, list[str]]] = {}
+        self._lock = threading.Lock()
+        self.last_sync_at: float | None = None
+        self.last_sync_error: str | None = None
 
     def _index(self, kind: str):
         if kind not in INDEX_KINDS:
@@ -76,75 +79,84 @@ class DatabricksVectorIndex:
                                                         index_name=self.index_names[kind])
         return self._indexes[kind]
 
-    def search(self, kind: str, query, k: int = 10, filters: dict | None = None, exact: bool | None = None):
-        parse_filters(filters, FILTER_COLUMNS)  # same errors as the local backend, before any network call
+    def _query(self, kind: str, query, k: int, filters: dict | None, columns: list[str]) -> list[dict]:
         vector = [float(x) for x in np.asarray(query, dtype=np.float64).reshape(-1)]
+        if len(vector) != self.dim:
+            raise ValueError(f"query has {len(vector)} dimensions, the index {self.dim}")
         response = self._index(kind).similarity_search(
-            query_vector=vector, columns=METADATA_COLUMNS, filters=filters or None, num_results=k)
+            query_vector=vector, columns=columns, filters=_with_vector_filter(kind, filters), num_results=k)
         rows = rows_from_response(response)
         for row in rows:
-            row["score"] = float(row.pop("score", row.get("score", 0.0)))
+            row["score"] = cosine_from_score(row.pop("score", 0.0))
         return rows
 
+    # -- the store interface -------------------------------------------------------------------
+    def search(self, kind: str, query, k: int = 10, filters: dict | None = None, exact: bool | None = None):
+        parse_filters(filters, FILTER_COLUMNS)  # same errors as the local backend, before any network call
+        return self._query(kind, query, k, filters, METADATA_COLUMNS)
+
     def get(self, product_id: int) -> dict | None:
-        rows = self.search("hybrid", np.full(self.dim, 1.0 / np.sqrt(self.dim)), 1, {"product_id": int(product_id)})
+        rows = self._query("hybrid", np.full(self.dim, 1.0 / np.sqrt(self.dim)), 1, {"product_id": int(product_id)},
+                           METADATA_COLUMNS)
         if not rows:
             return None
         rows[0].pop("score", None)
         return rows[0]
 
-    def status(self) -> dict:
-        out = {}
+    def vector(self, product_id: int, kind: str) -> np.ndarray | None:
+        column = INDEX_KINDS[kind]
+        rows = self._query(kind, np.full(self.dim, 1.0 / np.sqrt(self.dim)), 1, {"product_id": int(product_id)},
+                           METADATA_COLUMNS + [column])
+        if not rows or rows[0].get(column) is None:
+            return None
+        return np.asarray(rows[0][column], dtype=np.float32)
+
+    def distinct_values(self, column: str, limit: int = 200) -> list[str]:
+        """The most frequent values of a metadata column, read through the SQL warehouse (cached a minute)."""
+        if column not in FILTER_COLUMNS:
+            raise FilterError(f"unknown column {column!r}; known: {sorted(FILTER_COLUMNS)}")
+        if self.warehouse is None or self.table_name is None:
+            return []
+        cached = self._facets.get(column)
+        if cached and time.time() - cached[0] < FACET_CACHE_S:
+            return cached[1][:limit]
+        rows = self.warehouse.query(
+            f"SELECT CAST(`{column}` AS STRING) AS value, count(*) AS n FROM {self.table_name} "
+            f"WHERE `{column}` IS NOT NULL GROUP BY 1 ORDER BY n DESC, value LIMIT {int(limit)}")
+        values = sorted(str(r["value"]) for r in rows)
+        self._facets[column] = (time.time(), values)
+        return values
+
+    def sync(self) -> dict:
+        """Ask each TRIGGERED index to sync now (the service's refresh); errors are kept for /health."""
+        try:
+            for kind in INDEX_KINDS:
+                self._index(kind).sync()
+            self.last_sync_error = None
+        except Exception as exc:  # noqa: BLE001 - reported by /health; queries keep working
+            self.last_sync_error = f"{exc.__class__.__name__}: {exc}"
+            log.warning("Vector Search sync failed: %s", self.last_sync_error)
+        self.last_sync_at = time.time()
+        self._facets.clear()
+        return self.health()
+
+    @property
+    def synced_version(self) -> int | None:
+        return None
+
+    def health(self) -> dict:
+        """Each index's readiness, rows and state; lag 0 when every index has applied every change."""
+        indexes = {}
         for kind in INDEX_KINDS:
-            st = self._index(kind).describe().get("status", {})
-            out[kind] = {"ready": st.get("ready"), "indexed_row_count": st.get("indexed_row_count"),
-                         "message": st.get("message")}
-        return out
-
-
-def create_indexes(client, endpoint_name: str, index_names: dict[str, str], source_table: str,
-                   pipeline_type: str, dimension: int, timeout_s: float = 3600, poll_s: float = 10) -> dict:
-    """Create (if missing) the image/text/hybrid Delta Sync indexes with self-managed embeddings; wait until ready."""
-    existing = set()
-    try:
-        for item in client.list_indexes(endpoint_name).get("vector_indexes", []) or []:
-            existing.add(item.get("name"))
-    except Exception:  # noqa: BLE001 - listing is only an optimisation
-        log.debug("could not list indexes on %s", endpoint_name, exc_info=True)
-    for kind, column in INDEX_KINDS.items():
-        name = index_names[kind]
-        if name in existing:
-            log.info("index %s exists", name)
-            continue
-        log.info("creating Delta Sync index %s on %s (%s, %s)", name, source_table, column, pipeline_type)
-        client.create_delta_sync_index(
-            endpoint_name=endpoint_name, index_name=name, primary_key="product_id",
-            source_table_name=source_table, pipeline_type=pipeline_type, embedding_dimension=dimension,
-            embedding_vector_column=column, columns_to_sync=METADATA_COLUMNS + [column])
-    deadline = time.time() + timeout_s
-    states = {}
-    while True:
-        states = {}
-        for kind in INDEX_KINDS:
-            index = client.get_index(endpoint_name=endpoint_name, index_name=index_names[kind])
-            states[index_names[kind]] = bool(index.describe().get("status", {}).get("ready"))
-        if all(states.values()) or time.time() > deadline:
-            break
-        time.sleep(poll_s)
-    if not all(states.values()):
-        raise TimeoutError(f"indexes not ready after {timeout_s}s: {states}")
-    return states
-
-
-def create_configured_indexes(config, client=None, timeout_s: float = 3600, poll_s: float = 10) -> dict:
-    """Create the three indexes ``config.vector_search`` names over ``tables.embeddings`` and wait until ready."""
-    from conf import ConfigError
-
-    ref = config.tables.embeddings
-    if not ref.name:
-        raise ConfigError("Delta Sync indexes need a Unity Catalog table: use the databricks profile "
-                          "(tables.embeddings.name), not a path-based table")
-    client = client or make_client(config.vector_search.workspace_url)
-    vs = config.vector_search
-    return create_indexes(client, vs.endpoint_name, vs.indexes, ref.name, vs.pipeline_type,
-                          config.model.dimension, timeout_s, poll_s)
+            try:
+                status = self._index(kind).describe().get("status", {})
+            except Exception as exc:  # noqa: BLE001 - the endpoint being down is what health reports
+                status = {"ready": False, "message": f"{exc.__class__.__name__}: {exc}"}
+            indexes[kind] = {"ready": bool(status.get("ready")), "rows": status.get("indexed_row_count"),
+                             "state": status.get("detailed_state"), "message": status.get("message")}
+        states = [i["state"] for i in indexes.values()]
+        up_to_date = all(state in UP_TO_DATE_STATES for state in states)
+        return {"backend": "databricks", "ready": all(i["ready"] for i in indexes.values()),
+                "rows": indexes["hybrid"]["rows"], "lag_versions": 0 if up_to_date else None,
+                "synced_version": None, "table_version": None, "last_sync_at": self.last_sync_at,
+                "last_sync_error": self.last_sync_error, "indexes": indexes}

@@ -204,6 +204,11 @@ class LocalIndexStore:
         return SyncStatus(self.synced_version, self.table_version, lag, int(self._alive.sum()), self.last_sync_at,
                           self.last_applied, {k: k in self._ann for k in INDEX_KINDS})
 
+    def health(self) -> dict:
+        """The sync status as the service reports it (see :mod:`search.store`)."""
+        status = asdict(self.status())
+        return dict(status, backend="local", ready=self.synced_version is not None)
+
     def get(self, product_id: int) -> dict | None:
         with self._lock:
             slot = self._slot.get(int(product_id))
@@ -307,7 +312,3 @@ def _clean(row: dict) -> dict:
             value = None
         out[key] = value
     return out
-
-
-def status_dict(status: SyncStatus) -> dict:
-    return asdict(status)

@@ -5,25 +5,32 @@ from __future__ import annotations
 import logging
 import threading
 
-from search.local_index import IndexNotReadyError, LocalIndexStore
+from search.local_index import IndexNotReadyError
 from search.users import UserDirectory
 
 log = logging.getLogger(__name__)
 
 
 class IndexSyncer:
-    """Pulls the multimodal table's Change Data Feed into the index every ``interval_s`` seconds."""
+    """Pulls the multimodal table's Change Data Feed into the index every ``interval_s`` seconds.
 
-    def __init__(self, store: LocalIndexStore, users: UserDirectory, interval_s: float):
+    With ``sync_index=False`` (Databricks Vector Search: the stream or a CONTINUOUS pipeline keeps
+    the indexes fresh, and each sync is a billed pipeline update) the background loop only
+    reloads the users; :meth:`refresh` still syncs on demand.
+    """
+
+    def __init__(self, store, users: UserDirectory, interval_s: float, sync_index: bool = True):
         self.store, self.users, self.interval_s = store, users, interval_s
+        self.sync_index = sync_index
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def refresh(self) -> None:
+    def refresh(self, sync_index: bool = True) -> None:
         """One sync of the index, and of the users when the index changed (or none are loaded yet)."""
         before = self.store.synced_version
         try:
-            self.store.sync()
+            if sync_index:
+                self.store.sync()
         except IndexNotReadyError as exc:
             log.debug("index not ready: %s", exc)
             return
@@ -35,7 +42,7 @@ class IndexSyncer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.refresh()
+            self.refresh(self.sync_index)
             self._stop.wait(self.interval_s)
 
     def start(self) -> None:

@@ -16,7 +16,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from schemas import PRODUCT_COLUMNS
-from udfs.encoding import TEXT_ENCODE_FAILED
 from udfs.vectors import with_hybrid
 
 # Plan actions that reach the MERGE; "unchanged", "stale" and "absent_delete" do not.
@@ -118,10 +117,10 @@ def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) ->
 def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | None, vector_type,
                   model_id: str, dimension: int, text_weight: float) -> DataFrame:
     """The MERGE source: new vectors joined by hash, the stored ones kept, the hybrid rebuilt, errors merged."""
-    # Image errors are kept apart from a text failure so that re-encoding one side keeps the other's code.
-    stored_image_error = F.regexp_replace(
-        F.regexp_replace(F.coalesce(F.col("cur_embedding_error"), F.lit("")), TEXT_ENCODE_FAILED, ""), "^,|,$", ""
-    )
+    # Image error codes (IMAGE_*) are kept apart from text ones (TEXT_*) so that re-encoding one side keeps
+    # the other's code.
+    stored_image_error = F.array_join(F.filter(
+        F.split(F.coalesce(F.col("cur_embedding_error"), F.lit("")), ","), lambda code: code.startswith("IMAGE_")), ",")
     rows = (todo.join(F.broadcast(encoded.texts.drop("_worker")), "text_hash", "left")
             .join(F.broadcast(encoded.images.drop("_worker")), "image_hash", "left"))
     if old is None:

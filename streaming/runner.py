@@ -71,10 +71,24 @@ class BatchProcessor:
         self.history: list[BatchMetrics] = []  # this process's batches (the metrics table holds them all)
         self._udfs: SimpleNamespace | None = None
         self._app_id: str | None = None
+        self._sync = None
 
     def __getstate__(self) -> dict:
-        # UDF objects and history stay in the process that made them.
-        return {"config": self.config, "run_id": self.run_id, "history": [], "_udfs": None, "_app_id": None}
+        # UDF objects, the sync thread and history stay in the process that made them.
+        return {"config": self.config, "run_id": self.run_id, "history": [], "_udfs": None, "_app_id": None,
+                "_sync": None}
+
+    @property
+    def sync_trigger(self):
+        """Syncs TRIGGERED Vector Search indexes after batches that wrote (``vector_search.sync_from_stream``)."""
+        vs = self.config.vector_search
+        if not (vs.sync_from_stream and vs.pipeline_type == "TRIGGERED"):
+            return None
+        if self._sync is None:
+            from vectorsearch.sync import IndexSyncTrigger, indexes_of
+
+            self._sync = IndexSyncTrigger(indexes_of(self.config), vs.min_sync_interval_s)
+        return self._sync
 
     @property
     def udfs(self) -> SimpleNamespace:
@@ -148,6 +162,8 @@ class BatchProcessor:
             metrics.merge = merge_embeddings(spark, cfg.tables.embeddings, rows, txn, inserts_only,
                                              commit_metadata=metrics.commit_metadata())
             lap("merge")
+            if self.sync_trigger is not None and metrics.merge.get("num_affected_rows", 1):
+                self.sync_trigger.request()
         finally:
             rows.unpersist()
             encoded.release()

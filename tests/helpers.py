@@ -101,6 +101,7 @@ def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clu
     cols["price"] = pa.array(rng.uniform(5, 300, n))
     cols["year"] = pa.array(np.full(n, 2012, dtype=np.int32))
     cols["gender"] = pa.array(rng.choice(["Men", "Women"], n))
+    cols["hybrid_source"] = pa.array(["text+image"] * n)  # every row has both vectors
     for col in INDEX_KINDS.values():
         cols[col] = pa.array(list(vecs), pa.list_(pa.float64()))
     write_deltalake(path, pa.table(cols))

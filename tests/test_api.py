@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 
 import pytest
 from fastapi.testclient import TestClient
@@ -36,20 +38,61 @@ def _png(colour=(200, 30, 30), size=(40, 40)) -> bytes:
     return buf.getvalue()
 
 
+UC = "main.fashion_demo"
+
+
 @pytest.fixture(scope="module")
-def env(spark, tiny_model_dir, tmp_path_factory):
+def prepared(spark, tiny_model_dir, tmp_path_factory):
+    """The catalog streamed and the user features built once; a copy of the tables for each backend."""
     root = tmp_path_factory.mktemp("api")
     config = make_config(str(root), tiny_model_dir, search__max_upload_bytes=200_000)
     rows = [product(pid, draw_image(f"{root}/img/{pid}.jpg", pid), article_type=art, base_color=col, price=price,
                     gender=gender, master_category=master, product_display_name=f"Demo {gender} {col} {art}")
             for pid, art, col, price, gender, master in CATALOG]
     append_products(spark, config, rows)
-    embedder = Embedder(spark, config)
-    stream_once(embedder)
+    stream_once(Embedder(spark, config))
     build_user_features(spark, config)
-    app = create_app(config, background_sync=False)
-    with TestClient(app) as client:
-        yield client, config, embedder, app
+    copies = {}
+    for backend in ("local", "databricks"):
+        copies[backend] = str(tmp_path_factory.mktemp(f"api-{backend}"))
+        shutil.copytree(config.root, os.path.join(copies[backend], "data"))
+    return copies
+
+
+@pytest.fixture(scope="module", params=["local", "databricks"])
+def env(request, prepared, spark, tiny_model_dir):
+    """The whole API suite runs on the local index and on Databricks Vector Search (a loopback stand-in)."""
+    base = prepared[request.param]
+    config = make_config(base, tiny_model_dir, search__max_upload_bytes=200_000)
+    embedder = Embedder(spark, config)
+    if request.param == "local":
+        app = create_app(config, background_sync=False)
+        with TestClient(app) as client:
+            yield client, config, embedder, app
+        return
+    from search.local_index import LocalIndexStore
+    from tests.vector_search_standin import WorkspaceStandIn
+    from vectorsearch.lifecycle import create_configured_indexes
+
+    store = LocalIndexStore(config.tables.embeddings.path)
+    store.sync()
+    workspace = WorkspaceStandIn(store, tables={f"{UC}.product_embeddings_multimodal": config.tables.embeddings.path,
+                                                f"{UC}.user_style_features": config.tables.user_features.path})
+    service_config = make_config(
+        base, tiny_model_dir, search__max_upload_bytes=200_000, search__backend="databricks",
+        tables__embeddings={"name": f"{UC}.product_embeddings_multimodal"},
+        tables__user_features={"name": f"{UC}.user_style_features"},
+        vector_search__workspace_url=workspace.url, vector_search__warehouse_id="warehouse-1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATABRICKS_HOST", workspace.url)
+        patch.setenv("DATABRICKS_TOKEN", workspace.token)
+        for var in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
+            patch.delenv(var, raising=False)
+        create_configured_indexes(service_config, timeout_s=10)
+        app = create_app(service_config, background_sync=False)
+        with TestClient(app) as client:
+            yield client, config, embedder, app
+    workspace.close()
 
 
 def test_health_reports_index_and_model(env):

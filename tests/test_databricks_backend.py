@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
 from conf import load_config
-from search import databricks_index
-from search.databricks_index import DatabricksVectorIndex, client_class, create_configured_indexes
+from search.databricks_index import DatabricksStore as DatabricksVectorIndex
 from search.filters import FilterError
 from search.local_index import METADATA_COLUMNS, LocalIndexStore
 from tests.helpers import write_synthetic_embeddings
 from tests.vector_search_standin import VectorSearchStandIn
+from vectorsearch import client as databricks_index
+from vectorsearch.client import client_class
+from vectorsearch.lifecycle import create_configured_indexes
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def env(standin, monkeypatch):
 
 def test_create_indexes_job_creates_three_delta_sync_indexes_and_waits(env):
     server, _, _, config = env
-    states = create_configured_indexes(config, poll_s=0.01, timeout_s=10)
+    states = create_configured_indexes(config, timeout_s=10)
     assert states == {name: True for name in config.vector_search.indexes.values()}
     created = {b["name"]: b for m, p, b in server.requests if m == "POST" and p.endswith("/indexes")}
     assert set(created) == {"main.fashion_demo.vs_image_search", "main.fashion_demo.vs_text_search",
@@ -51,13 +54,13 @@ def test_create_indexes_job_creates_three_delta_sync_indexes_and_waits(env):
     assert set(METADATA_COLUMNS) <= set(sync["columns_to_sync"])
     # Running it again creates nothing new.
     before = len([r for r in server.requests if r[0] == "POST"])
-    create_configured_indexes(config, poll_s=0.01, timeout_s=10)
+    create_configured_indexes(config, timeout_s=10)
     assert len([r for r in server.requests if r[0] == "POST"]) == before
 
 
 def test_queries_match_the_local_backend_with_all_columns_and_filters(env):
     server, store, vecs, config = env
-    create_configured_indexes(config, poll_s=0.01, timeout_s=10)
+    create_configured_indexes(config, timeout_s=10)
     remote = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes)
     filters = {"gender": "Women", "price <": 150}
     got = remote.search("text", vecs[3], 5, filters)
@@ -72,7 +75,7 @@ def test_queries_match_the_local_backend_with_all_columns_and_filters(env):
 
 def test_bad_filters_fail_before_the_network_with_the_same_error(env):
     server, _, vecs, config = env
-    create_configured_indexes(config, poll_s=0.01, timeout_s=10)
+    create_configured_indexes(config, timeout_s=10)
     remote = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes)
     n = len(server.requests)
     with pytest.raises(FilterError, match="invalid filter key 'price <= '"):
@@ -88,7 +91,7 @@ def test_both_client_packages_work(env, monkeypatch):
     assert client_class() is AISearchClient
     monkeypatch.setitem(sys.modules, "databricks.ai_search.client", None)  # only the legacy package "installed"
     assert client_class() is VectorSearchClient
-    create_configured_indexes(config, poll_s=0.01, timeout_s=10)
+    create_configured_indexes(config, timeout_s=10)
     legacy = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes,
                                    client=databricks_index.make_client())
     assert legacy.search("hybrid", vecs[1], 1)[0]["product_id"] == 1
@@ -100,3 +103,103 @@ def test_missing_credentials_are_reported(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(RuntimeError, match="set DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID"):
         databricks_index.make_client()
+
+
+def test_create_indexes_creates_the_endpoint_when_missing_and_waits_with_the_clients_helpers(env):
+    server, _, _, config = env
+    server.endpoints.pop(config.vector_search.endpoint_name, None)
+    create_configured_indexes(config, timeout_s=10)
+    created = [b for m, p, b in server.requests if m == "POST" and p == "/api/2.0/vector-search/endpoints"]
+    assert created and created[-1] == {"name": config.vector_search.endpoint_name, "endpoint_type": "STANDARD"}
+    # wait_until_ready read each index's detailed_state.
+    described = {p.rsplit("/", 1)[-1] for m, p, _ in server.requests if m == "GET" and "/indexes/" in p
+                 and not p.endswith("/query")}
+    assert set(config.vector_search.indexes.values()) <= described
+
+
+def test_scores_are_cosine_on_both_backends_though_vector_search_returns_l2_scores(env):
+    server, store, vecs, config = env
+    create_configured_indexes(config, timeout_s=10)
+    remote = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes)
+    raw = [b for m, p, b in server.requests if p.endswith("/query")]
+    got = remote.search("hybrid", vecs[5], 3)
+    assert got[0]["product_id"] == 5 and abs(got[0]["score"] - 1.0) < 1e-6
+    for row in got:
+        assert abs(row["score"] - float(np.dot(vecs[5], vecs[row["product_id"]]))) < 1e-5
+    assert len([p for m, p, b in server.requests if p.endswith("/query")]) == len(raw) + 1
+
+
+def _table_with_failed_images(path: str, n: int = 30, failed: tuple[int, ...] = (3, 7, 11)) -> np.ndarray:
+    """A multimodal table where some products have no image vector (their image failed)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from schemas import METADATA_COLUMNS
+
+    rng = np.random.default_rng(4)
+    vecs = rng.normal(size=(n, 512))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    cols = {c: pa.array([None] * n, pa.string()) for c in METADATA_COLUMNS}
+    cols["product_id"] = pa.array(np.arange(n, dtype=np.int32))
+    cols["price"] = pa.array(rng.uniform(5, 300, n))
+    cols["year"] = pa.array(np.full(n, 2012, dtype=np.int32))
+    cols["hybrid_source"] = pa.array(["text_only" if i in failed else "text+image" for i in range(n)])
+    cols["embedding_error"] = pa.array(["IMAGE_MISSING" if i in failed else None for i in range(n)])
+    image = [None if i in failed else list(vecs[i]) for i in range(n)]
+    cols["image_embedding"] = pa.array(image, pa.list_(pa.float64()))
+    cols["text_embedding"] = pa.array(list(vecs), pa.list_(pa.float64()))
+    cols["hybrid_embedding"] = pa.array(list(vecs), pa.list_(pa.float64()))
+    write_deltalake(path, pa.table(cols))
+    return vecs
+
+
+def test_rows_without_an_image_vector_never_come_back_from_the_image_index(tmp_path, monkeypatch):
+    path = str(tmp_path / "emb")
+    vecs = _table_with_failed_images(path)
+    store = LocalIndexStore(path)
+    store.sync()
+    server = VectorSearchStandIn(store)
+    try:
+        monkeypatch.setenv("DATABRICKS_HOST", server.url)
+        monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
+        config = load_config("databricks", overrides={"model.dimension": 512})
+        create_configured_indexes(config, timeout_s=10)
+        remote = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes)
+        for backend in (store, remote):
+            # The query IS a failed product's text vector: it must not come back from the image index.
+            image_hits = [r["product_id"] for r in backend.search("image", vecs[3], 30)]
+            assert 3 not in image_hits and 7 not in image_hits and len(image_hits) == 27
+            assert backend.search("text", vecs[3], 1)[0]["product_id"] == 3
+            assert backend.vector(3, "image") is None and backend.vector(4, "image") is not None
+        image_queries = [b for m, p, b in server.requests if p.endswith("/query") and "image_search" in p]
+        assert all('"hybrid_source"' in b["filters_json"] for b in image_queries)
+    finally:
+        server.close()
+
+
+def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, workspace, standin, monkeypatch):
+    from streaming.runner import Embedder
+    from tests.helpers import append_products, draw_image, product, stream_once
+
+    server, store, _ = standin
+    monkeypatch.setenv("DATABRICKS_HOST", server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
+    vs = load_config("databricks").vector_search
+    create_configured_indexes(load_config("databricks"), timeout_s=10)
+    config = workspace.config(vector_search__sync_from_stream=True, vector_search__pipeline_type="TRIGGERED",
+                              vector_search__min_sync_interval_s=0.5, vector_search__indexes=vs.indexes,
+                              vector_search__endpoint_name=vs.endpoint_name)
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
+    append_products(spark, config, [product(1, imgs[0])])
+    embedder = Embedder(spark, config)
+    before = len(server.syncs)
+    server.fail_syncs = 1  # the first sync round fails: it is retried, the stream goes on
+    stream_once(embedder)
+    trigger = embedder.processor.sync_trigger
+    assert trigger.wait_idle(30), trigger.last_error
+    assert trigger.failures == 1 and trigger.last_error is None
+    assert sorted(server.syncs[before:][-3:]) == sorted(vs.indexes.values())  # the retry synced all three
+    # A batch that writes nothing asks for no sync.
+    rounds = trigger.rounds
+    stream_once(embedder)
+    assert trigger.rounds == rounds

@@ -188,3 +188,31 @@ def test_pyfunc_predicts_in_a_process_where_pyspark_cannot_be_imported(registere
     assert done.returncode == 0, done.stderr[-3000:]
     result = _json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"modality": ["text", "image"], "error": [None, None], "dims": [512, 512]}
+
+
+def test_registration_points_the_champion_alias_and_the_embedder_loads_it(registered, direct):
+    import mlflow
+
+    from encoders.factory import EncoderSpec, load_encoder
+
+    config, info = registered
+    assert info["alias"] == "champion" and info["alias_uri"] == "models:/clip_multimodal_encoder@champion"
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    version = mlflow.MlflowClient().get_model_version_by_alias("clip_multimodal_encoder", "champion")
+    assert int(version.version) == info["version"]
+    model = mlflow.pyfunc.load_model(info["alias_uri"])
+    assert model.metadata.get_input_schema() is not None
+    assert model.metadata.saved_input_example_info, "the model was logged without an input example"
+    # The embedder takes the alias URI like any model reference (what its UDFs build on each worker).
+    spec = EncoderSpec(info["alias_uri"], "fp32", 1, 512, 8, 8, config.mlflow.tracking_uri)
+    np.testing.assert_allclose(load_encoder(spec).encode_texts(TEXTS), direct.encode_texts(TEXTS), atol=1e-6)
+
+
+def test_serving_requirements_are_explicit_pins_without_spark(registered):
+    from encoders.registry import serving_requirements
+
+    reqs = serving_requirements()
+    assert all("==" in r for r in reqs)
+    names = {r.split("==")[0].lower() for r in reqs}
+    assert {"mlflow", "torch", "transformers", "pillow", "numpy", "pandas"} <= names
+    assert not names & {"pyspark", "delta-spark", "py4j"}

@@ -28,7 +28,7 @@ def test_every_python_module_is_in_the_map():
     section = _section("Where things are")
     named = set(re.findall(r"`([\w./-]+\.py)`", section))
     packages = ("conf", "schemas", "lakehouse", "catalog", "streaming", "udfs", "encoders", "search",
-                "personalization", "training", "evaluation", "demo", "app")
+                "personalization", "vectorsearch", "training", "evaluation", "demo", "app")
     modules = {str(p.relative_to(ROOT)) for pkg in packages for p in (ROOT / pkg).rglob("*.py")
                if p.name != "__init__.py"}
     assert not sorted(modules - named), f"modules the README's map does not name: {sorted(modules - named)}"

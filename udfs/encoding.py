@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 TEXT_ENCODE_FAILED = "TEXT_ENCODE_FAILED"
 IMAGE_ENCODE_FAILED = "IMAGE_ENCODE_FAILED"
+# A serving endpoint refused that row (the rest of its batch keeps its vectors).
+TEXT_REJECTED = "TEXT_REJECTED"
+IMAGE_REJECTED = "IMAGE_REJECTED"
 
 TEXT_RESULT_TYPE = StructType([StructField("embedding", VECTOR_TYPE), StructField("error", StringType()),
                                StructField("worker", StringType())])
@@ -63,6 +66,35 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_jvm_role(os.getppid())}"
 
 
+def _row_error(kind: str, message: str) -> str:
+    """An endpoint's per-row error as our code: its own image code when it sent one, else <KIND>_REJECTED."""
+    code = message.split(":", 1)[0].strip()
+    if kind == "image" and code.startswith("IMAGE_") and code != IMAGE_ENCODE_FAILED:
+        return code
+    return TEXT_REJECTED if kind == "text" else IMAGE_REJECTED
+
+
+def encode_rows(encoder, kind: str, items: list, batch_size: int) -> tuple[list, list]:
+    """(vectors, errors) per item: never raises (a model failure must not kill the stream).
+
+    An encoder with per-row results (a serving endpoint) keeps the good rows' vectors when some
+    are rejected; an in-process model either encodes the whole batch or fails it as a whole.
+    """
+    n = len(items)
+    failed_code = TEXT_ENCODE_FAILED if kind == "text" else IMAGE_ENCODE_FAILED
+    try:
+        if hasattr(encoder, "embed_rows"):
+            vectors, messages = encoder.embed_rows(kind, items, batch_size)
+            for message in {m for m in messages if m}:
+                log.warning("%s encoder rejected a row: %s", kind, message)
+            return vectors, [None if m is None else _row_error(kind, m) for m in messages]
+        encode = encoder.encode_texts if kind == "text" else encoder.encode_images
+        return list(encode(items, batch_size)), [None] * n
+    except Exception:  # noqa: BLE001 - recorded on the rows, the batch goes on
+        log.exception("%s encoder failed on a batch of %d", kind, n)
+        return [None] * n, [failed_code] * n
+
+
 def make_image_hash_udf(limits: ImageLimits):
     """UDF: image_path -> sha256 of the file's bytes, or ``error:<CODE>``."""
 
@@ -81,12 +113,7 @@ def make_text_udf(spec: EncoderSpec):
         encoder = spec.encoder()
         for texts in batches:
             values = [t if isinstance(t, str) else "" for t in texts]
-            try:
-                vectors = list(encoder.encode_texts(values, spec.text_batch_size))
-                errors = [None] * len(values)
-            except Exception:  # noqa: BLE001 - a model failure must not kill the stream
-                log.exception("text encoder failed on a batch of %d", len(values))
-                vectors, errors = [None] * len(values), [TEXT_ENCODE_FAILED] * len(values)
+            vectors, errors = encode_rows(encoder, "text", values, spec.text_batch_size)
             yield pd.DataFrame({"embedding": vectors, "error": errors, "worker": worker_identity()})
 
     return encode_text
@@ -110,14 +137,9 @@ def make_image_udf(spec: EncoderSpec, limits: ImageLimits):
                 except ImageError as exc:
                     errors[i] = exc.code
             if images:
-                try:
-                    encoded = encoder.encode_images(images, spec.image_batch_size)
-                    for j, i in enumerate(positions):
-                        vectors[i] = encoded[j]
-                except Exception:  # noqa: BLE001 - recorded on the rows, the batch goes on
-                    log.exception("image encoder failed on a batch of %d", len(images))
-                    for i in positions:
-                        errors[i] = IMAGE_ENCODE_FAILED
+                encoded, failed = encode_rows(encoder, "image", images, spec.image_batch_size)
+                for j, i in enumerate(positions):
+                    vectors[i], errors[i] = encoded[j], failed[j]
             yield pd.DataFrame({"embedding": vectors, "error": errors, "worker": worker_identity()})
 
     return encode_image

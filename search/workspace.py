@@ -1,0 +1,91 @@
+"""What the service reads from a Databricks workspace besides the indexes: SQL through a warehouse
+(facets, user features) and files through the Files API (product images on Unity Catalog Volumes).
+
+Authentication is the Databricks SDK's unified configuration (PAT, OAuth M2M, the App's own
+service principal), refreshed by the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+WAREHOUSE_ENV = "DATABRICKS_WAREHOUSE_ID"
+
+
+class WorkspaceError(RuntimeError):
+    """A workspace call failed (statement error, missing warehouse)."""
+
+
+def workspace_client(host: str | None = None):
+    """A ``WorkspaceClient`` (host from the argument or DATABRICKS_HOST; credentials from the environment)."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.core import Config
+
+    # The plain Files API download (GET /api/2.0/fs/files/...): one request, no presigned-URL transfer client.
+    return WorkspaceClient(config=Config(host=host, disable_experimental_files_api_client=True))
+
+
+class SqlWarehouse:
+    """Runs read-only statements on a SQL warehouse (Statement Execution API, inline JSON results)."""
+
+    def __init__(self, client, warehouse_id: str | None):
+        self.client = client
+        self.warehouse_id = warehouse_id or os.environ.get(WAREHOUSE_ENV)
+        if not self.warehouse_id:
+            raise WorkspaceError(f"set vector_search.warehouse_id (or ${WAREHOUSE_ENV}) to read tables on Databricks")
+
+    def query(self, statement: str, parameters: dict[str, object] | None = None) -> list[dict]:
+        """Rows of a statement as dicts; ARRAY/MAP/STRUCT values parsed from their JSON text."""
+        from databricks.sdk.service.sql import Disposition, Format, StatementParameterListItem, StatementState
+
+        params = [StatementParameterListItem(name=k, value=None if v is None else str(v))
+                  for k, v in (parameters or {}).items()]
+        response = self.client.statement_execution.execute_statement(
+            statement=statement, warehouse_id=self.warehouse_id, wait_timeout="30s", parameters=params or None,
+            format=Format.JSON_ARRAY, disposition=Disposition.INLINE)
+        if response.status is None or response.status.state != StatementState.SUCCEEDED:
+            error = getattr(response.status, "error", None)
+            raise WorkspaceError(f"statement did not succeed ({getattr(response.status, 'state', None)}): {error}")
+        columns = response.manifest.schema.columns if response.manifest and response.manifest.schema else []
+        rows = (response.result.data_array if response.result else None) or []
+        return [{c.name: _value(c.type_name, v) for c, v in zip(columns, row, strict=True)} for row in rows]
+
+
+def _value(type_name, raw: str | None):
+    kind = getattr(type_name, "value", type_name) or ""
+    if raw is None:
+        return None
+    if kind in ("ARRAY", "MAP", "STRUCT"):
+        return json.loads(raw)
+    if kind in ("INT", "LONG", "SHORT", "BYTE"):
+        return int(raw)
+    if kind in ("DOUBLE", "FLOAT", "DECIMAL"):
+        return float(raw)
+    if kind == "BOOLEAN":
+        return raw.lower() == "true"
+    return raw
+
+
+class VolumeFiles:
+    """Reads files from Unity Catalog Volumes through the Files API (a Databricks App has no /Volumes mount)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        """The file's bytes; raises ``ValueError`` naming the limit when it holds more than ``max_bytes``."""
+        size = self.client.files.get_metadata(path).content_length
+        if size is not None and int(size) > max_bytes:
+            raise ValueError(f"{path} has {size} bytes > {max_bytes}")
+        contents = self.client.files.download(path).contents
+        try:
+            data = contents.read(max_bytes + 1)
+        finally:
+            contents.close()
+        if len(data) > max_bytes:
+            raise ValueError(f"{path} has more than {max_bytes} bytes")
+        return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -175,6 +176,32 @@ def test_rows_without_an_image_vector_never_come_back_from_the_image_index(tmp_p
         assert all('"hybrid_source"' in b["filters_json"] for b in image_queries)
     finally:
         server.close()
+
+
+def test_the_sync_trigger_is_not_idle_while_a_round_runs_and_retries_a_failed_one():
+    """wait_idle must not return in the middle of a round (CI once saw it return before the failure landed)."""
+    import threading
+
+    from vectorsearch.sync import IndexSyncTrigger
+
+    release, calls = threading.Event(), []
+
+    class Index:
+        def sync(self):
+            calls.append(1)
+            release.wait(5)
+            if len(calls) == 1:
+                raise RuntimeError("sync failed")
+
+    trigger = IndexSyncTrigger(lambda: [Index()], min_interval_s=0.0)
+    trigger.request()
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert calls and not trigger.wait_idle(0.3)  # the first round is still running
+    release.set()
+    assert trigger.wait_idle(10)
+    assert (trigger.failures, trigger.last_error, len(calls)) == (1, None, 2)
 
 
 def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, workspace, standin, monkeypatch):

@@ -26,6 +26,7 @@ class IndexSyncTrigger:
         self._clock = clock
         self._cond = threading.Condition()
         self._pending = False
+        self._busy = False  # a round is running (wait_idle must not return in the middle of one)
         self._last_round: float | None = None
         self._thread: threading.Thread | None = None
         self.rounds = 0
@@ -54,28 +55,33 @@ class IndexSyncTrigger:
                         self._cond.wait(timeout=wait)
                         continue
                 self._pending = False
+                self._busy = True
                 self._last_round = self._clock()
-            self._sync_all()
+            failed = self._sync_all()
+            with self._cond:
+                self._pending = self._pending or failed
+                self._busy = False
 
-    def _sync_all(self) -> None:
+    def _sync_all(self) -> bool:
+        """One round over every index; True when it failed (the caller re-queues it)."""
         self.rounds += 1
         try:
             for index in self._indexes():
                 index.sync()
             self.last_error = None
+            return False
         except Exception as exc:  # noqa: BLE001 - retried on the next round; the stream goes on
             self.failures += 1
             self.last_error = f"{exc.__class__.__name__}: {exc}"
             log.warning("Vector Search sync failed (%s); retrying on the next round", self.last_error)
-            with self._cond:
-                self._pending = True
+            return True
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no sync is pending (tests, shutdown); True when idle."""
+        """Wait until no sync is pending or running (tests, shutdown); True when idle."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._cond:
-                if not self._pending:
+                if not self._pending and not self._busy:
                     return True
             time.sleep(0.05)
         return False

@@ -80,11 +80,13 @@ def calls(embedder) -> tuple[int, int]:
     return sum(m.texts_encoded for m in history), sum(m.images_encoded for m in history)
 
 
-def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clusters: int = 0) -> np.ndarray:
+def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clusters: int = 0,
+                               ids: list[int] | None = None) -> np.ndarray:
     """A multimodal-shaped Delta table of ``n`` random unit vectors (written without Spark); returns them.
 
     ``clusters=0``: uniform on the sphere (no structure at all, the hardest case for an
     approximate index); otherwise Gaussian clusters around that many centres, like real embeddings.
+    ``ids`` (default 0..n-1) are the product ids; an existing table is appended to (Change Data Feed on).
     """
     import pyarrow as pa
     from deltalake import write_deltalake
@@ -97,12 +99,13 @@ def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clu
         vecs = rng.normal(size=(clusters, dim))[rng.integers(0, clusters, n)] + 0.6 * vecs
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     cols = {c: pa.array([None] * n, pa.string()) for c in METADATA_COLUMNS}
-    cols["product_id"] = pa.array(np.arange(n, dtype=np.int32))
+    cols["product_id"] = pa.array(np.asarray(ids if ids is not None else np.arange(n), dtype=np.int32))
     cols["price"] = pa.array(rng.uniform(5, 300, n))
     cols["year"] = pa.array(np.full(n, 2012, dtype=np.int32))
     cols["gender"] = pa.array(rng.choice(["Men", "Women"], n))
     cols["hybrid_source"] = pa.array(["text+image"] * n)  # every row has both vectors
     for col in INDEX_KINDS.values():
         cols[col] = pa.array(list(vecs), pa.list_(pa.float64()))
-    write_deltalake(path, pa.table(cols))
+    write_deltalake(path, pa.table(cols), mode="append",
+                    configuration={"delta.enableChangeDataFeed": "true"})
     return vecs

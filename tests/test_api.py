@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -28,7 +29,11 @@ CATALOG = [  # id, article type, colour, price, gender, master category
     (8, "Belts", "Tan", 25.0, "Men", "Accessories"),
     (9, "Kurtas", "Maroon", 60.0, "Women", "Apparel"),
     (10, "Shirts", "Beige", 45.0, "Men", "Apparel"),
+    (12, "Dresses", "Black", 80.0, "Women", "Apparel"),  # a luxury category below the luxury persona's minimum
 ]
+# What each persona's filters (category preferences, price range) admit from CATALOG.
+EXPECTED_RECOMMENDATIONS = {"user_006327": {1, 2}, "user_007598": {1, 3, 4}, "user_008828": {5, 6},
+                            "user_001328": {7, 8}, "user_009809": {8, 9, 10}}
 PERSONAS = ["user_006327", "user_007598", "user_008828", "user_001328", "user_009809"]
 
 
@@ -99,7 +104,7 @@ def test_health_reports_index_and_model(env):
     client, config, _, _ = env
     body = client.get("/health").json()
     assert body["status"] == "ok" and body["model"] == "tiny-clip-test"
-    assert body["index"]["rows"] == 10 and body["index"]["lag_versions"] == 0
+    assert body["index"]["rows"] == len(CATALOG) and body["index"]["lag_versions"] == 0
     assert body["users"] == 5
 
 
@@ -168,11 +173,11 @@ def test_each_persona_gets_different_recommendations(env):
         assert r.status_code == 200, r.text
         seen[user] = {x["product_id"] for x in r.json()["results"]}
         assert seen[user]
-    assert seen["user_006327"] == {1, 2} and seen["user_008828"] == {5, 6}
+    assert seen == EXPECTED_RECOMMENDATIONS  # product 12 is below the luxury persona's minimum price
     pairs = [(a, b) for i, a in enumerate(PERSONAS) for b in PERSONAS[i + 1:]]
     assert all(seen[a] != seen[b] for a, b in pairs)
     r = client.get("/api/v1/recommendations/user_000000")
-    assert r.status_code == 404 and "unknown user" in r.text
+    assert r.status_code == 404 and "unknown user" in r.text and "user_006327" not in r.text
 
 
 def test_zero_shot_classification(env):
@@ -181,7 +186,18 @@ def test_zero_shot_classification(env):
     assert r.status_code == 200, r.text
     body = r.json()
     probs = [p["probability"] for p in body["predictions"]]
-    assert body["label_set"] == "article_type" and len(probs) == 10 and abs(sum(probs) - 1) < 1e-6
+    types = sorted({art for _, art, *_ in CATALOG})
+    assert body["label_set"] == "article_type" and len(probs) == len(types) and abs(sum(probs) - 1) < 1e-6
+    assert sorted(p["label"] for p in body["predictions"]) == types
+    # The winner is the label whose prompt (the evaluated wording) is nearest to the product's image vector.
+    from encoders.clip import get_encoder
+    from encoders.prompts import zero_shot_prompt
+
+    config = env[1]
+    encoder = get_encoder(config.model.name_or_path, "fp32", 1, 512)
+    image = np.asarray(client.app.state.services.store.vector(3, "image"), dtype=np.float64)
+    expected = types[int(np.argmax(encoder.encode_texts([zero_shot_prompt(t) for t in types]) @ image))]
+    assert body["top"] == expected and body["predictions"][0]["label"] == expected
     r = client.post("/api/v1/classify", files={"file": ("q.png", _png(), "image/png")},
                     data={"labels": json.dumps(["red", "blue", "green"])})
     assert r.status_code == 200 and {p["label"] for p in r.json()["predictions"]} == {"red", "blue", "green"}
@@ -213,3 +229,26 @@ def test_new_product_becomes_searchable_after_sync(env, spark):
     r = client.post("/api/v1/search/text", json={"query": "cap", "filters": {"article_type": "Caps"}})
     assert [x["product_id"] for x in r.json()["results"]] == [11]
     assert client.get("/health").json()["index"]["lag_versions"] == 0
+
+
+@pytest.mark.parametrize("mode,maker,status", [
+    ("CMYK", lambda: Image.new("CMYK", (40, 30), (0, 255, 255, 0)), 200),
+    ("RGBA", lambda: Image.new("RGBA", (40, 30), (255, 0, 0, 128)), 200),
+    ("I;16", lambda: Image.fromarray(np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50), 200),
+])
+def test_uploads_in_any_mode_are_searched(env, mode, maker, status):
+    client, *_ = env
+    buf = io.BytesIO()
+    maker().save(buf, "TIFF" if mode in ("CMYK", "I;16") else "PNG")
+    r = client.post("/api/v1/search/image", files={"file": ("q.img", buf.getvalue(), "image/tiff")})
+    assert r.status_code == status, r.text
+    assert r.json()["count"] > 0
+
+
+def test_a_decompression_bomb_upload_is_refused_from_its_header(env):
+    client, *_ = env
+    buf = io.BytesIO()
+    Image.new("L", (12000, 12000), 0).save(buf, "PNG", optimize=True)  # small file, 144 Mpx
+    assert len(buf.getvalue()) < 200_000
+    r = client.post("/api/v1/search/image", files={"file": ("bomb.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 415 and "IMAGE_TOO_MANY_PIXELS" in r.text

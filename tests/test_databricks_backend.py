@@ -230,3 +230,43 @@ def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, work
     rounds = trigger.rounds
     stream_once(embedder)
     assert trigger.rounds == rounds
+
+
+def test_volume_photos_are_read_through_the_files_api_and_only_under_the_allowed_roots(tmp_path, monkeypatch):
+    """files.get_metadata + files.download for /Volumes paths; nothing outside images.allowed_roots is requested."""
+    from encoders.images import ImageError, ImageLimits
+    from search.images import ImageReader
+    from search.workspace import VolumeFiles, workspace_client
+    from tests.helpers import draw_image
+    from tests.vector_search_standin import WorkspaceStandIn
+
+    raw, secret = tmp_path / "raw", tmp_path / "secret"
+    draw_image(str(raw / "images" / "1.jpg"), 1)
+    secret.mkdir()
+    (secret / "token.txt").write_bytes(b"do not serve")
+    server = WorkspaceStandIn(store=None, volumes={"/Volumes/main/fashion_demo/raw": str(raw),
+                                                   "/Volumes/main/hr/secret": str(secret)})
+    try:
+        monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
+        limits = ImageLimits(max_bytes=1_000_000, max_pixels=10_000_000,
+                             allowed_roots=("/Volumes/main/fashion_demo/raw",))
+        reader = ImageReader(limits, volumes=VolumeFiles(workspace_client(server.url)))
+        assert reader.read("/Volumes/main/fashion_demo/raw/images/1.jpg") == (raw / "images" / "1.jpg").read_bytes()
+        before = len(server.requests)
+        for outside in ("/Volumes/main/hr/secret/token.txt",
+                        "/Volumes/main/fashion_demo/raw/../../hr/secret/token.txt"):
+            with pytest.raises(ImageError) as err:
+                reader.read(outside)
+            assert err.value.code == "IMAGE_PATH_NOT_ALLOWED"
+        assert len(server.requests) == before  # refused before any request
+        with pytest.raises(ImageError) as err:
+            reader.read("/Volumes/main/fashion_demo/raw/images/404.jpg")
+        assert err.value.code == "IMAGE_UNREADABLE"
+        small = ImageReader(ImageLimits(max_bytes=100, max_pixels=10_000_000,
+                                        allowed_roots=("/Volumes/main/fashion_demo/raw",)),
+                            volumes=VolumeFiles(workspace_client(server.url)))
+        with pytest.raises(ImageError) as err:
+            small.read("/Volumes/main/fashion_demo/raw/images/1.jpg")
+        assert err.value.code == "IMAGE_TOO_LARGE"
+    finally:
+        server.close()

@@ -173,3 +173,24 @@ def test_final_state_rule_is_the_same_in_spark_and_pandas(spark, workspace):
     assert from_spark == from_pandas
     assert {pid: (deleted, price) for pid, (deleted, _, price) in from_spark.items()} == {
         1: (False, 11.0), 2: (False, 22.0), 3: (True, 33.0), 4: (False, 45.0)}
+
+
+def test_delete_then_reinsert_across_batches_reaches_the_index(spark, workspace):
+    config = workspace.config()
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(2)]
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    store = LocalIndexStore(config.tables.embeddings.path)
+    store.sync()
+    DeltaTable.forPath(spark, config.tables.products.path).delete("product_id = 1")
+    stream_once(embedder)
+    store.sync()
+    assert store.get(1) is None and store.vector(1, "image") is None
+    assert [r["product_id"] for r in store.search("hybrid", store.vector(2, "hybrid"), 5)] == [2]
+    append_products(spark, config, [product(1, imgs[1], product_display_name="Back again")])
+    stream_once(embedder)
+    store.sync()
+    assert store.get(1)["product_display_name"] == "Back again"
+    assert sorted(r["product_id"] for r in store.search("hybrid", store.vector(2, "hybrid"), 5)) == [1, 2]
+    assert store.status().rows == 2

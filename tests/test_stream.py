@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -78,6 +79,7 @@ def test_new_products_get_all_three_normalized_vectors(stream_env):
         # The vectors are the model's own, not something made up along the way.
         np.testing.assert_allclose(row.text_embedding, encoder.encode_texts([row.description])[0], atol=1e-5)
     assert rows[2].description.endswith("luxury price") and "navy blue shirts" in rows[2].description
+    assert_table_invariants(spark, config)
 
 
 def test_price_change_inside_tier_reencodes_nothing(env):
@@ -160,6 +162,7 @@ def test_several_changes_of_one_product_in_one_batch_land_as_final_state(env):
     assert rows[1].product_display_name == "Second rename" and "affordable" in rows[1].description
     assert rows[2].base_color == "Red" and rows[2].source_commit_version == latest_version(
         spark, config.tables.products) - 3
+    assert_table_invariants(spark, config)
 
 
 def test_replaying_a_batch_changes_nothing(stream_env):
@@ -233,6 +236,7 @@ def test_bad_images_get_error_codes_and_the_batch_lands(stream_env):
     assert calls(embedder) == (texts, images + 1)
     fixed = embedding_rows(spark, config)[2]
     assert fixed.embedding_error is None and fixed.image_embedding is not None and fixed.hybrid_source == "text+image"
+    assert_table_invariants(spark, config)
 
 
 def test_identical_descriptions_are_encoded_once(env):
@@ -304,3 +308,94 @@ def test_both_merge_source_paths_apply_inserts_updates_and_deletes(spark, worksp
     assert after[1].image_embedding == before[1].image_embedding and after[1].text_embedding != before[1].text_embedding
     assert after[2].text_embedding == before[2].text_embedding and after[2].image_embedding != before[2].image_embedding
     assert after[4].image_embedding == before[1].image_embedding and 3 not in after
+    assert_table_invariants(spark, config)
+
+
+# -- strengthened: hybrid arithmetic, replays from a real checkpoint, schema and norms ------------
+def assert_table_invariants(spark, config):
+    """The table's schema is the one in schemas/, and every stored vector has norm 1 within 1e-9 (SQL, whole table)."""
+    from chispa.schema_comparer import assert_schema_equality
+
+    from schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA
+
+    table = read_table(spark, config.tables.embeddings)
+    assert_schema_equality(table.schema, PRODUCT_EMBEDDINGS_SCHEMA, ignore_nullable=False)
+    off = spark.sql(" UNION ALL ".join(
+        f"SELECT '{c}' AS col, count(*) AS n FROM {config.tables.embeddings.sql} WHERE {c} IS NOT NULL AND "
+        f"abs(sqrt(aggregate({c}, 0D, (a, x) -> a + x * x)) - 1) > 1e-9"
+        for c in ("image_embedding", "text_embedding", "hybrid_embedding"))).collect()
+    assert all(r.n == 0 for r in off), off
+
+
+def test_hybrid_is_rebuilt_from_the_stored_other_modality_with_the_configured_weight(spark, workspace):
+    config = workspace.config(embedding__hybrid_text_weight=0.7)
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(4)]
+    append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    _sql_update(spark, config, "price = 75.0", "product_id = 1")  # text only
+    _sql_update(spark, config, "image_path = :path", "product_id = 2", path=imgs[3])  # image only
+    stream_once(embedder)
+    for row in embedding_rows(spark, config).values():
+        expected = hybrid_vector(np.array(row.text_embedding), np.array(row.image_embedding), 0.7)
+        np.testing.assert_allclose(row.hybrid_embedding, expected, atol=1e-12)
+        assert row.hybrid_source == "text+image"
+        swapped = hybrid_vector(np.array(row.text_embedding), np.array(row.image_embedding), 0.3)
+        assert np.abs(np.array(row.hybrid_embedding) - swapped).max() > 1e-6
+    assert_table_invariants(spark, config)
+
+
+def test_a_batch_replayed_from_a_real_checkpoint_writes_nothing_and_a_reset_checkpoint_loses_nothing(spark,
+                                                                                                    workspace):
+    from streaming.runner import checkpoint_query_id
+
+    config = workspace.config()
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
+    append_products(spark, config, [product(1, imgs[0])])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    append_products(spark, config, [product(2, imgs[1])])
+    stream_once(embedder)
+    query_id = checkpoint_query_id(spark, config.stream.checkpoint)
+    assert embedder.processor.app_id(spark) == f"{config.stream.app_id}:{query_id}"
+    assert [b.app_id for b in embedder.history] == [f"{config.stream.app_id}:{query_id}"] * 2
+    # Crash after the MERGE of batch 1, before its checkpoint commit: the batch runs again on restart.
+    commits = os.path.join(config.stream.checkpoint, "commits")
+    last = max((n for n in os.listdir(commits) if n.isdigit()), key=int)
+    for name in (last, f".{last}.crc"):  # a crash before the commit leaves neither the file nor its checksum
+        if os.path.exists(os.path.join(commits, name)):
+            os.remove(os.path.join(commits, name))
+    version, before = latest_version(spark, config.tables.embeddings), calls(embedder)
+    replayed = Embedder(spark, config)
+    stream_once(replayed)
+    assert latest_version(spark, config.tables.embeddings) == version
+    assert calls(replayed) == (0, 0) and calls(embedder) == before
+    # Reset: a new checkpoint (new query id, batch ids from 0 again) while product 1 changed.
+    shutil.rmtree(config.stream.checkpoint)
+    _sql_update(spark, config, "product_display_name = 'Renamed'", "product_id = 1")
+    fresh = Embedder(spark, config)
+    stream_once(fresh)
+    assert embedding_rows(spark, config)[1].product_display_name == "Renamed"
+    assert calls(fresh) == (1, 0)
+    assert fresh.history[0].app_id != f"{config.stream.app_id}:{query_id}"
+    assert_table_invariants(spark, config)
+
+
+def test_image_vectors_of_a_batch_with_failing_images_belong_to_their_own_rows(spark, workspace):
+    from encoders.images import load_image
+
+    config = workspace.config()
+    base = f"{workspace.path}/img"
+    imgs = [draw_image(f"{base}/{i}.jpg", i) for i in range(4)]
+    rows = [product(1, imgs[0]), product(2, f"{base}/missing-a.jpg"), product(3, imgs[1]),
+            product(4, truncated_jpeg(f"{base}/cut.jpg")), product(5, imgs[2]), product(6, None),
+            product(7, imgs[3])]
+    append_products(spark, config, rows)
+    stream_once(Embedder(spark, config))
+    encoder = get_encoder(config.model.name_or_path, "fp32", 1, 512)
+    got = embedding_rows(spark, config)
+    for pid, path in ((1, imgs[0]), (3, imgs[1]), (5, imgs[2]), (7, imgs[3])):
+        own = encoder.encode_images([load_image(path, image_codes.ImageLimits(10**8, 10**8))])[0]
+        np.testing.assert_allclose(got[pid].image_embedding, own, atol=1e-5)
+    assert [got[p].image_embedding is None for p in (2, 4, 6)] == [True, True, True]
+    assert_table_invariants(spark, config)

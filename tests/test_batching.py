@@ -1,0 +1,78 @@
+"""The query batcher: concurrent callers share forward passes, each gets its own rows, a bad item fails alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from encoders.batching import BatchingEncoder
+
+
+class RecordingEncoder:
+    """Vectors that identify their input; records every batch and takes 50 ms per pass."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+        self.model = "inner-model"
+
+    def encode_texts(self, texts, batch_size=64):
+        self.batches.append(list(texts))
+        time.sleep(0.05)
+        if "boom" in texts:
+            raise RuntimeError("model failure on 'boom'")
+        return np.array([[len(t), ord(t[0])] for t in texts], dtype=float)
+
+    def encode_images(self, images, batch_size=32):
+        self.batches.append(list(images))
+        time.sleep(0.05)
+        return np.array([[i, -i] for i in images], dtype=float)
+
+
+def test_concurrent_queries_share_forward_passes_and_each_gets_its_own_rows():
+    inner = RecordingEncoder()
+    batcher = BatchingEncoder(inner, max_batch=32)
+    texts = [f"query {chr(97 + i)}" * (i + 1) for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda t: batcher.encode_texts([t]), texts))
+        images = list(pool.map(lambda i: batcher.encode_images([i]), range(8)))
+    for text, vec in zip(texts, results, strict=True):
+        np.testing.assert_array_equal(vec, [[len(text), ord(text[0])]])
+    for i, vec in enumerate(images):
+        np.testing.assert_array_equal(vec, [[i, -i]])
+    assert len(inner.batches) < 24 and max(len(b) for b in inner.batches) > 1
+    assert batcher.model == "inner-model"
+
+
+def test_a_failing_item_fails_only_its_own_request():
+    inner = RecordingEncoder()
+    batcher = BatchingEncoder(inner)
+    outcomes: dict[str, object] = {}
+
+    def call(text):
+        try:
+            outcomes[text] = batcher.encode_texts([text])
+        except RuntimeError as exc:
+            outcomes[text] = exc
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in ("alpha", "boom", "gamma", "delta")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(outcomes["boom"], RuntimeError)
+    for text in ("alpha", "gamma", "delta"):
+        np.testing.assert_array_equal(outcomes[text], [[len(text), ord(text[0])]])
+
+
+def test_one_caller_is_encoded_alone_without_waiting():
+    inner = RecordingEncoder()
+    batcher = BatchingEncoder(inner)
+    started = time.perf_counter()
+    batcher.encode_texts(["solo"])
+    assert inner.batches == [["solo"]] and time.perf_counter() - started < 0.5
+    with pytest.raises(AttributeError):
+        batcher.no_such_attribute  # noqa: B018

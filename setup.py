@@ -50,6 +50,7 @@ setup(
             "fashion-backfill=jobs.backfill:main",
             "fashion-stream=jobs.stream:main",
             "fashion-reembed=jobs.reembed:main",
+            "fashion-reconcile=jobs.reconcile:main",
             "fashion-demo=jobs.demo:main",
             "fashion-cluster-demo=jobs.cluster_demo:main",
             "fashion-register-model=jobs.register_model:main",

@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.errors import install_error_handlers
+from app.limits import BodySizeLimit
+from app.openapi import install_openapi
 from app.routes import site
 from app.routes.v1 import catalog, search
 from app.services import build_services
@@ -20,7 +22,6 @@ from conf import Config, ConfigError
 from search.local_index import LocalIndexStore
 
 log = logging.getLogger(__name__)
-
 
 
 def create_app(config: Config, encoder: Any = None, store: LocalIndexStore | None = None,
@@ -40,8 +41,11 @@ def create_app(config: Config, encoder: Any = None, store: LocalIndexStore | Non
                               "over the product_embeddings_multimodal table.")
     app.state.services = services
     install_error_handlers(app)
+    se = config.search
+    app.add_middleware(BodySizeLimit, max_bytes=se.max_upload_bytes + se.max_form_bytes)
     for module in (search, catalog, site):
         app.include_router(module.router)
+    install_openapi(app, config)
     services.syncer.refresh(services.syncer.sync_index)
     return app
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conf import Config, ConfigError
+from encoders.batching import BatchingEncoder
 from encoders.images import ImageLimits
 from search.ann import AnnParams
 from search.images import ImageReader
@@ -72,11 +73,13 @@ def build_services(config: Config, encoder: Any = None, store: IndexStore | None
 
         encoder = EncoderSpec.from_config(config).encoder()
     se = config.search
+    if se.batch_queries:
+        encoder = BatchingEncoder(encoder, se.max_query_batch)
     built_store, users, images = (_databricks_backend if se.backend == "databricks" else _local_backend)(config)
     store = store or built_store
     limits = ImageLimits.from_config(config)
     return Services(
-        config=config, store=store, search=SearchService(store, se.max_limit),
+        config=config, store=store, search=SearchService(store, se.max_limit, limits),
         queries=QueryEncoder(encoder, limits, se.max_upload_bytes, config.model.id), users=users,
         # Databricks indexes are synced by the stream (or run CONTINUOUS); the service only reads them.
         syncer=IndexSyncer(store, users, se.sync_interval_s, sync_index=se.backend == "local"),

@@ -21,6 +21,8 @@ from schemas.spark import PRODUCTS_SCHEMA, QUARANTINE_SCHEMA
 
 log = logging.getLogger(__name__)
 
+MAX_PROTECTED_IDS = 10_000
+
 
 def load_catalog(spark: SparkSession, config: Config, source_dir: str | None = None,
                  delete_missing: bool = False) -> dict[str, int]:
@@ -37,7 +39,13 @@ def load_catalog(spark: SparkSession, config: Config, source_dir: str | None = N
     statement = (f"ON t.product_id = s.product_id WHEN MATCHED AND ({changed}) THEN UPDATE SET * "
                  "WHEN NOT MATCHED THEN INSERT *")
     if delete_missing:
-        statement += " WHEN NOT MATCHED BY SOURCE THEN DELETE"
+        # A product whose line was quarantined in this file is not missing: its line is broken. Keep it.
+        keep = sorted(parsed.quarantined_ids)
+        if len(keep) > MAX_PROTECTED_IDS:
+            raise ValueError(f"{len(keep)} quarantined lines: too many to delete missing products safely; "
+                             "fix the file (see the quarantine table) or load without --delete-missing")
+        guard = f" AND t.product_id NOT IN ({', '.join(map(str, keep))})" if keep else ""
+        statement += f" WHEN NOT MATCHED BY SOURCE{guard} THEN DELETE"
     result = merge_into(spark, config.tables.products, source, statement)
     if parsed.quarantined:
         now = datetime.now(UTC)

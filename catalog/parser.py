@@ -1,10 +1,12 @@
 """Parse a Kaggle-layout fashion catalog (styles.csv + images/<id>.jpg) into product rows.
 
 The original styles.csv is dirty: some display names contain unquoted commas.
-The display name is the last column, so each line is split into the first nine
-fields and "everything after the ninth comma" -- no row is lost or mangled.
-Only lines that really cannot be read (too few fields, non-numeric id,
-unreadable year, duplicate id) are quarantined, each with its reason.
+The display name is the last column, so each record is split into the first nine
+fields (CSV quoting honoured: a quoted field may hold commas, quotes and newlines)
+and "everything after the ninth comma" -- no row is lost or mangled. Only records
+that really cannot be read (bytes that are not UTF-8, too few fields, an id or
+year that is not a number or out of INT range, a duplicate id) are quarantined,
+each with its reason; nothing aborts a load.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class CatalogFormatError(ValueError):
 class ParsedCatalog:
     rows: list[dict] = field(default_factory=list)
     quarantined: list[tuple[int, str, str]] = field(default_factory=list)  # (line number, raw line, reason)
+    quarantined_ids: set[int] = field(default_factory=set)  # ids read from quarantined lines
 
 
 def derive_price(product_id: int, master_category: str | None) -> float:
@@ -72,6 +75,14 @@ def _none_if_empty(value: str) -> str | None:
     return value or None
 
 
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # the products table's INT columns
+MAX_RECORD_LINES = 20  # a quoted field may span lines; one that never closes stops here
+
+
+class _Unterminated(ValueError):
+    """A quoted field runs past the end of the physical line (it may continue on the next)."""
+
+
 def _unquote_name(raw: str) -> str:
     """Undo CSV quoting when the name field itself was quoted; otherwise keep it verbatim."""
     if len(raw) >= 2 and raw.startswith('"') and raw.endswith('"'):
@@ -82,21 +93,78 @@ def _unquote_name(raw: str) -> str:
     return raw
 
 
+def _quoted(record: str, start: int) -> tuple[str, int]:
+    """The CSV-quoted field starting at ``record[start] == '"'``: its text and the index after its closing quote."""
+    parts, i = [], start + 1
+    while True:
+        k = record.find('"', i)
+        if k < 0:
+            raise _Unterminated("unterminated quoted field")
+        parts.append(record[i:k])
+        if record.startswith('"', k + 1):  # "" is a literal quote
+            parts.append('"')
+            i = k + 2
+            continue
+        return "".join(parts), k + 1
+
+
+def split_record(record: str, n: int = len(KAGGLE_COLUMNS) - 1) -> tuple[list[str], str | None]:
+    """The first ``n`` fields (CSV quoting undone) and the raw text after the n-th separator.
+
+    Only a field that *starts* with a quote is quoted (``3.5" Short`` keeps its quote); the
+    display name is the raw rest of the record, so unquoted commas in it stay. Raises
+    :class:`_Unterminated` when a quoted field does not close on this record.
+    """
+    fields: list[str] = []
+    i = 0
+    while len(fields) < n:
+        if record.startswith('"', i):
+            text, j = _quoted(record, i)
+            k = record.find(",", j)
+            text += record[j:] if k < 0 else record[j:k]  # anything after the closing quote, as written
+            j = len(record) if k < 0 else k
+        else:
+            k = record.find(",", i)
+            j = len(record) if k < 0 else k
+            text = record[i:j]
+        fields.append(text)
+        if j >= len(record):
+            return fields, None
+        i = j + 1
+    rest = record[i:]
+    if rest.startswith('"'):
+        _quoted(rest, 0)  # a quoted name that does not close continues on the next line
+    return fields, rest
+
+
+def _int_field(name: str, text: str, *, allow_float: bool = False) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text) if allow_float else int(text)
+    except ValueError:
+        kind = "a number" if allow_float else "an integer"
+        raise ValueError(f"{name} {text!r} is not {kind}") from None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} {text!r} is not a finite number")
+        value = int(value)
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"{name} {text!r} is out of range for an INT column")
+    return value
+
+
 def parse_line(line: str) -> dict:
-    """Parse one data line into a products row; raises ValueError with the reason."""
-    parts = line.split(",", len(KAGGLE_COLUMNS) - 1)
-    if len(parts) < len(KAGGLE_COLUMNS):
-        raise ValueError(f"expected {len(KAGGLE_COLUMNS)} fields, found {len(parts)}")
-    raw = dict(zip(KAGGLE_COLUMNS, parts, strict=True))
-    try:
-        product_id = int(raw["id"].strip())
-    except ValueError:
-        raise ValueError(f"id {raw['id']!r} is not an integer") from None
-    year_text = raw["year"].strip()
-    try:
-        year = int(float(year_text)) if year_text else None
-    except ValueError:
-        raise ValueError(f"year {year_text!r} is not a number") from None
+    """Parse one record into a products row; raises ValueError with the reason."""
+    fields, rest = split_record(line)
+    if rest is None:
+        raise ValueError(f"expected {len(KAGGLE_COLUMNS)} fields, found {len(fields)}")
+    raw = dict(zip(KAGGLE_COLUMNS, [*fields, rest], strict=True))
+    product_id = _int_field("id", raw["id"])
+    if product_id is None:
+        raise ValueError("id is empty")
+    year = _int_field("year", raw["year"], allow_float=True)
     text_columns = [k for k in KAGGLE_COLUMNS if k not in ("id", "year", "productDisplayName")]
     row = {COLUMN_MAP[k]: _none_if_empty(raw[k]) for k in text_columns}
     name = _unquote_name(raw["productDisplayName"].rstrip("\r\n"))
@@ -105,32 +173,73 @@ def parse_line(line: str) -> dict:
     return row
 
 
+def _records(data: bytes):
+    """(first line number, text or None, error) per record; a record may span lines inside quotes."""
+    lines = data.split(b"\n")
+    number = 1
+    while number < len(lines):
+        raw = lines[number]
+        start = number + 1
+        number += 1
+        try:
+            text = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as exc:
+            yield start, raw.decode("utf-8", errors="replace").rstrip("\r"), (
+                f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+            continue
+        joined = 1
+        while True:
+            try:
+                split_record(text)
+                break
+            except _Unterminated:
+                if joined >= MAX_RECORD_LINES or number >= len(lines):
+                    break  # parse_line reports it
+                try:
+                    text += "\n" + lines[number].decode("utf-8").rstrip("\r")
+                except UnicodeDecodeError:
+                    break
+                number += 1
+                joined += 1
+        yield start, text, None
+
+
 def parse_styles_csv(styles_path: str | os.PathLike[str], images_dir: str | None = None) -> ParsedCatalog:
-    """Read a styles.csv; rows get ``image_path`` = <images_dir>/<id>.jpg (absolute)."""
+    """Read a styles.csv; rows get ``image_path`` = <images_dir>/<id>.jpg (absolute).
+
+    Every record becomes a row or a quarantined line with its reason (bad bytes, bad numbers,
+    too few fields, a duplicate id); nothing aborts the load. A quarantined line whose id
+    could be read still names its product in ``quarantined_ids`` (so ``--delete-missing``
+    keeps it).
+    """
     styles_path = os.fspath(styles_path)
     images_dir = os.path.abspath(images_dir or os.path.join(os.path.dirname(styles_path), "images"))
     out = ParsedCatalog()
     first_line: dict[int, int] = {}
-    with open(styles_path, encoding="utf-8", newline="") as fh:
-        header = fh.readline().strip("\ufeff\r\n")
-        if [h.strip() for h in header.split(",")] != KAGGLE_COLUMNS:
-            raise CatalogFormatError(
-                f"{styles_path}: header must be {','.join(KAGGLE_COLUMNS)}, found {header!r}"
-            )
-        for number, line in enumerate(fh, start=2):
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                continue
+    with open(styles_path, "rb") as fh:
+        data = fh.read()
+    header = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip("\ufeff\r\n")
+    if [h.strip() for h in header.split(",")] != KAGGLE_COLUMNS:
+        raise CatalogFormatError(f"{styles_path}: header must be {','.join(KAGGLE_COLUMNS)}, found {header!r}")
+    for number, text, error in _records(data):
+        if not text.strip():
+            continue
+        if error is None:
             try:
                 row = parse_line(text)
             except ValueError as exc:
-                out.quarantined.append((number, text, str(exc)))
-                continue
-            pid = row["product_id"]
-            if pid in first_line:
-                out.quarantined.append((number, text, f"duplicate product_id {pid} (first at line {first_line[pid]})"))
-                continue
-            first_line[pid] = number
-            row["image_path"] = os.path.join(images_dir, f"{pid}.jpg")
-            out.rows.append(row)
+                error = str(exc)
+        if error is not None:
+            out.quarantined.append((number, text, error))
+            head = text.split(",", 1)[0].strip()
+            if head.isdigit() and INT_MIN <= int(head) <= INT_MAX:
+                out.quarantined_ids.add(int(head))
+            continue
+        pid = row["product_id"]
+        if pid in first_line:
+            out.quarantined.append((number, text, f"duplicate product_id {pid} (first at line {first_line[pid]})"))
+            continue
+        first_line[pid] = number
+        row["image_path"] = os.path.join(images_dir, f"{pid}.jpg")
+        out.rows.append(row)
     return out

@@ -169,6 +169,9 @@ class ServingSettings(Section):
 
 class ImageSettings(Section):
     base_dir: str | None = Field(None, description="resolves relative image_path values; null = as stored")
+    allowed_roots: list[str] | None = Field(
+        None, description="folders images may be read and served from (links and .. resolved first); "
+                          "null: catalog.source_dir")
     max_bytes: Count
     max_pixels: Count
 
@@ -182,6 +185,8 @@ class StreamSettings(Section):
     app_id: str
     arrow_batch_size: Count
     local_merge_source_max_rows: NonNegative
+    max_encode_attempts: Count = Field(3, description="a row whose encode failed (model or endpoint error) is "
+                                                      "re-planned until it failed this many times in a row")
 
     @field_validator("starting_version", mode="before")
     @classmethod
@@ -202,6 +207,13 @@ class SearchSettings(Section):
     default_limit: Count
     max_limit: Count
     max_upload_bytes: Count
+    max_form_bytes: Count = Field(65_536, description="bytes a request may carry besides its upload (form fields, "
+                                                      "multipart framing); the body bound is max_upload_bytes + this")
+    max_labels: Count = Field(100, description="candidate labels one /classify request may name")
+    max_label_chars: Count = Field(100, description="characters in one candidate label")
+    batch_queries: bool = Field(True, description="one worker encodes concurrent queries together (see "
+                                                  "encoders.batching); false: each request encodes on its own thread")
+    max_query_batch: Count = Field(32, description="queries encoded in one forward pass at most")
     host: str = "127.0.0.1"
     port: Count
 
@@ -301,6 +313,8 @@ class Config(Section):
             self.model.name_or_path = _resolve_path(root, self.model.name_or_path)
         if self.images.base_dir:
             self.images.base_dir = _resolve_path(root, self.images.base_dir)
+        if self.images.allowed_roots is not None:
+            self.images.allowed_roots = [_resolve_path(root, r) for r in self.images.allowed_roots]
         self.stream.checkpoint = _resolve_path(root, self.stream.checkpoint)
         self.mlflow.tracking_uri = _resolve_sqlite(root, self.mlflow.tracking_uri)
         if self.mlflow.registry_uri:

@@ -25,23 +25,54 @@ IMAGE_EMPTY = "IMAGE_EMPTY"
 IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
 IMAGE_TOO_MANY_PIXELS = "IMAGE_TOO_MANY_PIXELS"
 IMAGE_UNDECODABLE = "IMAGE_UNDECODABLE"
+IMAGE_PATH_NOT_ALLOWED = "IMAGE_PATH_NOT_ALLOWED"
 
 ERROR_HASH_PREFIX = "error:"
 
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Bounds applied before and while decoding."""
+    """Bounds applied before and while decoding, and the folders images may be read from.
+
+    ``allowed_roots``: a resolved path must lie under one of them (symbolic links and ``..``
+    resolved first), else ``IMAGE_PATH_NOT_ALLOWED`` and the file is never opened. Empty: no
+    restriction (only for callers that read no catalog paths, such as uploads).
+    """
 
     max_bytes: int
     max_pixels: int
     base_dir: str | None = None
+    allowed_roots: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config) -> ImageLimits:
-        """The limits of ``config.images`` (a :class:`conf.Config`)."""
+        """The limits of ``config.images`` (a :class:`conf.Config`); roots default to the catalog's folder."""
         images = config.images
-        return cls(images.max_bytes, images.max_pixels, images.base_dir)
+        roots = images.allowed_roots if images.allowed_roots is not None else [config.catalog_source_dir]
+        return cls(images.max_bytes, images.max_pixels, images.base_dir, tuple(roots))
+
+    def allowed(self, path: str) -> str:
+        """``path`` with links and ``..`` resolved, when it lies under an allowed root; else IMAGE_PATH_NOT_ALLOWED."""
+        if not self.allowed_roots:
+            return path
+        real = os.path.realpath(path)
+        for root in self.allowed_roots:
+            base = os.path.realpath(root)
+            if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+                return real
+        raise ImageError(IMAGE_PATH_NOT_ALLOWED, "the image path is outside images.allowed_roots")
+
+    def relative(self, image_path: str | None) -> str | None:
+        """The image path relative to the allowed root holding it (what clients may see), else None."""
+        try:
+            real = self.allowed(resolve_path(image_path, self.base_dir))
+        except ImageError:
+            return None
+        for root in self.allowed_roots:
+            base = os.path.realpath(root)
+            if real.startswith(base.rstrip(os.sep) + os.sep):
+                return os.path.relpath(real, base)
+        return None
 
 
 class ImageError(Exception):
@@ -77,8 +108,8 @@ def resolve_path(image_path: str | None, base_dir: str | None = None) -> str:
 
 
 def read_image_bytes(image_path: str | None, limits: ImageLimits) -> bytes:
-    """Read an image file's bytes, refusing missing, empty and oversized files."""
-    path = resolve_path(image_path, limits.base_dir)
+    """Read an image file's bytes, refusing paths outside the allowed roots, missing, empty and oversized files."""
+    path = limits.allowed(resolve_path(image_path, limits.base_dir))
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""Job: re-embed rows whose embedding_model differs from the configured model."""
+"""Job: re-embed rows whose embedding_model differs from the configured model (or, --failed, whose encode failed)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ def main(argv: list[str] | None = None) -> None:
     from lakehouse.session import get_spark
     from streaming.backfill import reembed
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--failed", action="store_true",
+                   help="re-encode rows whose last encode failed (model or endpoint error), whatever their attempts")
+    args = p.parse_args(argv)
     config = setup(args)
-    print(reembed(get_spark(config), config))
+    print(reembed(get_spark(config), config, failed_only=args.failed))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,14 @@ def _missing(ref: TableRef) -> TableMissingError:
 
 def ensure_table(spark: SparkSession, ref: TableRef, schema: TableSchema, change_data_feed: bool = True,
                  extra_properties: dict[str, str] | None = None) -> None:
-    """Create the table from its schema if it does not exist (no-op otherwise)."""
+    """Create the table from its schema if it does not exist; add the columns a newer schema has."""
     spark.sql(create_table_ddl(ref.sql, schema, change_data_feed, extra_properties))
+    existing = {f.name for f in spark.read.format("delta").table(ref.name).schema} if ref.name else \
+        {f.name for f in spark.read.format("delta").load(ref.path).schema}
+    missing = [c for c in schema.columns if c.name not in existing]
+    if missing:
+        cols = ", ".join(f"`{c.name}` {c.type.upper()}" for c in missing)
+        spark.sql(f"ALTER TABLE {ref.sql} ADD COLUMNS ({cols})")
 
 
 def ensure_all_tables(spark: SparkSession, config: Config) -> None:

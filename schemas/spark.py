@@ -22,9 +22,10 @@ _TYPES: dict[str, DataType] = {
     t.DOUBLE: DoubleType(),
     t.STRING: StringType(),
     t.TIMESTAMP: TimestampType(),
-    # Vectors and label lists never hold null elements.
-    t.VECTOR: ArrayType(DoubleType(), False),
-    t.STRINGS: ArrayType(StringType(), False),
+    # SQL DDL cannot declare non-null array elements, so the tables hold containsNull=true arrays;
+    # the StructTypes say the same (the writers never store a null element: tests check the norms).
+    t.VECTOR: ArrayType(DoubleType(), True),
+    t.STRINGS: ArrayType(StringType(), True),
 }
 
 

@@ -81,6 +81,8 @@ EMBEDDING_BOOKKEEPING = TableSchema((
     Column("embedding_error", STRING, doc="error code(s) when a modality could not be embedded, else null"),
     Column("hybrid_source", STRING, doc="text+image normally; text_only when the image failed"),
     Column("source_commit_version", BIGINT, doc="products commit version this row reflects (ordering, replays)"),
+    Column("failed_attempts", INT, doc="consecutive batches whose encode of the row failed (retries stop at "
+                                       "stream.max_encode_attempts; 0 once an encode succeeds)"),
 ))
 
 PRODUCT_EMBEDDINGS = PRODUCTS + EMBEDDING_VECTORS + EMBEDDING_BOOKKEEPING
@@ -117,9 +119,11 @@ USER_FEATURES = TableSchema((
 INDEX_KINDS: dict[str, str] = {"image": "image_embedding", "text": "text_embedding", "hybrid": "hybrid_embedding"}
 # What a search result carries besides its score: the product and how it was embedded.
 METADATA_COLUMNS: list[str] = PRODUCT_COLUMNS + ["embedding_model", "embedding_error", "hybrid_source"]
-# Columns a search filter may name, with the kind of value each takes.
+# Columns a search filter may name, with the kind of value each takes. Not image_path: a server path
+# is never shown to clients, so it cannot be probed through filters either.
 FILTER_COLUMNS: dict[str, str] = {
-    name: "number" if PRODUCT_EMBEDDINGS[name].type in NUMERIC_TYPES else "string" for name in METADATA_COLUMNS
+    name: "number" if PRODUCT_EMBEDDINGS[name].type in NUMERIC_TYPES else "string"
+    for name in METADATA_COLUMNS if name != "image_path"
 }
 
 

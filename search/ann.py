@@ -14,6 +14,7 @@ filters) is passed as a FAISS ``IDSelector`` and filtering happens inside the sc
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,12 +61,21 @@ class AnnIndex:
             train = vectors if sample == n else vectors[np.sort(rng.choice(n, sample, replace=False))]
             self.index.train(np.ascontiguousarray(train, dtype=np.float32))
         self.trained_rows = n
+        # FAISS indexes take no concurrent add and search: a sync appends while shoppers search.
+        self._lock = threading.Lock()
         self.add(vectors)
+
+    @property
+    def size(self) -> int:
+        """Rows held (the next row's slot)."""
+        return int(self.index.ntotal)
 
     def add(self, vectors: np.ndarray) -> None:
         """Append rows; their ids continue the slot numbering."""
         if len(vectors):
-            self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            data = np.ascontiguousarray(vectors, dtype=np.float32)
+            with self._lock:
+                self.index.add(data)
 
     @property
     def stale(self) -> bool:
@@ -73,12 +83,16 @@ class AnnIndex:
         return self.params.kind == "ivf_flat" and self.index.ntotal > 4 * max(self.trained_rows, 1)
 
     def search(self, q: np.ndarray, k: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (slots, scores) among rows where ``valid`` is true."""
+        """Top-k (slots, scores) among rows where ``valid`` is true.
+
+        Rows past ``len(valid)`` (added by a sync after the caller took its state) are never returned.
+        """
         import faiss
 
         selectivity = max(float(valid.mean()), 1e-6) if len(valid) else 1.0
         bitmap = np.packbits(valid, bitorder="little")
-        selector = faiss.IDSelectorBitmap(len(valid), faiss.swig_ptr(bitmap))
+        # The selector's size is in bytes of the bitmap; ids past it are not members.
+        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
         if self.params.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(self.params.ef_search, k)
@@ -86,6 +100,7 @@ class AnnIndex:
             params = faiss.SearchParametersIVF()
             params.nprobe = min(self.nlist, math.ceil(self.params.nprobe / math.sqrt(selectivity)))
         params.sel = selector
-        scores, ids = self.index.search(q.reshape(1, -1).astype(np.float32), k, params=params)
+        with self._lock:
+            scores, ids = self.index.search(q.reshape(1, -1).astype(np.float32), k, params=params)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]

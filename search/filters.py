@@ -12,6 +12,7 @@ data, never code: they are compared, not interpolated anywhere.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from numbers import Number
@@ -36,10 +37,28 @@ class Condition:
     value: object
 
 
-def _check_scalar(key: str, value) -> None:
-    if value is None or isinstance(value, (str, bool, Number)):
+MAX_LIKE_PATTERN = 200  # characters; a LIKE runs in linear time, and its pattern is bounded too
+NUMBER_BOUND = 2**53  # past it JSON numbers lose integer precision (and could overflow): refused, not compared
+
+
+def _check_scalar(key: str, value, column: str | None = None, kind: str | None = None) -> None:
+    """A filter value must be a scalar of the column's type (or null): "50" never silently matches nothing."""
+    if value is not None and not isinstance(value, (str, bool, Number)):
+        raise FilterError(f"filter {key!r}: value {value!r} must be a string, number or boolean")
+    if value is None or kind is None:
         return
-    raise FilterError(f"filter {key!r}: value {value!r} must be a string, number or boolean")
+    is_number = isinstance(value, Number) and not isinstance(value, bool)
+    if kind == "number" and not is_number:
+        raise FilterError(f"filter {key!r}: {column} is a number column; {value!r} is not a number")
+    if kind == "string" and not isinstance(value, str):
+        raise FilterError(f"filter {key!r}: {column} is a text column; {value!r} is not a string")
+    if is_number:
+        _check_range(key, value)
+
+
+def _check_range(key: str, value: Number) -> None:
+    if not (abs(value) <= NUMBER_BOUND and math.isfinite(float(value))):
+        raise FilterError(f"filter {key!r}: {value!r} is not a finite number within ±{NUMBER_BOUND}")
 
 
 def parse_filters(filters: dict | None, columns: dict[str, str]) -> list[Condition]:
@@ -60,8 +79,8 @@ def parse_filters(filters: dict | None, columns: dict[str, str]) -> list[Conditi
             values = value if isinstance(value, list) else [value] * len(cols)
             if len(values) != len(cols):
                 raise FilterError(f"filter {key!r}: give one value per column ({len(cols)}), got {len(values)}")
-            for v in values:
-                _check_scalar(key, v)
+            for c, v in zip(cols, values, strict=True):
+                _check_scalar(key, v, c, columns[c])
             out.append(Condition(cols, "OR", tuple(values)))
             continue
         m = _KEY_RE.match(key)
@@ -77,16 +96,19 @@ def parse_filters(filters: dict | None, columns: dict[str, str]) -> list[Conditi
                 raise FilterError(f"filter {key!r}: {op} needs a number, got {value!r}")
             if columns[col] != "number":
                 raise FilterError(f"filter {key!r}: {op} only applies to numeric columns")
+            _check_range(key, value)
         elif op == "LIKE":
             if not isinstance(value, str) or not value.strip():
                 raise FilterError(f"filter {key!r}: LIKE needs a non-empty string")
+            if len(value) > MAX_LIKE_PATTERN:
+                raise FilterError(f"filter {key!r}: LIKE pattern is longer than {MAX_LIKE_PATTERN} characters")
         elif isinstance(value, list):
             if not value:
                 raise FilterError(f"filter {key!r}: empty list")
             for v in value:
-                _check_scalar(key, v)
+                _check_scalar(key, v, col, columns[col])
         else:
-            _check_scalar(key, value)
+            _check_scalar(key, value, col, columns[col])
         out.append(Condition((col,), op, value))
     return out
 
@@ -100,15 +122,22 @@ def _equals(series: pd.Series, value) -> np.ndarray:
 
 
 def _like(series: pd.Series, pattern: str) -> np.ndarray:
-    text = series.fillna("").astype(str).str.lower()
+    """LIKE in linear time: Arrow's RE2-based kernels (no backtracking), never a Python regex.
+
+    With ``%`` / ``_`` the SQL pattern must match the whole value (case-insensitive);
+    without, every word of the pattern must appear as a whole word.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.utf8_lower(pa.array(series.fillna("").astype(str).to_numpy(dtype=object), type=pa.string()))
     p = pattern.lower()
     if "%" in p or "_" in p:
-        regex = "^" + "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in p) + "$"
-        return text.str.match(regex, flags=re.DOTALL).to_numpy(dtype=bool)
-    tokens = re.findall(r"[a-z0-9]+", p)
+        return np.asarray(pc.match_like(text, p).to_numpy(zero_copy_only=False), dtype=bool)
     mask = np.ones(len(series), dtype=bool)
-    for tok in tokens:
-        mask &= text.str.contains(rf"(?<![a-z0-9]){re.escape(tok)}(?![a-z0-9])", regex=True).to_numpy(dtype=bool)
+    for tok in re.findall(r"[a-z0-9]+", p):
+        found = pc.match_substring_regex(text, f"(^|[^a-z0-9]){tok}($|[^a-z0-9])")
+        mask &= np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
     return mask
 
 
@@ -133,3 +162,28 @@ def evaluate(conditions: list[Condition], frame: pd.DataFrame) -> np.ndarray:
             with np.errstate(invalid="ignore"):
                 mask &= {"<": num < c.value, "<=": num <= c.value, ">": num > c.value, ">=": num >= c.value}[c.op]
     return mask
+
+
+def filters_json_schema(columns: dict[str, str]) -> dict:
+    """The JSON schema of a filter object over ``columns``: every key this module accepts, with its value type.
+
+    ``col1 OR col2`` keys are accepted too but left out: their value's type depends on which
+    columns they name, which a schema cannot state.
+    """
+    bounds = {"minimum": -NUMBER_BOUND, "maximum": NUMBER_BOUND}
+    scalar = {"number": {"type": "number", **bounds}, "string": {"type": "string"}}
+    properties: dict[str, dict] = {}
+    for col, kind in sorted(columns.items()):
+        value = {"anyOf": [scalar[kind], {"type": "null"}]}
+        one_or_list = {"anyOf": [*value["anyOf"], {"type": "array", "items": value, "minItems": 1}]}
+        properties[col] = properties[f"{col} NOT"] = one_or_list
+        if kind == "number":
+            for op in ("<", "<=", ">", ">="):
+                properties[f"{col} {op}"] = scalar["number"]
+        else:
+            properties[f"{col} LIKE"] = {"type": "string", "minLength": 1, "maxLength": MAX_LIKE_PATTERN,
+                                         "pattern": r"\S"}
+    return {"type": "object", "properties": properties, "additionalProperties": False,
+            "description": "Databricks Vector Search filters, ANDed: {\"column\": value} (a list means IN), "
+                           "{\"column NOT\": value}, {\"column <|<=|>|>=\": number}, {\"column LIKE\": text} "
+                           "and {\"col1 OR col2\": [v1, v2]}; values of the column's type."}

@@ -18,8 +18,9 @@ class ImageReader:
 
     def read(self, image_path: str | None) -> bytes:
         if self.volumes is not None and image_path and str(image_path).startswith("/Volumes/"):
+            path = self.limits.allowed(str(image_path))  # IMAGE_PATH_NOT_ALLOWED before any request
             try:
-                return self.volumes.read(str(image_path), self.limits.max_bytes)
+                return self.volumes.read(path, self.limits.max_bytes)
             except ValueError as exc:
                 raise ImageError(IMAGE_TOO_LARGE, str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - a missing or forbidden file is an unreadable image

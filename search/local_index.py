@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,35 @@ class SyncStatus:
     last_sync_at: float | None
     last_applied_changes: int
     approximate: dict
+    reloads: int = 0
+    last_reload_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class _State:
+    """One immutable view of the index: readers take the current one and never wait for a sync.
+
+    Vector matrices are views ``[:n]`` of growable buffers: a sync appends past ``n`` (invisible to
+    older states) or builds new arrays, then swaps the whole state in one assignment.
+    """
+
+    meta: pd.DataFrame  # row i = slot i
+    vecs: dict[str, np.ndarray]
+    has: dict[str, np.ndarray]
+    alive: np.ndarray
+    slot: dict[int, int]
+    ann: dict[str, AnnIndex]
+    version: int | None = None
+    table_id: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.alive)
+
+
+def _empty_state(dim: int) -> _State:
+    return _State(pd.DataFrame(columns=METADATA_COLUMNS), {k: np.zeros((0, dim), np.float32) for k in INDEX_KINDS},
+                  {k: np.zeros(0, bool) for k in INDEX_KINDS}, np.zeros(0, bool), {}, {})
 
 
 def _vectors(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +90,14 @@ def _vectors(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarray]
 
 
 class LocalIndexStore:
-    """In-memory mirror of the multimodal table with one vector matrix per index kind."""
+    """In-memory mirror of the multimodal table with one vector matrix per index kind.
+
+    Syncs run one at a time (``_sync_lock``) and build the next :class:`_State` beside the current
+    one; searches read whichever state is current, so a slow rebuild never holds a shopper.
+    The table is reloaded from a snapshot when its change feed cannot carry the index forward:
+    first sync, a recreated table (new table id or a lower version), or a feed that cannot be
+    read from the synced version (vacuumed files, cleaned-up log).
+    """
 
     def __init__(self, table_path: str, dimension: int = 512, approximate_threshold: int = 100_000,
                  ann: AnnParams | None = None, exact_max_candidates: int = 20_000):
@@ -71,39 +107,37 @@ class LocalIndexStore:
         self.ann_params = ann or AnnParams()
         # Filtered queries with at most this many matching rows are ranked exactly.
         self.exact_max_candidates = exact_max_candidates
-        self._lock = threading.RLock()
-        self._meta = pd.DataFrame(columns=METADATA_COLUMNS)
-        self._vecs = {k: np.zeros((0, dimension), np.float32) for k in INDEX_KINDS}
-        self._has = {k: np.zeros(0, bool) for k in INDEX_KINDS}
-        self._alive = np.zeros(0, bool)
-        self._slot: dict[int, int] = {}
-        self._ann: dict[str, AnnIndex] = {}
-        self.synced_version: int | None = None
+        self._sync_lock = threading.Lock()
+        self._state = _empty_state(dimension)
+        self._buffers: dict[str, np.ndarray] = {}
         self.table_version: int | None = None
         self.last_sync_at: float | None = None
         self.last_applied = 0
+        self.reloads = 0
+        self.last_reload_reason: str | None = None
+
+    @property
+    def synced_version(self) -> int | None:
+        """The table version the current state reflects (None before the first sync)."""
+        return self._state.version
 
     @classmethod
     def from_arrays(cls, meta: pd.DataFrame, vectors: dict[str, np.ndarray], **kwargs) -> LocalIndexStore:
         """An index over in-memory rows (benchmarks; no table to follow). Missing kinds stay empty."""
         store = cls(table_path="<memory>", dimension=next(iter(vectors.values())).shape[1], **kwargs)
         n = len(meta)
-        store._meta = _arrow_strings(meta.reset_index(drop=True).reindex(columns=METADATA_COLUMNS))
-        for kind in INDEX_KINDS:
-            v = vectors.get(kind)
-            store._vecs[kind] = np.ascontiguousarray(v, dtype=np.float32) if v is not None else np.zeros((n, 0))
-            store._has[kind] = np.full(n, v is not None)
-        store._alive = np.ones(n, bool)
-        store._slot = {int(pid): i for i, pid in enumerate(store._meta["product_id"].to_numpy())}
-        store.synced_version = store.table_version = 0
+        frame = _arrow_strings(meta.reset_index(drop=True).reindex(columns=METADATA_COLUMNS))
+        vecs = {k: np.ascontiguousarray(vectors[k], dtype=np.float32) if k in vectors else np.zeros((n, 0))
+                for k in INDEX_KINDS}
+        state = _State(frame, vecs, {k: np.full(n, k in vectors) for k in INDEX_KINDS}, np.ones(n, bool),
+                       {int(pid): i for i, pid in enumerate(frame["product_id"].to_numpy())}, {}, version=0)
         if n >= store.approximate_threshold:
-            for kind in vectors:
-                store._ann[kind] = AnnIndex(store._vecs[kind], store.ann_params)
+            state = replace(state, ann={k: AnnIndex(state.vecs[k], store.ann_params) for k in vectors})
+        store._state, store.table_version = state, 0
         return store
 
     # -- sync ------------------------------------------------------------------------------
-    def sync(self) -> SyncStatus:
-        """Bring the index up to the table's latest version (initial load, then CDF)."""
+    def _open(self):
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
@@ -111,98 +145,139 @@ class LocalIndexStore:
             table = DeltaTable(self.table_path)
         except TableNotFoundError:
             raise IndexNotReadyError(f"no Delta table at {self.table_path}: run the embedder first") from None
-        latest = table.version()
-        with self._lock:
+        return table, table.version(), table.metadata().id
+
+    def sync(self) -> SyncStatus:
+        """Bring the index up to the table's latest version (snapshot load, then the change feed)."""
+        with self._sync_lock:
+            table, latest, table_id = self._open()
             self.table_version = latest
-            if self.synced_version is None:
-                self._initial_load(table, latest)
-            elif latest > self.synced_version:
-                self._apply_changes(table, self.synced_version + 1, latest)
-            else:
-                self.last_applied = 0
-            self.synced_version = latest
+            state = self._state
+            reason = None
+            if state.version is None:
+                reason = "initial load"
+            elif table_id != state.table_id:
+                reason = f"the table was recreated (table id {state.table_id} -> {table_id})"
+            elif latest < state.version:
+                reason = f"the table went back from version {state.version} to {latest}"
+            if reason is None and latest > state.version:
+                try:
+                    new = self._apply_changes(state, table, state.version + 1, latest)
+                except Exception as exc:  # noqa: BLE001 - any unreadable feed: reload from the snapshot
+                    reason = f"the change feed from version {state.version + 1} is unreadable ({exc})"
+            elif reason is None:
+                new, self.last_applied = state, 0
+            if reason is not None:
+                new = self._reload(latest, table_id, reason)
+            self._state = self._with_ann(new)
             self.last_sync_at = time.time()
-            self._maybe_build_ann()
             return self.status()
 
-    def _select(self, table, version: int) -> pa.Table:
+    def reload(self) -> SyncStatus:
+        """Rebuild the index from the table's latest snapshot (searches go on against the current state)."""
+        with self._sync_lock:
+            _table, latest, table_id = self._open()
+            self.table_version = latest
+            self._state = self._with_ann(self._reload(latest, table_id, "reload requested"))
+            self.last_sync_at = time.time()
+            return self.status()
+
+    def _reload(self, version: int, table_id: str, reason: str) -> _State:
+        if reason != "initial load":
+            log.warning("local index reloads from the snapshot at version %d: %s", version, reason)
+            self.reloads += 1
+            self.last_reload_reason = reason
+        state = self._build_from_snapshot(version, table_id)
+        self.last_applied = state.n
+        return state
+
+    def _build_from_snapshot(self, version: int, table_id: str) -> _State:
         from deltalake import DeltaTable, QueryBuilder
 
         snap = DeltaTable(self.table_path, version=version)
         cols = ", ".join(f"`{c}`" for c in METADATA_COLUMNS + list(INDEX_KINDS.values()))
         # QueryBuilder (DataFusion) reads deletion vectors, which the pyarrow dataset path does not.
-        reader = QueryBuilder().register("t", snap).execute(f"SELECT {cols} FROM t")
-        return _plain_types(pa.table(reader.read_all()))
-
-    def _initial_load(self, table, version: int) -> None:
-        data = self._select(table, version)
-        self._reset()
-        self._append(data)
-        self.last_applied = data.num_rows
+        data = _plain_types(pa.table(QueryBuilder().register("t", snap).execute(f"SELECT {cols} FROM t").read_all()))
+        self._buffers = {}
+        state = replace(self._append(_empty_state(self.dim), data), version=version, table_id=table_id)
         log.info("local index loaded %d rows at version %d", data.num_rows, version)
+        return state
 
-    def _apply_changes(self, table, start: int, end: int) -> None:
+    def _apply_changes(self, state: _State, table, start: int, end: int) -> _State:
         changes = _plain_types(pa.table(table.load_cdf(starting_version=start, ending_version=end).read_all()))
         final = final_changes(changes.select(["product_id", "_change_type", "_commit_version"]).to_pandas())
+        alive, slots = state.alive.copy(), dict(state.slot)
         for pid in final["product_id"]:
-            slot = self._slot.pop(int(pid), None)
+            slot = slots.pop(int(pid), None)
             if slot is not None:
-                self._alive[slot] = False
+                alive[slot] = False
+        state = replace(state, alive=alive, slot=slots, version=end)
         upserts = final[final["_live"]]["_row"].to_numpy()
         if len(upserts):
-            self._append(changes.take(pa.array(upserts)).select(METADATA_COLUMNS + list(INDEX_KINDS.values())))
+            state = self._append(state, changes.take(pa.array(upserts)).select(
+                METADATA_COLUMNS + list(INDEX_KINDS.values())))
         self.last_applied = len(final)
         # Too many dead slots: compact (and rebuild any approximate index).
-        if len(self._alive) > 1000 and (~self._alive).sum() > 0.3 * len(self._alive):
-            self._compact()
+        if state.n > 1000 and (~state.alive).sum() > 0.3 * state.n:
+            state = self._compact(state)
+        return state
 
-    def _reset(self) -> None:
-        self._meta = pd.DataFrame(columns=METADATA_COLUMNS)
-        self._vecs = {k: np.zeros((0, self.dim), np.float32) for k in INDEX_KINDS}
-        self._has = {k: np.zeros(0, bool) for k in INDEX_KINDS}
-        self._alive = np.zeros(0, bool)
-        self._slot = {}
-        self._ann = {}
+    def _grow(self, kind: str, current: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``current`` followed by ``rows``, written past the end of the shared buffer when it has room."""
+        n, m = len(current), len(rows)
+        buf = self._buffers.get(kind)
+        if buf is None or buf.shape[0] < n + m or current.base is not buf:
+            buf = np.zeros((max(2 * (n + m), 1024), self.dim), np.float32)
+            buf[:n] = current
+            self._buffers[kind] = buf
+        buf[n:n + m] = rows
+        return buf[:n + m]
 
-    def _append(self, data: pa.Table) -> None:
-        start = len(self._alive)
+    def _append(self, state: _State, data: pa.Table) -> _State:
+        start = state.n
         meta = _arrow_strings(data.select(METADATA_COLUMNS).to_pandas())
         meta.index = range(start, start + len(meta))
-        self._meta = pd.concat([self._meta, meta]) if len(self._meta) else meta
+        vecs, has, ann = dict(state.vecs), dict(state.has), dict(state.ann)
         for kind, col in INDEX_KINDS.items():
-            vecs, has = _vectors(data.column(col), self.dim)
-            self._vecs[kind] = np.concatenate([self._vecs[kind], vecs])
-            self._has[kind] = np.concatenate([self._has[kind], has])
-            if kind in self._ann:
-                self._ann[kind].add(vecs)  # ids stay equal to slots
-        self._alive = np.concatenate([self._alive, np.ones(len(meta), bool)])
+            rows, present = _vectors(data.column(col), self.dim)
+            vecs[kind] = self._grow(kind, state.vecs[kind], rows)
+            has[kind] = np.concatenate([state.has[kind], present])
+            if kind in ann and ann[kind].size == start:
+                ann[kind].add(rows)  # ids stay equal to slots; older states never select them
+            else:
+                ann.pop(kind, None)  # out of step with the slots (an earlier sync failed): rebuilt before the swap
+        slots = dict(state.slot)
         for offset, pid in enumerate(meta["product_id"].to_numpy()):
-            self._slot[int(pid)] = start + offset
+            slots[int(pid)] = start + offset
+        frame = pd.concat([state.meta, meta]) if len(state.meta) else meta
+        return replace(state, meta=frame, vecs=vecs, has=has, slot=slots, ann=ann,
+                       alive=np.concatenate([state.alive, np.ones(len(meta), bool)]))
 
-    def _compact(self) -> None:
-        keep = np.flatnonzero(self._alive)
-        self._meta = self._meta.iloc[keep].reset_index(drop=True)
-        for kind in INDEX_KINDS:
-            self._vecs[kind] = self._vecs[kind][keep]
-            self._has[kind] = self._has[kind][keep]
-        self._alive = np.ones(len(keep), bool)
-        self._slot = {int(pid): i for i, pid in enumerate(self._meta["product_id"].to_numpy())}
-        self._ann = {}
+    def _compact(self, state: _State) -> _State:
+        keep = np.flatnonzero(state.alive)
+        meta = state.meta.iloc[keep].reset_index(drop=True)
+        self._buffers = {}
+        return replace(state, meta=meta, vecs={k: state.vecs[k][keep] for k in INDEX_KINDS},
+                       has={k: state.has[k][keep] for k in INDEX_KINDS}, alive=np.ones(len(keep), bool),
+                       slot={int(pid): i for i, pid in enumerate(meta["product_id"].to_numpy())}, ann={})
 
-    def _maybe_build_ann(self) -> None:
-        if int(self._alive.sum()) < self.approximate_threshold:
-            self._ann = {}
-            return
+    def _with_ann(self, state: _State) -> _State:
+        """The state with approximate indexes above the threshold (built before the swap, off the readers)."""
+        if int(state.alive.sum()) < self.approximate_threshold:
+            return replace(state, ann={}) if state.ann else state
+        ann = dict(state.ann)
         for kind in INDEX_KINDS:
-            if kind not in self._ann or self._ann[kind].stale:
-                self._ann[kind] = AnnIndex(self._vecs[kind], self.ann_params)
+            if kind not in ann or ann[kind].stale:
+                ann[kind] = AnnIndex(state.vecs[kind], self.ann_params)
+        return replace(state, ann=ann)
 
     # -- queries ---------------------------------------------------------------------------
     def status(self) -> SyncStatus:
-        lag = None if self.synced_version is None or self.table_version is None else \
-            self.table_version - self.synced_version
-        return SyncStatus(self.synced_version, self.table_version, lag, int(self._alive.sum()), self.last_sync_at,
-                          self.last_applied, {k: k in self._ann for k in INDEX_KINDS})
+        state = self._state
+        lag = None if state.version is None or self.table_version is None else self.table_version - state.version
+        return SyncStatus(state.version, self.table_version, lag, int(state.alive.sum()), self.last_sync_at,
+                          self.last_applied, {k: k in state.ann for k in INDEX_KINDS}, self.reloads,
+                          self.last_reload_reason)
 
     def health(self) -> dict:
         """The sync status as the service reports it (see :mod:`search.store`)."""
@@ -210,29 +285,27 @@ class LocalIndexStore:
         return dict(status, backend="local", ready=self.synced_version is not None)
 
     def get(self, product_id: int) -> dict | None:
-        with self._lock:
-            slot = self._slot.get(int(product_id))
-            return None if slot is None else _clean(self._meta.loc[slot].to_dict())
+        state = self._state
+        slot = state.slot.get(int(product_id))
+        return None if slot is None else _clean(state.meta.iloc[slot].to_dict())
 
     def live_rows(self, kind: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
         """A consistent copy of (metadata, vectors of ``kind``, has-live-vector mask), one row per slot."""
-        with self._lock:
-            return (self._meta.reset_index(drop=True), self._vecs[kind].copy(),
-                    self._has[kind] & self._alive)
+        state = self._state
+        return state.meta.reset_index(drop=True), state.vecs[kind].copy(), state.has[kind] & state.alive
 
     def distinct_values(self, column: str, limit: int = 200) -> list[str]:
         """The most frequent values of a metadata column among live rows, sorted."""
-        with self._lock:
-            meta = self._meta[self._alive[: len(self._meta)]]
-            values = meta[column].dropna().astype(str).value_counts().index[:limit]
+        state = self._state
+        values = state.meta[state.alive][column].dropna().astype(str).value_counts().index[:limit]
         return sorted(values)
 
     def vector(self, product_id: int, kind: str) -> np.ndarray | None:
-        with self._lock:
-            slot = self._slot.get(int(product_id))
-            if slot is None or not self._has[kind][slot]:
-                return None
-            return self._vecs[kind][slot].copy()
+        state = self._state
+        slot = state.slot.get(int(product_id))
+        if slot is None or not state.has[kind][slot]:
+            return None
+        return state.vecs[kind][slot].copy()
 
     def search(self, kind: str, query: np.ndarray, k: int = 10, filters: dict | None = None,
                exact: bool | None = None) -> list[dict]:
@@ -240,28 +313,28 @@ class LocalIndexStore:
         if kind not in INDEX_KINDS:
             raise ValueError(f"unknown index {kind!r}; one of {sorted(INDEX_KINDS)}")
         conditions = parse_filters(filters, FILTER_COLUMNS)
-        if self.synced_version is None:
+        state = self._state
+        if state.version is None:
             raise IndexNotReadyError("the index has not been synced yet")
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape[0] != self.dim:
             raise ValueError(f"query has {q.shape[0]} dimensions, the index {self.dim}")
-        with self._lock:
-            valid = self._alive & self._has[kind]
-            if conditions:
-                valid &= evaluate(conditions, self._meta)
-            candidates = int(valid.sum())
-            if candidates == 0:
-                return []
-            use_ann = kind in self._ann and not exact and (not conditions or candidates > self.exact_max_candidates)
-            if use_ann:
-                slots, scores = self._ann[kind].search(q, k, valid)
-            else:
-                idx = np.flatnonzero(valid)
-                sims = self._vecs[kind][idx] @ q if conditions else (self._vecs[kind] @ q)[idx]
-                top = np.argpartition(-sims, min(k, len(sims)) - 1)[:k] if len(sims) > k else np.arange(len(sims))
-                top = top[np.argsort(-sims[top])]
-                slots, scores = idx[top], sims[top]
-            rows = self._meta.loc[slots].to_dict("records")
+        valid = state.alive & state.has[kind]
+        if conditions:
+            valid &= evaluate(conditions, state.meta)
+        candidates = int(valid.sum())
+        if candidates == 0:
+            return []
+        use_ann = kind in state.ann and not exact and (not conditions or candidates > self.exact_max_candidates)
+        if use_ann:
+            slots, scores = state.ann[kind].search(q, k, valid)
+        else:
+            idx = np.flatnonzero(valid)
+            sims = state.vecs[kind][idx] @ q if conditions else (state.vecs[kind] @ q)[idx]
+            top = np.argpartition(-sims, min(k, len(sims)) - 1)[:k] if len(sims) > k else np.arange(len(sims))
+            top = top[np.argsort(-sims[top])]
+            slots, scores = idx[top], sims[top]
+        rows = state.meta.iloc[slots].to_dict("records")
         return [dict(_clean(r), score=float(s)) for r, s in zip(rows, scores, strict=True)]
 
 

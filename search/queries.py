@@ -8,6 +8,8 @@ from encoders.images import ImageError, ImageLimits, decode_image
 from encoders.prompts import zero_shot_prompt
 from encoders.vectors import hybrid_vector
 
+MAX_QUERY_CHARS = 1000  # a shopper's query; CLIP reads 77 tokens of it anyway
+
 
 class BadQueryError(ValueError):
     """The query cannot be embedded (empty text, not an image, too large); maps to HTTP 4xx."""
@@ -29,8 +31,8 @@ class QueryEncoder:
     def text_embedding(self, text: str | None) -> np.ndarray:
         if text is None or not text.strip():
             raise BadQueryError("query text is empty")
-        if len(text) > 1000:
-            raise BadQueryError("query text is longer than 1000 characters")
+        if len(text) > MAX_QUERY_CHARS:
+            raise BadQueryError(f"query text is longer than {MAX_QUERY_CHARS} characters")
         return self.encoder.encode_texts([text.strip()])[0]
 
     def decode_upload(self, data: bytes | None):

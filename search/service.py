@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from encoders.images import ImageLimits
 from schemas import INDEX_KINDS
 from search.filters import FilterError
 
@@ -21,11 +22,27 @@ class UnknownIndexError(ValueError):
 
 
 class SearchService:
-    """Searches the image, text and hybrid indexes of a store; results carry every product column and a score."""
+    """Searches the image, text and hybrid indexes of a store; results carry every product column and a score.
 
-    def __init__(self, store, max_limit: int):
+    What leaves the service never shows a server path: ``image_path`` is given relative to the
+    allowed image root holding it (null when outside every root), and ``image_url`` is the
+    service's own ``/images/{product_id}``.
+    """
+
+    def __init__(self, store, max_limit: int, limits: ImageLimits | None = None):
         self.store = store
         self.max_limit = max_limit
+        self.limits = limits or ImageLimits(0, 0)
+
+    def public(self, row: dict | None) -> dict | None:
+        """A product row as clients see it."""
+        if row is None:
+            return None
+        out = dict(row)
+        if "image_path" in out:
+            out["image_path"] = self.limits.relative(out["image_path"]) if self.limits.allowed_roots else None
+        out["image_url"] = f"/images/{out['product_id']}"
+        return out
 
     def kind(self, index: str) -> str:
         """The index kind (image, text, hybrid) behind an index name or alias."""
@@ -38,10 +55,10 @@ class SearchService:
         """Top ``limit`` products of ``index`` nearest to ``vector`` that match ``filters``."""
         if limit < 1 or limit > self.max_limit:
             raise FilterError(f"limit must be between 1 and {self.max_limit}")
-        return self.store.search(self.kind(index), vector, limit, filters)
+        return [self.public(r) for r in self.store.search(self.kind(index), vector, limit, filters)]
 
     def product(self, product_id: int) -> dict | None:
-        return self.store.get(product_id)
+        return self.public(self.store.get(product_id))
 
     def product_vector(self, product_id: int, index: str) -> np.ndarray | None:
         return self.store.vector(product_id, self.kind(index))

@@ -1,10 +1,13 @@
 """Batch-embed the whole products table (resumable), optionally reusing stored image vectors; reembed.
 
-The snapshot is processed in product_id chunks, each one MERGE commit keyed for
-idempotence on (snapshot version, model, chunk). A rerun after a crash skips
-committed chunks and rows whose hashes already match, so it resumes where it
-stopped. With ``tables.image_embeddings`` set, image vectors of the configured
-model are copied from that table instead of being recomputed.
+The snapshot is processed in product_id chunks, each one MERGE commit. Resuming is keyed on
+what is in the table, never on chunk numbers: every chunk is planned against the stored rows,
+so a rerun after a crash encodes exactly the products that are missing, stale (another model,
+other content) or whose last encode failed (up to ``stream.max_encode_attempts``), whatever
+the chunks look like this time. Each chunk keeps only products that still exist when it runs,
+and the run ends with a reconciliation, so a backfill planned from a snapshot the stream has
+since moved past never resurrects a deleted product. With ``tables.image_embeddings`` set,
+image vectors of the configured model are copied from that table instead of being recomputed.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from conf import Config
-from lakehouse.tables import latest_version, read_table, table_exists, write_table
+from lakehouse.tables import latest_version, merge_into, read_table, table_exists
+from streaming.planner import has_error
 from streaming.reader import snapshot_as_state
+from streaming.reconcile import reconcile
 from streaming.runner import Embedder
+from udfs.encoding import RETRYABLE_IMAGE_ERRORS, RETRYABLE_TEXT_ERRORS
 from udfs.vectors import norm_expr, normalize_expr
 
 log = logging.getLogger(__name__)
@@ -55,14 +61,19 @@ def seed_image_vectors(spark: SparkSession, config: Config, state: DataFrame, em
     )
     n = seeded.count()
     if n:
-        write_table(seeded, config.tables.embeddings)
+        # Inserted only where no row exists yet: the stream may have written the product since ``stored`` was read.
+        cols = ", ".join(f"`{c}`" for c in seeded.columns)
+        values = ", ".join(f"s.`{c}`" for c in seeded.columns)
+        result = merge_into(spark, config.tables.embeddings, seeded,
+                            f"ON t.product_id = s.product_id WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})")
+        n = int(result.get("num_inserted_rows", n))
     log.info("seeded %d rows with stored image vectors from %s", n, ref)
     return n
 
 
 def backfill(spark: SparkSession, config: Config, product_ids: DataFrame | None = None,
-             embedder: Embedder | None = None, label: str = "backfill") -> dict:
-    """Embed every product (or those in ``product_ids``) at the table's current version."""
+             embedder: Embedder | None = None, label: str = "backfill", retry_failed: bool = False) -> dict:
+    """Embed every product (or those in ``product_ids``) at the table's current version (see module docstring)."""
     embedder = embedder or Embedder(spark, config)
     version = latest_version(spark, config.tables.products)
     products = read_table(spark, config.tables.products, version)
@@ -72,13 +83,15 @@ def backfill(spark: SparkSession, config: Config, product_ids: DataFrame | None 
     seeded = seed_image_vectors(spark, config, state, embedder) if label == "backfill" else 0
     ids = sorted(r[0] for r in state.select("product_id").collect())
     chunks = _chunks(ids, config.backfill_chunk_rows)
-    app_id = f"{config.stream.app_id}:{label}:v{version}:{config.model.id}"
     total, done, started = len(ids), 0, time.perf_counter()
     totals = {"products": total, "seeded_image_vectors": seeded, "texts_encoded": 0, "images_encoded": 0,
               "unchanged": 0, "image_errors": 0, "text_encode_seconds": 0.0, "image_encode_seconds": 0.0}
     for i, (lo, hi) in enumerate(chunks):
-        chunk = state.filter(F.col("product_id").between(lo, hi))
-        m = embedder.apply_state(chunk, batch_id=i, txn=(app_id, i))
+        # Products deleted since the snapshot was read are left out (the stream has deleted their rows).
+        current = read_table(spark, config.tables.products).select("product_id")
+        chunk = state.filter(F.col("product_id").between(lo, hi)).join(current, "product_id", "left_semi")
+        # No idempotent-write ids: a replayed chunk is planned against the table and writes only what differs.
+        m = embedder.apply_state(chunk, batch_id=i, txn=None, retry_failed=retry_failed)
         done += m.products
         for key in ("texts_encoded", "images_encoded", "unchanged", "image_errors"):
             totals[key] += getattr(m, key)
@@ -87,15 +100,20 @@ def backfill(spark: SparkSession, config: Config, product_ids: DataFrame | None 
         rate = done / max(time.perf_counter() - started, 1e-9)
         log.info("%s progress: %d/%d products (%.1f%%), %.1f rows/s", label, done, total,
                  100.0 * done / max(total, 1), rate)
+    totals["reconciled"] = reconcile(spark, config)["deleted"]
     totals["seconds"] = round(time.perf_counter() - started, 2)
     totals["snapshot_version"] = version
     log.info("%s done: %s", label, totals)
     return totals
 
 
-def reembed(spark: SparkSession, config: Config, embedder: Embedder | None = None) -> dict:
-    """Re-encode text and image of every stored row embedded with another model than ``model.id``."""
-    stale = read_table(spark, config.tables.embeddings).filter(
-        ~F.coalesce(F.col("embedding_model") == F.lit(config.model.id), F.lit(False))
-    ).select("product_id")
-    return backfill(spark, config, product_ids=stale, embedder=embedder, label="reembed")
+def reembed(spark: SparkSession, config: Config, embedder: Embedder | None = None, failed_only: bool = False) -> dict:
+    """Re-encode every stored row embedded with another model than ``model.id``; with ``failed_only``,
+    every row whose last encode failed (model or endpoint error), whatever its attempts."""
+    stored = read_table(spark, config.tables.embeddings)
+    if failed_only:
+        stale = stored.filter(has_error(RETRYABLE_TEXT_ERRORS + RETRYABLE_IMAGE_ERRORS, "embedding_error"))
+    else:
+        stale = stored.filter(~F.coalesce(F.col("embedding_model") == F.lit(config.model.id), F.lit(False)))
+    return backfill(spark, config, product_ids=stale.select("product_id"), embedder=embedder, label="reembed",
+                    retry_failed=failed_only)

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from schemas import PRODUCT_COLUMNS
+from udfs.encoding import RETRYABLE_IMAGE_ERRORS, RETRYABLE_TEXT_ERRORS
 from udfs.vectors import with_hybrid
 
 # Plan actions that reach the MERGE; "unchanged", "stale" and "absent_delete" do not.
@@ -141,6 +142,11 @@ def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | 
     rows = with_hybrid(rows, "_text_full", "_image_full", text_weight)
     any_new = F.col("_need_text") | F.col("_need_image")
     error = F.concat_ws(",", F.col("_image_err"), F.when(F.col("_need_text"), F.col("_text_error")))
+    # A model call that failed in this batch counts one more attempt; an encode that worked starts over.
+    failed_now = ((F.col("_need_text") & F.col("_text_error").isin(*RETRYABLE_TEXT_ERRORS))
+                  | (F.col("_need_image") & F.col("_image_error").isin(*RETRYABLE_IMAGE_ERRORS)))
+    attempts = (F.when(failed_now, F.coalesce(F.col("cur_failed_attempts"), F.lit(0)) + 1)
+                .when(any_new, F.lit(0)).otherwise(F.col("cur_failed_attempts")))
     return rows.select(
         *PRODUCT_COLUMNS,
         F.when(F.col("_need_image"), F.col("_new_image")).alias("image_embedding"),
@@ -154,6 +160,7 @@ def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | 
         F.when(error != "", error).alias("embedding_error"),
         F.when(any_new, F.col("hybrid_source")).alias("hybrid_source"),
         "source_commit_version",
+        attempts.cast("int").alias("failed_attempts"),
         "_deleted",
         "_need_text",
         "_need_image",

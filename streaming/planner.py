@@ -13,9 +13,20 @@ from pyspark.sql import functions as F
 from encoders.images import ERROR_HASH_PREFIX
 from schemas import PRODUCT_COLUMNS
 from udfs.description import description_expr
+from udfs.encoding import RETRYABLE_IMAGE_ERRORS
 
 # Columns of the stored row the planner compares against (no vectors: they are large).
-_CURRENT_COLUMNS = ["text_hash", "image_hash", "embedding_model", "source_commit_version", "embedding_error"]
+_CURRENT_COLUMNS = ["text_hash", "image_hash", "embedding_model", "source_commit_version", "embedding_error",
+                    "failed_attempts"]
+
+
+def has_error(codes: tuple[str, ...], column: str = "cur_embedding_error"):
+    """Whether the comma-joined error column holds one of ``codes``."""
+    parts = F.split(F.coalesce(F.col(column), F.lit("")), ",")
+    found = F.lit(False)
+    for code in codes:
+        found = found | F.array_contains(parts, code)
+    return found
 
 
 def current_state(embeddings: DataFrame) -> DataFrame:
@@ -28,11 +39,16 @@ def current_state(embeddings: DataFrame) -> DataFrame:
     )
 
 
-def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_hash_udf) -> DataFrame:
+def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_hash_udf,
+                 max_attempts: int | None = 3) -> DataFrame:
     """Join final product states with stored rows and flag what to (re-)encode.
 
-    * text is re-encoded when the description hash, the model or the stored text vector differ;
-    * the image when its content hash or the model differ;
+    * text is re-encoded when the description hash or the model differ, or the stored row has
+      no text vector because the model call failed;
+    * the image when its content hash or the model differ, or its model call failed
+      (``IMAGE_ENCODE_FAILED`` / ``IMAGE_REJECTED``: the bytes are fine, the model was not);
+    * a failed row is re-planned while it failed fewer than ``max_attempts`` times in a row
+      (None: always, for ``reembed --failed``); its error stays until an encode succeeds;
     * a price change inside one tier changes neither hash, so nothing is encoded;
     * deletes of products never embedded, stale changes (older than the stored
       row) and rows identical to the stored ones are dropped.
@@ -46,10 +62,15 @@ def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_h
     joined = src.join(current_state(embeddings), "product_id", "left")
     exists = F.col("cur_source_commit_version").isNotNull() | F.col("cur_text_hash").isNotNull()
     model_changed = ~F.coalesce(F.col("cur_embedding_model") == F.lit(model_id), F.lit(False))
+    may_retry = (F.lit(True) if max_attempts is None
+                 else F.coalesce(F.col("cur_failed_attempts"), F.lit(0)) < F.lit(max_attempts))
+    retry_text = ~F.col("cur_has_text") & may_retry
+    retry_image = has_error(RETRYABLE_IMAGE_ERRORS) & may_retry
     need_text = live & (
-        ~exists | model_changed | ~F.col("cur_has_text") | ~F.col("text_hash").eqNullSafe(F.col("cur_text_hash"))
+        ~exists | model_changed | retry_text | ~F.col("text_hash").eqNullSafe(F.col("cur_text_hash"))
     )
-    need_image = live & (~exists | model_changed | ~F.col("image_hash").eqNullSafe(F.col("cur_image_hash")))
+    need_image = live & (
+        ~exists | model_changed | retry_image | ~F.col("image_hash").eqNullSafe(F.col("cur_image_hash")))
     same_metadata = F.lit(True)
     for c in PRODUCT_COLUMNS:
         if c != "product_id":
@@ -76,4 +97,5 @@ def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_h
                    F.expr(f"substring(image_hash, {len(ERROR_HASH_PREFIX) + 1})")),
         )
     )
-    return planned.drop(*[c for c in planned.columns if c.startswith("cur_") and c != "cur_embedding_error"])
+    keep = ("cur_embedding_error", "cur_failed_attempts")
+    return planned.drop(*[c for c in planned.columns if c.startswith("cur_") and c not in keep])

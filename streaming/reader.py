@@ -60,9 +60,14 @@ def final_state(changes: DataFrame) -> DataFrame:
 
 
 def snapshot_as_state(products: DataFrame, version: int) -> DataFrame:
-    """A batch snapshot of products in the same shape as :func:`final_state` (for backfill)."""
-    return products.select(
-        *PRODUCT_COLUMNS,
-        F.lit(False).alias("_deleted"),
-        F.lit(version).cast("long").alias("source_commit_version"),
+    """A batch snapshot of products in the same shape as :func:`final_state` (for backfill).
+
+    A product id that appears twice in the products table gives one state (the same
+    deterministic pick as :func:`final_state`), so no path writes a second row for an id.
+    """
+    one = Window.partitionBy("product_id").orderBy(F.xxhash64(*PRODUCT_COLUMNS).desc())
+    return (
+        products.withColumn("_rank", F.row_number().over(one)).filter(F.col("_rank") == 1)
+        .select(*PRODUCT_COLUMNS, F.lit(False).alias("_deleted"),
+                F.lit(version).cast("long").alias("source_commit_version"))
     )

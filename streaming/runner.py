@@ -103,10 +103,11 @@ class BatchProcessor:
     # -- one batch ---------------------------------------------------------------------------
     def apply_state(self, spark: SparkSession, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
                     rows_in: int | None = None, started: float | None = None,
-                    phases: dict[str, float] | None = None) -> BatchMetrics:
+                    phases: dict[str, float] | None = None, retry_failed: bool = False) -> BatchMetrics:
         """Plan, encode and MERGE a DataFrame of final product states (see streaming.reader).
 
-        ``started`` and ``phases`` let the caller count its own earlier work (the CDF read) in the batch.
+        ``started`` and ``phases`` let the caller count its own earlier work (the CDF read) in the batch;
+        ``retry_failed`` re-plans failed encodes whatever their attempts (``reembed --failed``).
         """
         cfg = self.config
         started = started or time.perf_counter()
@@ -120,7 +121,8 @@ class BatchProcessor:
             mark[0] = now
 
         embeddings = read_table(spark, cfg.tables.embeddings, check=False)
-        plan = plan_changes(state, embeddings, cfg.model.id, self.udfs.image_hash).persist()
+        max_attempts = None if retry_failed else cfg.stream.max_encode_attempts
+        plan = plan_changes(state, embeddings, cfg.model.id, self.udfs.image_hash, max_attempts).persist()
         try:
             actions = {r["_action"]: r["count"] for r in plan.groupBy("_action").count().collect()}
             metrics.products = sum(actions.values())
@@ -262,9 +264,9 @@ class Embedder:
 
     def apply_state(self, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
                     rows_in: int | None = None, started: float | None = None,
-                    phases: dict[str, float] | None = None) -> BatchMetrics:
+                    phases: dict[str, float] | None = None, retry_failed: bool = False) -> BatchMetrics:
         """Plan, encode and MERGE final product states on this embedder's session (backfill, reembed)."""
-        return self.processor.apply_state(self.spark, state, batch_id, txn, rows_in, started, phases)
+        return self.processor.apply_state(self.spark, state, batch_id, txn, rows_in, started, phases, retry_failed)
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> None:
         """Run the foreachBatch body on a batch of CDF rows (what the stream does for each micro-batch)."""
@@ -284,5 +286,11 @@ class Embedder:
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=cfg.processing_time)
+        if checkpoint_query_id(self.spark, cfg.checkpoint) is None:
+            # A new checkpoint replays the current snapshot, which cannot show products deleted while no
+            # stream was running: remove their rows first.
+            from streaming.reconcile import reconcile
+
+            reconcile(self.spark, self.config)
         log.info("starting stream (trigger %s, checkpoint %s)", trigger, cfg.checkpoint)
         return EmbedderQuery(writer.start(), self.spark)

@@ -40,7 +40,8 @@ def _update_set() -> dict[str, str]:
         image_embedding="CASE WHEN s._need_image THEN s.image_embedding ELSE t.image_embedding END",
         updated_at="current_timestamp()",
     )
-    for c in ("hybrid_embedding", "hybrid_source", "embedding_error", "embedding_model", "embedding_dimension"):
+    for c in ("hybrid_embedding", "hybrid_source", "embedding_error", "embedding_model", "embedding_dimension",
+              "failed_attempts"):
         cols[c] = f"CASE WHEN {_ANY_NEW} THEN s.{c} ELSE t.{c} END"
     return cols
 
@@ -48,7 +49,8 @@ def _update_set() -> dict[str, str]:
 def _insert_values() -> dict[str, str]:
     cols = {c: f"s.{c}" for c in PRODUCT_COLUMNS}
     for c in ("image_embedding", "text_embedding", "hybrid_embedding", "embedding_model", "embedding_dimension",
-              "description", "text_hash", "image_hash", "embedding_error", "hybrid_source", "source_commit_version"):
+              "description", "text_hash", "image_hash", "embedding_error", "hybrid_source", "source_commit_version",
+              "failed_attempts"):
         cols[c] = f"s.{c}"
     cols["updated_at"] = "current_timestamp()"
     return cols

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 
 import pytest
@@ -36,6 +37,8 @@ def make_config(root: str, model_dir: str, **overrides):
         "model.torch_threads": 1,
         "stream.processing_time": "1 second",
         "spark.conf.spark.sql.shuffle.partitions": "2",
+        # The tests draw their images in the temporary directory.
+        "images.allowed_roots": [tempfile.gettempdir()],
     }
     values.update({k.replace("__", "."): v for k, v in overrides.items()})
     return load_config("local", overrides=values, base_dir=root)

@@ -39,7 +39,8 @@ def test_stream_runs_on_a_standalone_cluster_with_encoding_in_executor_processes
     # The job as the platform runs it: its own driver process, the cluster's executors, the model at a
     # path every executor reads (never shipped from the driver's memory).
     args = [sys.executable, "-m", "jobs.stream", "--trigger", "availableNow",
-            "--set", f"storage.root={workspace.path}/data", "--set", f"model.name_or_path={tiny_model_dir}",
+            "--set", f"storage.root={workspace.path}/data", "--set", f"images.allowed_roots=[{workspace.path}]",
+            "--set", f"model.name_or_path={tiny_model_dir}",
             "--set", "model.id=tiny-clip-test", "--set", "model.torch_threads=1", "--set", "model.encode_partitions=2",
             "--set", f"spark.master={standalone_cluster.url}",
             "--set", "spark.conf.spark.executor.memory=1g", "--set", "spark.conf.spark.driver.memory=1g",

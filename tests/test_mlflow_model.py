@@ -133,7 +133,7 @@ def test_embedder_with_the_registered_model_matches_the_direct_path(spark, regis
     direct_cfg = workspace.config()
     via_mlflow = load_config("local", base_dir=tmp_path / "b", overrides={
         "model.name_or_path": info["registered_uri"], "model.id": "tiny-clip-test", "model.torch_threads": 1,
-        "mlflow.tracking_uri": config.mlflow.tracking_uri})
+        "mlflow.tracking_uri": config.mlflow.tracking_uri, "images.allowed_roots": [str(tmp_path)]})
     for cfg in (direct_cfg, via_mlflow):
         append_products(spark, cfg, rows)
         stream_once(Embedder(spark, cfg))

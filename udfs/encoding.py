@@ -35,6 +35,9 @@ IMAGE_ENCODE_FAILED = "IMAGE_ENCODE_FAILED"
 # A serving endpoint refused that row (the rest of its batch keeps its vectors).
 TEXT_REJECTED = "TEXT_REJECTED"
 IMAGE_REJECTED = "IMAGE_REJECTED"
+# Codes of a model call that failed (not of the input): the row is re-planned, up to stream.max_encode_attempts.
+RETRYABLE_TEXT_ERRORS = (TEXT_ENCODE_FAILED, TEXT_REJECTED)
+RETRYABLE_IMAGE_ERRORS = (IMAGE_ENCODE_FAILED, IMAGE_REJECTED)
 
 TEXT_RESULT_TYPE = StructType([StructField("embedding", VECTOR_TYPE), StructField("error", StringType()),
                                StructField("worker", StringType())])

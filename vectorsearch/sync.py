@@ -3,8 +3,8 @@
 The stream calls :meth:`IndexSyncTrigger.request` after each MERGE that changed rows; a
 background thread syncs every index at most once per ``min_interval_s`` (a sync starts a
 pipeline update, billed per run), so the stream never waits for Vector Search. A failed
-sync is logged and retried on the next round; changes made while one runs are picked up
-by the next.
+sync is logged and retried on the next round (backing off while rounds keep failing);
+changes made while one runs are picked up by the next.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class IndexSyncTrigger:
         self._clock = clock
         self._cond = threading.Condition()
         self._pending = False
+        self._failing = 0  # rounds failed in a row
         self._busy = False  # a round is running (wait_idle must not return in the middle of one)
         self._last_round: float | None = None
         self._thread: threading.Thread | None = None
@@ -50,7 +51,9 @@ class IndexSyncTrigger:
                         self._thread = None  # idle for long: the next request starts a new worker
                         return
                 if self._last_round is not None:
-                    wait = self._last_round + self.min_interval_s - self._clock()
+                    # Back off after failures in a row (an unreachable workspace is not hammered).
+                    interval = self.min_interval_s * 2 ** min(self._failing, 6)
+                    wait = self._last_round + min(interval, max(self.min_interval_s, 60.0)) - self._clock()
                     if wait > 0:
                         self._cond.wait(timeout=wait)
                         continue
@@ -60,6 +63,7 @@ class IndexSyncTrigger:
             failed = self._sync_all()
             with self._cond:
                 self._pending = self._pending or failed
+                self._failing = self._failing + 1 if failed else 0
                 self._busy = False
 
     def _sync_all(self) -> bool:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, Response
 
 from app.deps import ServicesDep
+from app.models import errors
 from encoders.images import ImageError
 
 router = APIRouter()
@@ -18,19 +19,27 @@ STATIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 @router.get("/health", tags=["ops"])
 def health(services: ServicesDep) -> dict[str, Any]:
-    """Index synced version, lag behind the table, rows, and the query model."""
-    status = services.store.health()
+    """Index synced version, lag behind the table, rows, the last sync error, and the query model.
+
+    ``status`` is ``ok``, ``index_not_ready`` (nothing synced yet) or ``degraded`` (the last
+    background sync failed, or the sync loop stopped: results may be stale; see ``index.last_sync_error``).
+    """
+    status = dict(services.store.health(), last_sync_error=services.syncer.problem())
     age = None if status.get("last_sync_at") is None else round(time.time() - status["last_sync_at"], 3)
     config = services.config
-    return {"status": "ok" if status["ready"] else "index_not_ready",
+    state = "index_not_ready" if not status["ready"] else "degraded" if status["last_sync_error"] else "ok"
+    return {"status": state,
             "index": status, "seconds_since_sync": age, "model": config.model.id,
             "model_source": config.model.name_or_path, "users": len(services.users)}
 
 
-@router.get("/images/{product_id}", tags=["catalog"], response_class=Response)
+@router.get("/images/{product_id}", tags=["catalog"], response_class=Response,
+            responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                         for t in ("image/jpeg", "image/png")},
+                             "description": "The photo"}, **errors(404)})
 def image(product_id: int, services: ServicesDep) -> Response:
     """The product's photo."""
-    row = services.store.get(product_id)
+    row = services.store.get(product_id)  # the stored path, never shown: only read through the allowed roots
     if row is None:
         raise HTTPException(404, f"product {product_id} not found")
     try:

@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from app.deps import SearchDep
+from app.models import errors
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
 
 
-@router.get("/products/{product_id}")
+@router.get("/products/{product_id}", responses=errors(404))
 def product(product_id: int, search: SearchDep) -> dict[str, Any]:
     """Every column of one indexed product."""
     row = search.product(product_id)

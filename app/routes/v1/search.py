@@ -1,28 +1,77 @@
-"""/api/v1 search routes: text, image and hybrid search, recommendations, users, zero-shot classification."""
+"""/api/v1 search routes: text, image and hybrid search, recommendations, users, zero-shot classification.
+
+Routes are plain ``def``: FastAPI runs them in its thread pool, so CLIP inference, image
+decoding and index reads never block the event loop (``/health`` answers during a slow query).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from pydantic import WithJsonSchema
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from app.deps import QueriesDep, SearchDep, ServicesDep, UsersDep
-from app.models import SearchResponse, TextSearchRequest
+from app.models import (
+    FILTERS_SCHEMA,
+    IMAGE_MEDIA_TYPES,
+    NON_BLANK,
+    SearchResponse,
+    TextSearchRequest,
+    errors,
+    json_form_field,
+    labels_schema,
+)
 from personalization.personas import recommendation_filters
+from search.queries import MAX_QUERY_CHARS
 from search.service import SearchService
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
+FiltersForm = Annotated[str | None, Form(), WithJsonSchema(json_form_field(
+    "json-filters", FILTERS_SCHEMA, 'Filters as a JSON object, e.g. {"price <=": 50, "gender": ["Women"]}'))]
+LimitForm = Annotated[int | None, Form(ge=1), WithJsonSchema(
+    {"type": "integer", "minimum": 1, "description": "results to return (at most search.max_limit)"})]
+QueryForm = Annotated[str | None, Form(), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": NON_BLANK,
+     "description": "query text"})]
+WeightForm = Annotated[float, Form(ge=0.0, le=1.0), WithJsonSchema(
+    {"type": "number", "minimum": 0, "maximum": 1, "description": "w in normalize(w*text + (1-w)*image)"})]
+ProductForm = Annotated[int | None, Form(), WithJsonSchema({"type": "integer", "description": "an indexed product"})]
+LabelsForm = Annotated[str | None, Form(), WithJsonSchema(json_form_field(
+    "json-labels", labels_schema(1, 1), "Candidate labels as a JSON list of strings (bounds: app.openapi)"))]
+OptionalImage = Annotated[UploadFile | None, File(), WithJsonSchema(
+    {"type": "string", "contentMediaType": "application/octet-stream", "description": "an image"})]
+# Upload fields name the image media types the server decodes (it sniffs the bytes, not the part's type).
+IMAGE_ENCODING = {"requestBody": {"content": {"multipart/form-data": {"encoding": {
+    "file": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}}}}}
 
-def _parse_filters(raw: str | None) -> dict | None:
+
+async def one_upload(request: Request) -> None:
+    """At most one file per request (the form is already parsed and bounded by the body size limit)."""
+    if not request.headers.get("content-type", "").startswith("multipart/"):
+        return
+    form = await request.form()
+    names = [key for key, value in form.multi_items() if isinstance(value, StarletteUpload)]
+    if len(names) > 1:
+        raise HTTPException(400, f"send one image per request, in the 'file' field; got {len(names)} files "
+                                 f"({', '.join(repr(n) for n in names)})")
+
+
+def _json_field(raw: str | None, name: str) -> Any:
     if raw is None or not raw.strip():
         return None
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise HTTPException(400, f"filters is not valid JSON: {exc.msg}") from None
-    if not isinstance(value, dict):
+        return json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise HTTPException(400, f"{name} is not valid JSON: {getattr(exc, 'msg', exc)}") from None
+
+
+def _parse_filters(raw: str | None) -> dict | None:
+    value = _json_field(raw, "filters")
+    if value is not None and not isinstance(value, dict):
         raise HTTPException(400, "filters must be a JSON object")
     return value
 
@@ -33,17 +82,17 @@ def _search(services, search: SearchService, index: str, vector, limit: int | No
     return SearchResponse(index=index, count=len(results), results=results)
 
 
-async def _read_upload(services, upload: UploadFile | None) -> bytes | None:
+def _read_upload(services, upload: UploadFile | None) -> bytes | None:
     if upload is None:
         return None
     limit = services.config.search.max_upload_bytes
-    data = await upload.read(limit + 1)
+    data = upload.file.read(limit + 1)
     if len(data) > limit:
         raise HTTPException(413, f"the upload is larger than {limit} bytes")
     return data
 
 
-@router.post("/search/text", response_model=SearchResponse)
+@router.post("/search/text", response_model=SearchResponse, responses=errors(400, 413, 503))
 def search_text(body: TextSearchRequest, services: ServicesDep, search: SearchDep,
                 queries: QueriesDep) -> SearchResponse:
     """CLIP text embedding of the query, searched in the image index (or text / hybrid)."""
@@ -51,37 +100,40 @@ def search_text(body: TextSearchRequest, services: ServicesDep, search: SearchDe
     return _search(services, search, body.index, vector, body.limit, body.filters)
 
 
-@router.post("/search/image", response_model=SearchResponse)
-async def search_image(services: ServicesDep, search: SearchDep, queries: QueriesDep,
-                       file: UploadFile = File(..., description="A product photo"),
-                       limit: int | None = Form(None, ge=1),
-                       filters: str | None = Form(None, description="JSON object of filters")) -> SearchResponse:
+@router.post("/search/image", response_model=SearchResponse, responses=errors(400, 413, 415, 503),
+             dependencies=[Depends(one_upload)], openapi_extra=IMAGE_ENCODING)
+def search_image(services: ServicesDep, search: SearchDep, queries: QueriesDep,
+                 file: UploadFile = File(..., description="A product photo"),
+                 limit: LimitForm = None, filters: FiltersForm = None) -> SearchResponse:
     """Image embedding of the uploaded photo, searched in the image index."""
-    data = await _read_upload(services, file)
     parsed = _parse_filters(filters)
+    data = _read_upload(services, file)
     return _search(services, search, "image", queries.image_embedding(data), limit, parsed)
 
 
-@router.post("/search/hybrid", response_model=SearchResponse)
-async def search_hybrid(services: ServicesDep, search: SearchDep, queries: QueriesDep,
-                        query: str | None = Form(None), file: UploadFile | None = File(None),
-                        text_weight: float = Form(0.5, ge=0.0, le=1.0), limit: int | None = Form(None, ge=1),
-                        filters: str | None = Form(None, description="JSON object of filters")) -> SearchResponse:
+@router.post("/search/hybrid", response_model=SearchResponse, responses=errors(400, 413, 415, 503),
+             dependencies=[Depends(one_upload)], openapi_extra=IMAGE_ENCODING)
+def search_hybrid(services: ServicesDep, search: SearchDep, queries: QueriesDep,
+                  query: QueryForm = None, file: OptionalImage = None,
+                  text_weight: WeightForm = 0.5, limit: LimitForm = None,
+                  filters: FiltersForm = None) -> SearchResponse:
     """normalize(w*text + (1-w)*image) of the query text and optional photo, in the hybrid index."""
-    data = await _read_upload(services, file)
     parsed = _parse_filters(filters)
+    data = _read_upload(services, file)
     vector = queries.hybrid_embedding(query, data, text_weight)
     return _search(services, search, "hybrid", vector, limit, parsed)
 
 
-@router.get("/recommendations/{user_id}", response_model=SearchResponse)
+@router.get("/recommendations/{user_id}", response_model=SearchResponse, responses=errors(400, 404, 409, 503))
 def recommendations(user_id: str, services: ServicesDep, search: SearchDep, users: UsersDep,
                     limit: int | None = Query(None, ge=1),
-                    filters: str | None = Query(None, description="extra filters, JSON object")) -> SearchResponse:
+                    filters: Annotated[str | None, WithJsonSchema(json_form_field(
+                        "json-filters", FILTERS_SCHEMA, "extra filters, a JSON object"))] = Query(None)
+                    ) -> SearchResponse:
     """The user's style embedding in the hybrid index, filtered by their price range and categories."""
     user = users.get(user_id)
     if user is None:
-        raise HTTPException(404, f"unknown user {user_id!r}; known: {sorted(users.users)}")
+        raise HTTPException(404, f"unknown user {user_id!r}; GET /api/v1/users lists the users")
     if user.get("user_embedding") is None:
         raise HTTPException(409, f"user {user_id!r} has no style embedding yet (no matching products indexed)")
     merged = recommendation_filters(user) | (_parse_filters(filters) or {})
@@ -94,28 +146,32 @@ def list_users(users: UsersDep) -> list[dict[str, Any]]:
     return users.public()
 
 
-def _candidate_labels(search: SearchService, label_set: str, labels: str | None) -> list[str]:
-    if not labels:
+def _candidate_labels(services, search: SearchService, label_set: str, labels: str | None) -> list[str]:
+    candidates = _json_field(labels, "labels")
+    if candidates is None:
         return search.distinct_values(label_set)
-    try:
-        candidates = json.loads(labels)
-    except json.JSONDecodeError:
-        raise HTTPException(400, "labels must be a JSON list of strings") from None
+    se = services.config.search
     if not isinstance(candidates, list) or not all(isinstance(x, str) and x.strip() for x in candidates):
         raise HTTPException(400, "labels must be a JSON list of non-empty strings")
+    if not candidates or len(candidates) > se.max_labels:
+        raise HTTPException(400, f"labels must name 1 to {se.max_labels} candidates, got {len(candidates)}")
+    if any(len(x) > se.max_label_chars for x in candidates):
+        raise HTTPException(400, f"labels must each be at most {se.max_label_chars} characters")
     return candidates
 
 
-@router.post("/classify")
-async def classify(services: ServicesDep, search: SearchDep, queries: QueriesDep,
-                   file: UploadFile | None = File(None), product_id: int | None = Form(None),
-                   label_set: Literal["article_type", "base_color", "usage"] = Form("article_type"),
-                   labels: str | None = Form(None, description='JSON list of candidate labels')) -> dict[str, Any]:
+@router.post("/classify", responses=errors(400, 404, 413, 415, 503), dependencies=[Depends(one_upload)],
+             openapi_extra=IMAGE_ENCODING)
+def classify(services: ServicesDep, search: SearchDep, queries: QueriesDep,
+             file: OptionalImage = None,
+             product_id: ProductForm = None,
+             label_set: Literal["article_type", "base_color", "usage"] = Form("article_type"),
+             labels: LabelsForm = None) -> dict[str, Any]:
     """Zero-shot classification of an uploaded image or a product's image against candidate labels."""
-    data = await _read_upload(services, file)
+    data = _read_upload(services, file)
     if (data is None) == (product_id is None):
         raise HTTPException(400, "give exactly one of an image file or a product_id")
-    candidates = _candidate_labels(search, label_set, labels)
+    candidates = _candidate_labels(services, search, label_set, labels)
     if product_id is not None:
         vector = search.product_vector(product_id, "image")
         if vector is None:

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from search.filters import FilterError
 from search.local_index import IndexNotReadyError
 from search.queries import BadQueryError
-from search.service import UnknownIndexError
+from search.service import MissingVectorError, ProductNotFoundError, UnknownIndexError
 
 
 def _answer(status: int):
@@ -23,8 +23,11 @@ async def _bad_query(_request: Request, exc: BadQueryError) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Bad filters and unknown indexes are 400, bad queries their own 4xx, an index not yet synced 503."""
+    """Bad filters and unknown indexes are 400, unknown products 404, a missing vector 409, bad queries
+    their own 4xx, an index not yet synced 503."""
     app.add_exception_handler(BadQueryError, _bad_query)
     app.add_exception_handler(FilterError, _answer(400))
     app.add_exception_handler(UnknownIndexError, _answer(400))
     app.add_exception_handler(IndexNotReadyError, _answer(503))
+    app.add_exception_handler(ProductNotFoundError, _answer(404))
+    app.add_exception_handler(MissingVectorError, _answer(409))

@@ -23,6 +23,7 @@ import numpy as np
 from catalog.demo import generate_demo_catalog
 from catalog.loader import load_catalog
 from conf import Config
+from demo.console import progress, quiet_console
 from encoders.model_card import read_model_card
 from lakehouse.session import get_spark
 from lakehouse.tables import read_table, write_table
@@ -59,7 +60,8 @@ def ensure_demo_model(spark, config) -> None:
     minutes = config.training.demo_max_minutes
     print(f"   no model at {model_dir} and no pretrained weights configured: training a catalog CLIP from "
           f"scratch on the products table for {minutes:g} min (training.trainer; not pretrained)")
-    result = train_clip(spark, config, output_dir=model_dir, max_minutes=minutes, progress=False)
+    with progress("training"):
+        result = train_clip(spark, config, output_dir=model_dir, max_minutes=minutes, progress=False)
     print(f"   trained {result.steps} steps ({result.epochs_done} epochs, {result.seconds}s) on "
           f"{result.products['train']} products; validation {result.validation}")
 
@@ -126,12 +128,18 @@ def show_table(spark, config: Config, card: dict) -> None:
         print("\n   NOTE: the model has RANDOM weights -- the plumbing is real, the neighbours are not meaningful.")
 
 
-def run_demo(config: Config, fresh: bool = False) -> None:
-    """The whole demo (see module docstring)."""
+def run_demo(config: Config, fresh: bool = False, log_path: str | None = None) -> None:
+    """The whole demo (see module docstring); Spark's and the libraries' logs go to ``log_path``."""
+    with quiet_console(log_path or os.path.join(config.root, "logs", "demo.log")):
+        _run_demo(config, fresh)
+
+
+def _run_demo(config: Config, fresh: bool) -> None:
     if fresh:
         reset(config)
     ensure_demo_catalog(config)
-    spark = get_spark(config)
+    with progress("starting Spark"):
+        spark = get_spark(config)
 
     print("\n== 1. load catalog")
     print(load_catalog(spark, config))
@@ -140,7 +148,9 @@ def run_demo(config: Config, fresh: bool = False) -> None:
     embedder = Embedder(spark, config)
 
     print("\n== 2. stream (availableNow): initial snapshot")
-    for m in _run_stream(embedder):
+    with progress("embedding"):
+        batches = _run_stream(embedder)
+    for m in batches:
         print(f"   batch {m.batch_id}: {m.products} products, {m.texts_encoded} texts + "
               f"{m.images_encoded} images encoded, {m.image_errors} image errors, {m.latency_s}s")
 
@@ -148,7 +158,9 @@ def run_demo(config: Config, fresh: bool = False) -> None:
     play_editor(spark, config)
 
     print("\n== 4. stream again: only what changed is encoded")
-    for m in _run_stream(embedder):
+    with progress("embedding the changes"):
+        batches = _run_stream(embedder)
+    for m in batches:
         print("   " + json.dumps({k: getattr(m, k) for k in (
             "rows_in", "products", "inserts", "updates", "metadata_only", "deletes", "unchanged",
             "texts_encoded", "images_encoded", "image_errors", "latency_s")}))

@@ -118,12 +118,13 @@ USER_FEATURES = TableSchema((
 # The multimodal table's vector column behind each search index.
 INDEX_KINDS: dict[str, str] = {"image": "image_embedding", "text": "text_embedding", "hybrid": "hybrid_embedding"}
 # What a search result carries besides its score: the product and how it was embedded.
-METADATA_COLUMNS: list[str] = PRODUCT_COLUMNS + ["embedding_model", "embedding_error", "hybrid_source"]
+# image_hash lets "more like this" leave out byte-identical photos.
+METADATA_COLUMNS: list[str] = PRODUCT_COLUMNS + ["embedding_model", "embedding_error", "hybrid_source", "image_hash"]
 # Columns a search filter may name, with the kind of value each takes. Not image_path: a server path
-# is never shown to clients, so it cannot be probed through filters either.
+# is never shown to clients, so it cannot be probed through filters either (image_hash: no use).
 FILTER_COLUMNS: dict[str, str] = {
     name: "number" if PRODUCT_EMBEDDINGS[name].type in NUMERIC_TYPES else "string"
-    for name in METADATA_COLUMNS if name != "image_path"
+    for name in METADATA_COLUMNS if name not in ("image_path", "image_hash")
 }
 
 

@@ -21,6 +21,14 @@ class UnknownIndexError(ValueError):
     """A request named an index that does not exist."""
 
 
+class ProductNotFoundError(LookupError):
+    """A request named a product that is not in the index."""
+
+
+class MissingVectorError(ValueError):
+    """The product has no vector in the index asked for (e.g. its image could not be read)."""
+
+
 class SearchService:
     """Searches the image, text and hybrid indexes of a store; results carry every product column and a score.
 
@@ -57,6 +65,31 @@ class SearchService:
             raise FilterError(f"limit must be between 1 and {self.max_limit}")
         return [self.public(r) for r in self.store.search(self.kind(index), vector, limit, filters)]
 
+    def similar(self, product_id: int, index: str, limit: int, filters: dict | None) -> list[dict]:
+        """"More like this": products nearest to a product's own stored vector in ``index``.
+
+        The product itself and products with a byte-identical photo (same ``image_hash``) are left
+        out; ``filters`` apply as in any search.
+        """
+        if limit < 1 or limit > self.max_limit:
+            raise FilterError(f"limit must be between 1 and {self.max_limit}")
+        kind = self.kind(index)
+        row = self.store.get(product_id)
+        if row is None:
+            raise ProductNotFoundError(f"product {product_id} not found")
+        vector = self.store.vector(product_id, kind)
+        if vector is None:
+            raise MissingVectorError(f"product {product_id} has no {kind} vector ({row.get('embedding_error')}); "
+                                     f"try another index")
+        same = row.get("image_hash")
+        k = limit + 1
+        while True:  # widen until enough remain after leaving out the duplicates (or the index is exhausted)
+            hits = self.store.search(kind, vector, k, filters)
+            kept = [h for h in hits if h["product_id"] != product_id and (same is None or h.get("image_hash") != same)]
+            if len(kept) >= limit or len(hits) < k or k >= 4 * self.max_limit:
+                return [self.public(h) for h in kept[:limit]]
+            k = min(2 * k + (len(hits) - len(kept)), 4 * self.max_limit)
+
     def product(self, product_id: int) -> dict | None:
         return self.public(self.store.get(product_id))
 
@@ -71,4 +104,5 @@ class SearchService:
         return {c: self.distinct_values(c) for c in FACET_COLUMNS}
 
 
-__all__ = ["INDEX_KINDS", "FACET_COLUMNS", "SearchService", "UnknownIndexError"]
+__all__ = ["INDEX_KINDS", "FACET_COLUMNS", "MissingVectorError", "ProductNotFoundError", "SearchService",
+           "UnknownIndexError"]

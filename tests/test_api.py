@@ -252,3 +252,33 @@ def test_a_decompression_bomb_upload_is_refused_from_its_header(env):
     assert len(buf.getvalue()) < 200_000
     r = client.post("/api/v1/search/image", files={"file": ("bomb.png", buf.getvalue(), "image/png")})
     assert r.status_code == 415 and "IMAGE_TOO_MANY_PIXELS" in r.text
+
+
+def test_more_like_this_leaves_out_the_product_and_its_byte_identical_photos(env, spark):
+    client, config, embedder, app = env
+    store = app.state.services.store
+    copy = f"{config.root}/img/13.jpg"
+    os.makedirs(os.path.dirname(copy), exist_ok=True)
+    shutil.copyfile(store.get(3)["image_path"], copy)  # the same photo under another product
+    append_products(spark, config, [
+        product(13, copy, article_type="Sports Shoes", base_color="Red", price=85.0, gender="Men"),
+        product(14, f"{config.root}/img/missing.jpg", article_type="Caps", price=10.0)])  # no image vector
+    stream_once(embedder)
+    refresh(app)
+    r = client.get("/api/v1/products/3/similar", params={"limit": 5})
+    assert r.status_code == 200, r.text
+    got = [x["product_id"] for x in r.json()["results"]]
+    vector = store.vector(3, "image")
+    expected = [h["product_id"] for h in store.search("image", vector, 20) if h["product_id"] not in (3, 13)][:5]
+    assert got == expected and len(got) == 5 and "image_url" in r.json()["results"][0]
+    r = client.get("/api/v1/products/3/similar",
+                   params={"index": "hybrid", "filters": json.dumps({"gender": "Women"})})
+    assert r.status_code == 200 and r.json()["index"] == "hybrid"
+    women = {pid for pid, _, _, _, gender, _ in CATALOG if gender == "Women"}
+    assert {x["product_id"] for x in r.json()["results"]} == women
+    assert client.get("/api/v1/products/999/similar").status_code == 404
+    r = client.get("/api/v1/products/14/similar")
+    assert r.status_code == 409 and "no image vector" in r.text
+    assert client.get("/api/v1/products/14/similar", params={"index": "hybrid"}).status_code == 200
+    assert client.get("/api/v1/products/3/similar", params={"filters": "{bad"}).status_code == 400
+    assert client.get("/api/v1/products/3/similar", params={"index": "nope"}).status_code == 422

@@ -62,16 +62,29 @@ def test_search_recommend_and_errors_in_a_real_browser(server, tmp_path):
         page.goto(url)
         page.wait_for_function("document.querySelector('#persona').options.length > 5")
         assert f"{len(CATALOG)} products" in page.inner_text("#health")
-        # Text search with a price filter.
+        # Text search with a price filter, run by pressing Enter in the search box.
         page.fill("#query", "red dress")
         page.fill("#max-price", "100")
-        page.click("#search-btn")
+        page.press("#query", "Enter")
         page.wait_for_selector(".card")
         cards = page.query_selector_all(".card")
         assert 0 < len(cards) <= 10
-        prices = [float(c.inner_text().split("$")[-1]) for c in cards]
+        prices = [float(c.query_selector(".meta").inner_text().split("$")[-1]) for c in cards]
         assert all(p <= 100 for p in prices)
         assert page.evaluate("document.querySelector('.card img').naturalWidth") > 0  # product image served
+        # "More like this" on a card: the product's own image vector, the product itself left out.
+        first = int(cards[0].get_attribute("data-product-id"))
+        cards[0].query_selector(".more").click()
+        page.wait_for_function("document.querySelector('#status').textContent.includes('like')")
+        similar = [int(c.get_attribute("data-product-id")) for c in page.query_selector_all(".card")]
+        assert similar and first not in similar and "image index" in page.inner_text("#status")
+        # The empty state: a filter nothing matches.
+        page.fill("#max-price", "1")
+        page.press("#query", "Enter")
+        page.wait_for_selector("#results .empty")
+        assert "No products match" in page.inner_text("#results") and not page.query_selector_all(".card")
+        assert page.get_attribute("#results", "aria-busy") == "false"
+        page.fill("#max-price", "100")
         # Photo + text (hybrid) search with the weight slider.
         photo = os.path.join(root, "img", "5.jpg")
         page.set_input_files("#photo", photo)

@@ -1,15 +1,187 @@
-"""The README's map of the code matches the tree and the import contracts."""
+"""The README is checked: its map of the code matches the tree and the import contracts, and its
+commands and settings list match the code (a changed flag, module path or key fails CI).
+
+Every ```bash block is vetted command by command: ``python -m <module>`` runs ``main(["--help"])``
+and every ``--flag`` the README shows must be in that help, every ``--set key=value`` must name a
+real setting; ``make <target>`` must be a Makefile target; the MLflow and schemathesis CLIs are
+asked for their own ``--help``. A block that cannot run here says so in an HTML comment right
+above it (``<!-- not run in tests: why -->``). Slow commands themselves run in their own tests
+(the demo, the stream, the service, the scoring server); this test keeps their spelling honest.
+"""
 
 from __future__ import annotations
 
 import configparser
+import contextlib
+import importlib
+import io
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+import pytest
+
+from conf.docs import BEGIN, END, settings_markdown
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PATH_ROOT = Path(ROOT)
+README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+SKIP = re.compile(r"<!-- not run in tests: (.+?) -->\s*$")
 
 
+def _blocks() -> list[tuple[int, str, str | None]]:
+    """(line, body, skip reason) of every ```bash block."""
+    out, lines = [], README.split("\n")
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == "```bash":
+            start, body = i + 1, []
+            i += 1
+            while lines[i].strip() != "```":
+                body.append(lines[i])
+                i += 1
+            before = next((lines[j] for j in range(start - 2, -1, -1) if lines[j].strip()), "")
+            skip = SKIP.search(before)
+            out.append((start, "\n".join(body), skip.group(1) if skip else None))
+        i += 1
+    return out
+
+
+def _commands(body: str) -> list[list[str]]:
+    """Logical commands of a block: continuations joined, comments dropped, VAR="..." expanded."""
+    variables: dict[str, str] = {}
+    out = []
+    for line in body.replace("\\\n", " ").split("\n"):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if len(words) == 1 and re.match(r"^[A-Z_]+=", words[0]):
+            name, value = words[0].split("=", 1)
+            variables[name] = value
+            continue
+        expanded = []
+        for w in words:
+            expanded.extend(variables[w[1:]].split() if w.startswith("$") and w[1:] in variables else [w])
+        out.append(expanded)
+    return out
+
+
+def _strip_env(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    env = {}
+    while words and re.match(r"^[A-Z_]+=", words[0]):
+        k, v = words[0].split("=", 1)
+        env[k] = v
+        words = words[1:]
+    return env, words
+
+
+def _flags(words: list[str]) -> list[str]:
+    return [w.strip("[]").split("=")[0] for w in words if w.strip("[").startswith("-") and not w.startswith("---")]
+
+
+def _module_help(module: str) -> str:
+    mod = importlib.import_module(module)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        mod.main(["--help"])
+    assert done.value.code == 0, f"{module} --help failed"
+    return out.getvalue()
+
+
+def _setting_keys() -> set[str]:
+    return {m.group(1) for m in re.finditer(r"^\| `([\w.]+)` \|", settings_markdown(), re.M)}
+
+
+def _make_targets() -> set[str]:
+    with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as fh:
+        return {m.group(1) for m in re.finditer(r"^([\w-]+):", fh.read(), re.M)}
+
+
+def _cli_help(args: list[str]) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _vet(words: list[str], keys: set[str], targets: set[str], helps: dict) -> None:
+    env, words = _strip_env(words)
+    head = words[0]
+    if head == "make":
+        assert words[1] in targets, f"make {words[1]}: no such Makefile target"
+        return
+    if head == ".venv/bin/python" and words[1] == "-m":
+        module = words[2]
+        if module not in helps:
+            helps[module] = _module_help(module)
+        rest = words[3:]
+        for flag in _flags(rest):
+            assert re.search(rf"(^|[\s,\[]){re.escape(flag)}([\s,=\]]|$)", helps[module], re.M), \
+                f"python -m {module}: the README shows {flag}, its --help does not know it"
+        for i, w in enumerate(rest):
+            if w == "--set":
+                key = rest[i + 1].split("=", 1)[0]
+                assert key in keys or key.split(".")[:2] == ["spark", "conf"], \
+                    f"--set {key}: not a setting (see the generated list)"
+        return
+    if head == ".venv/bin/mlflow":
+        # MLflow starts uvicorn from PATH: the command must put the venv's bin on it (issue: exit code 127).
+        assert ".venv/bin" in env.get("PATH", ""), "mlflow models serve needs PATH=$PWD/.venv/bin:$PATH"
+        text = _cli_help([sys.executable, "-m", "mlflow", *words[1:3], "--help"])
+        for flag in _flags(words[3:]):
+            assert flag in text, f"mlflow {' '.join(words[1:3])}: unknown option {flag}"
+        return
+    if head == ".venv/bin/schemathesis":
+        importlib.import_module(env["SCHEMATHESIS_HOOKS"])
+        text = _cli_help([os.path.join(os.path.dirname(sys.executable), "schemathesis"), words[1], "--help"])
+        for flag in _flags(words[2:]):
+            assert flag in text, f"schemathesis {words[1]}: unknown option {flag}"
+        return
+    raise AssertionError(f"README command not vetted by tests/test_readme.py: {' '.join(words)} "
+                         f"(teach the test, or mark its block <!-- not run in tests: why -->)")
+
+
+def test_every_readme_command_block_is_vetted_or_says_why_not():
+    blocks = _blocks()
+    assert len(blocks) >= 8
+    keys, targets, helps = _setting_keys(), _make_targets(), {}
+    vetted = 0
+    for line, body, skip in blocks:
+        if skip:
+            assert len(skip) > 15, f"README line {line}: say why the block is not run"
+            continue
+        for words in _commands(body):
+            try:
+                _vet(words, keys, targets, helps)
+            except AssertionError as exc:
+                raise AssertionError(f"README line {line}: {exc}") from None
+            vetted += 1
+    assert vetted >= 30
+
+
+def test_the_vetting_catches_a_renamed_flag_a_wrong_module_and_an_unknown_key():
+    keys, targets, helps = _setting_keys(), _make_targets(), {}
+    with pytest.raises(AssertionError, match="--no-such-flag"):
+        _vet([".venv/bin/python", "-m", "jobs.backfill", "--no-such-flag"], keys, targets, helps)
+    with pytest.raises(ModuleNotFoundError):
+        _vet([".venv/bin/python", "-m", "jobs.no_such_job"], keys, targets, helps)
+    with pytest.raises(AssertionError, match="not a setting"):
+        _vet([".venv/bin/python", "-m", "jobs.stream", "--set", "model.precisionn=bf16"], keys, targets, helps)
+    with pytest.raises(AssertionError, match="Makefile"):
+        _vet(["make", "deploy-everything"], keys, targets, helps)
+    with pytest.raises(AssertionError, match="PATH"):
+        _vet([".venv/bin/mlflow", "models", "serve", "-m", "models:/x@champion"], keys, targets, helps)
+
+
+def test_the_settings_list_in_the_readme_is_the_generated_one():
+    start, end = README.index(BEGIN), README.index(END) + len(END)
+    assert README[start:end] == settings_markdown(), "run: python -m conf.docs --write README.md"
+    assert "| `model.precision` | `fp32` \\| `bf16` \\| `int8` |" in README
+
+
+# -- the map of the code ------------------------------------------------------------------------
 def _section(title: str) -> str:
     start = README.index(f"## {title}")
     end = README.find("\n## ", start + 1)
@@ -20,7 +192,7 @@ def test_every_path_in_where_things_are_exists():
     section = _section("Where things are")
     paths = {p for p in re.findall(r"`([\w./-]+)`", section) if "/" in p and not p.startswith("/")}
     assert len(paths) > 30
-    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    missing = sorted(p for p in paths if not (PATH_ROOT / p).exists())
     assert not missing, f"README names files that do not exist: {missing}"
 
 
@@ -29,18 +201,18 @@ def test_every_python_module_is_in_the_map():
     named = set(re.findall(r"`([\w./-]+\.py)`", section))
     packages = ("conf", "schemas", "lakehouse", "catalog", "streaming", "udfs", "encoders", "search",
                 "personalization", "vectorsearch", "training", "evaluation", "demo", "app")
-    modules = {str(p.relative_to(ROOT)) for pkg in packages for p in (ROOT / pkg).rglob("*.py")
+    modules = {str(p.relative_to(PATH_ROOT)) for pkg in packages for p in (PATH_ROOT / pkg).rglob("*.py")
                if p.name != "__init__.py"}
     assert not sorted(modules - named), f"modules the README's map does not name: {sorted(modules - named)}"
 
 
 def test_layer_diagram_matches_the_import_linter_contract():
     parser = configparser.ConfigParser()
-    parser.read(ROOT / ".importlinter")
+    parser.read(PATH_ROOT / ".importlinter")
     layers = [line.strip() for line in parser["importlinter:contract:layers"]["layers"].strip().splitlines()]
     block = re.search(r"```\n(bench.*?)```", _section("Where things are"), re.S).group(1)
     diagram = [re.split(r"\s{2,}", line.strip())[0] for line in block.strip().splitlines()]
     assert diagram == layers
     for layer in layers:
         for package in layer.split(" | "):
-            assert (ROOT / package / "__init__.py").is_file(), package
+            assert (PATH_ROOT / package / "__init__.py").is_file(), package

@@ -32,6 +32,8 @@ router = APIRouter(prefix="/api/v1", tags=["search"])
 
 FiltersForm = Annotated[str | None, Form(), WithJsonSchema(json_form_field(
     "json-filters", FILTERS_SCHEMA, 'Filters as a JSON object, e.g. {"price <=": 50, "gender": ["Women"]}'))]
+FiltersQuery = Annotated[str | None, Query(), WithJsonSchema(json_form_field(
+    "json-filters", FILTERS_SCHEMA, 'Filters as a JSON object, e.g. {"price <=": 50, "gender": ["Women"]}'))]
 LimitForm = Annotated[int | None, Form(ge=1), WithJsonSchema(
     {"type": "integer", "minimum": 1, "description": "results to return (at most search.max_limit)"})]
 QueryForm = Annotated[str | None, Form(), WithJsonSchema(
@@ -126,10 +128,7 @@ def search_hybrid(services: ServicesDep, search: SearchDep, queries: QueriesDep,
 
 @router.get("/recommendations/{user_id}", response_model=SearchResponse, responses=errors(400, 404, 409, 503))
 def recommendations(user_id: str, services: ServicesDep, search: SearchDep, users: UsersDep,
-                    limit: int | None = Query(None, ge=1),
-                    filters: Annotated[str | None, WithJsonSchema(json_form_field(
-                        "json-filters", FILTERS_SCHEMA, "extra filters, a JSON object"))] = Query(None)
-                    ) -> SearchResponse:
+                    limit: int | None = Query(None, ge=1), filters: FiltersQuery = None) -> SearchResponse:
     """The user's style embedding in the hybrid index, filtered by their price range and categories."""
     user = users.get(user_id)
     if user is None:
@@ -138,6 +137,17 @@ def recommendations(user_id: str, services: ServicesDep, search: SearchDep, user
         raise HTTPException(409, f"user {user_id!r} has no style embedding yet (no matching products indexed)")
     merged = recommendation_filters(user) | (_parse_filters(filters) or {})
     return _search(services, search, "hybrid", user["user_embedding"], limit, merged)
+
+
+@router.get("/products/{product_id}/similar", response_model=SearchResponse, responses=errors(400, 404, 409, 503))
+def similar_products(product_id: int, services: ServicesDep, search: SearchDep,
+                     index: Literal["image", "hybrid", "text"] = Query("image"),
+                     limit: int | None = Query(None, ge=1), filters: FiltersQuery = None) -> SearchResponse:
+    """"More like this": the product's own stored vector searched in ``index``, without the product itself
+    and without products whose photo is byte-identical (same image_hash)."""
+    results = search.similar(product_id, index, limit or services.config.search.default_limit,
+                             _parse_filters(filters))
+    return SearchResponse(index=index, count=len(results), results=results)
 
 
 @router.get("/users")

@@ -1,0 +1,35 @@
+"""The demo as a new user runs it: its own lines on the terminal, Spark and Ivy in a log file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from catalog.demo import generate_demo_catalog
+from lakehouse.local_cluster import loopback_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_demo_speaks_plainly_and_logs_the_rest(tmp_path, tiny_model_dir):
+    catalog = generate_demo_catalog(str(tmp_path / "catalog"), n_products=24)
+    args = [sys.executable, "-m", "jobs.demo", "--set", f"storage.root={tmp_path}/data",
+            "--set", f"catalog.source_dir={catalog}", "--set", f"images.allowed_roots=[{tmp_path}]",
+            "--set", f"model.name_or_path={tiny_model_dir}", "--set", "model.id=tiny-clip-test",
+            "--set", "model.torch_threads=1"]
+    done = subprocess.run(args, env=loopback_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    log = tmp_path / "data" / "logs" / "demo.log"
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) <= 40, done.stdout
+    assert f"logs: {log}" in lines[0]
+    for step in ("== 1. load catalog", "== 2. stream", "== 4. stream again", "== 5. product_embeddings_multimodal"):
+        assert any(line.startswith(step) for line in lines), step
+    assert "RANDOM weights" in done.stdout  # the model in use is named, random weights said plainly
+    # Spark, Ivy and the libraries are in the log, not on the terminal.
+    text = log.read_text()
+    assert ":: resolving dependencies" in text or "Ivy" in text or "ivy" in text
+    assert "streaming.metrics" in text
+    assert not any(" WARN " in line or ":: resolving" in line for line in lines)
+    assert done.stderr.strip() == ""

@@ -102,6 +102,19 @@ class HealthPoller:
                 "not_ok": sum(1 for s in self.samples if s[3] != "ok")}
 
 
+def _wait_for_new_version(url: str, timeout_s: float) -> float:
+    """Seconds until the service's index applies a new table version (the stream wrote, the index synced)."""
+    import requests
+
+    started = time.monotonic()
+    first = requests.get(f"{url}/health", timeout=10).json()["index"]["synced_version"]
+    while time.monotonic() - started < timeout_s:
+        if requests.get(f"{url}/health", timeout=10).json()["index"]["synced_version"] != first:
+            return round(time.monotonic() - started, 1)
+        time.sleep(1)
+    raise RuntimeError(f"the stream wrote nothing the index saw within {timeout_s}s (see stream.log)")
+
+
 def run_locust(url: str, users: int, duration_s: int, photos: str, out_prefix: str) -> dict:
     """One headless locust run; per-route and total requests/s, p50/p99 (ms) and failures from its CSV."""
     env = dict(os.environ, LOAD_IMAGES=photos, LOAD_QUERIES="|".join(QUERIES))
@@ -207,12 +220,13 @@ def main(argv: list[str] | None = None) -> None:
                 stream = editor = None
                 if phase == "streaming":
                     stream = subprocess.Popen(
-                        [sys.executable, "-m", "jobs.stream"] + [a for k, v in overrides.items()
-                                                                for a in ("--set", f"{k}={v}")],
+                        [sys.executable, "-m", "jobs.stream", "--trigger", "processingTime"]
+                        + [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")],
                         stdout=open(os.path.join(work, "stream.log"), "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
                         start_new_session=True)
-                    time.sleep(15)  # the stream's Spark session and model are up before traffic starts
                     editor = Editor(spark, config, ids, args.edit_interval).__enter__()
+                    # Traffic starts once the stream is up and its first edits are searchable.
+                    result.setdefault("stream_warmup_s", []).append(_wait_for_new_version(service.url, 300))
                 try:
                     for users in args.users:
                         prefix = os.path.join(work, f"locust-{phase}-batch{int(batch)}-u{users}")

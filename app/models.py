@@ -20,7 +20,9 @@ from search.queries import MAX_QUERY_CHARS
 FILTERS_SCHEMA = filters_json_schema(FILTER_COLUMNS)
 # What the server accepts as an uploaded photo (sniffed from the bytes; the part's content type is not trusted).
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
-NON_BLANK = r"\S"
+# Non-blank, the same in Python's and ECMA's regex dialects (search.queries.is_blank): \s differs
+# between them on U+001C-U+001F, U+0085 and U+FEFF, so those are named.
+NON_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
 
 Filters = Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [FILTERS_SCHEMA, {"type": "null"}],
                                                           "title": "Filters"})]

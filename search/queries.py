@@ -9,6 +9,15 @@ from encoders.prompts import zero_shot_prompt
 from encoders.vectors import hybrid_vector
 
 MAX_QUERY_CHARS = 1000  # a shopper's query; CLIP reads 77 tokens of it anyway
+# Blank text: Python's whitespace plus the zero-width no-break space (U+FEFF, whitespace to JSON
+# Schema's ECMA regex). app.models.NON_BLANK says the same in the OpenAPI schema.
+BLANK_EXTRA = "\ufeff"
+
+
+def is_blank(text: str | None) -> bool:
+    """True for None or text made only of whitespace (nothing to embed)."""
+    return text is None or not text.replace(BLANK_EXTRA, "").strip()
+
 
 
 class BadQueryError(ValueError):
@@ -29,11 +38,11 @@ class QueryEncoder:
         self.model_id = model_id
 
     def text_embedding(self, text: str | None) -> np.ndarray:
-        if text is None or not text.strip():
+        if is_blank(text):
             raise BadQueryError("query text is empty")
         if len(text) > MAX_QUERY_CHARS:
             raise BadQueryError(f"query text is longer than {MAX_QUERY_CHARS} characters")
-        return self.encoder.encode_texts([text.strip()])[0]
+        return self.encoder.encode_texts([text.strip(BLANK_EXTRA).strip()])[0]
 
     def decode_upload(self, data: bytes | None):
         if not data:
@@ -51,7 +60,7 @@ class QueryEncoder:
     def hybrid_embedding(self, text: str | None, image: bytes | None, text_weight: float) -> np.ndarray:
         if not 0.0 <= text_weight <= 1.0:
             raise BadQueryError("text_weight must be between 0 and 1", status=422)
-        has_text = bool(text and text.strip())
+        has_text = not is_blank(text)
         if not has_text and not image:
             raise BadQueryError("give a text query, an image, or both")
         t = self.text_embedding(text) if has_text else None

@@ -134,7 +134,15 @@ def _vet(words: list[str], keys: set[str], targets: set[str], helps: dict) -> No
             assert flag in text, f"mlflow {' '.join(words[1:3])}: unknown option {flag}"
         return
     if head == ".venv/bin/schemathesis":
-        importlib.import_module(env["SCHEMATHESIS_HOOKS"])
+        # As the console script imports it: no working directory on sys.path (site-packages holds an
+        # unrelated `tests` package, from databricks-vectorsearch), only what PYTHONPATH adds.
+        child_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+            k: v.replace("$PWD", ROOT) for k, v in env.items() if k == "PYTHONPATH"}
+        code = f"import sys; sys.path.pop(0); import {env['SCHEMATHESIS_HOOKS']}"
+        probe = subprocess.run([sys.executable, "-c", code],
+                               env=child_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert probe.returncode == 0, f"SCHEMATHESIS_HOOKS={env['SCHEMATHESIS_HOOKS']} is not importable as the " \
+                                      f"CLI imports it (set PYTHONPATH=.): {probe.stderr[-500:]}"
         text = _cli_help([os.path.join(os.path.dirname(sys.executable), "schemathesis"), words[1], "--help"])
         for flag in _flags(words[2:]):
             assert flag in text, f"schemathesis {words[1]}: unknown option {flag}"

@@ -223,3 +223,32 @@ def _png(colour, size=(40, 40), mode="RGB") -> bytes:
     buf = io.BytesIO()
     Image.new(mode, size, colour).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_the_schema_and_the_server_agree_on_blank_text():
+    """schemathesis (CLI run) sent query="\\x1d": the old pattern \\S let it through, the server called it blank."""
+    import re
+
+    from app.models import NON_BLANK
+    from search.queries import is_blank
+
+    # The pattern read as Python reads it, and as JSON Schema's ECMA dialect does (\s without U+001C-1F, U+0085).
+    ecma_ws = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+    ecma = NON_BLANK.replace("\\S", f"[^{ecma_ws}]").replace("\\s", ecma_ws)
+    chars = [chr(c) for c in range(0x3100)] + ["\ufeff"]
+    for dialect in (NON_BLANK, ecma):
+        disagree = [hex(ord(c)) for c in chars if (re.search(dialect, c) is None) != is_blank(c)]
+        assert not disagree, (dialect, disagree[:8])
+    assert is_blank("\x1d \ufeff") and not is_blank("\x1d red dress")
+
+
+def test_a_repeated_form_field_and_json_null_fields_are_refused(client):
+    """Found by the schemathesis CLI: `limit` sent twice, and labels/filters sent as the JSON text null."""
+    png = _png((20, 200, 30))
+    r = client.post("/api/v1/search/image", files={"file": ("q.png", png, "image/png")},
+                    data={"limit": ["3", "4"]})
+    assert r.status_code == 400 and "repeated: 'limit'" in r.text
+    r = client.post("/api/v1/classify", data={"product_id": "1", "labels": "null"})
+    assert r.status_code == 400 and "labels must be a JSON list" in r.text
+    r = client.post("/api/v1/search/image", files={"file": ("q.png", png, "image/png")}, data={"filters": "null"})
+    assert r.status_code == 400 and "filters must be a JSON object" in r.text

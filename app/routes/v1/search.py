@@ -6,6 +6,7 @@ decoding and index reads never block the event loop (``/health`` answers during 
 
 from __future__ import annotations
 
+import collections
 import json
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,7 @@ from app.models import (
     labels_schema,
 )
 from personalization.personas import recommendation_filters
-from search.queries import MAX_QUERY_CHARS
+from search.queries import MAX_QUERY_CHARS, is_blank
 from search.service import SearchService
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
@@ -51,8 +52,13 @@ IMAGE_ENCODING = {"requestBody": {"content": {"multipart/form-data": {"encoding"
     "file": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}}}}}
 
 
+# The form fields the routes read (other fields are ignored, as the schema's additionalProperties allows).
+FORM_FIELDS = frozenset({"query", "limit", "filters", "text_weight", "product_id", "label_set", "labels"})
+
+
 async def one_upload(request: Request) -> None:
-    """At most one file per request (the form is already parsed and bounded by the body size limit)."""
+    """At most one file, and each field the route reads at most once (the form is already parsed and bounded
+    by the body size limit)."""
     if not request.headers.get("content-type", "").startswith("multipart/"):
         return
     form = await request.form()
@@ -60,9 +66,14 @@ async def one_upload(request: Request) -> None:
     if len(names) > 1:
         raise HTTPException(400, f"send one image per request, in the 'file' field; got {len(names)} files "
                                  f"({', '.join(repr(n) for n in names)})")
+    counts = collections.Counter(key for key, _ in form.multi_items() if key in FORM_FIELDS)
+    repeated = sorted(k for k, n in counts.items() if n > 1)
+    if repeated:  # ambiguous: which `limit` did the client mean?
+        raise HTTPException(400, f"form fields may be given once; repeated: {', '.join(repr(k) for k in repeated)}")
 
 
 def _json_field(raw: str | None, name: str) -> Any:
+    """A JSON-valued form or query field; absent or empty is None (JSON null is refused by the callers)."""
     if raw is None or not raw.strip():
         return None
     try:
@@ -73,6 +84,8 @@ def _json_field(raw: str | None, name: str) -> Any:
 
 def _parse_filters(raw: str | None) -> dict | None:
     value = _json_field(raw, "filters")
+    if value is None and raw is not None and raw.strip():
+        raise HTTPException(400, "filters must be a JSON object (leave the field out for no filters)")
     if value is not None and not isinstance(value, dict):
         raise HTTPException(400, "filters must be a JSON object")
     return value
@@ -158,10 +171,13 @@ def list_users(users: UsersDep) -> list[dict[str, Any]]:
 
 def _candidate_labels(services, search: SearchService, label_set: str, labels: str | None) -> list[str]:
     candidates = _json_field(labels, "labels")
+    if candidates is None and labels is not None and labels.strip():
+        raise HTTPException(400, "labels must be a JSON list of non-empty strings (leave the field out for "
+                                 "the catalog's labels)")
     if candidates is None:
         return search.distinct_values(label_set)
     se = services.config.search
-    if not isinstance(candidates, list) or not all(isinstance(x, str) and x.strip() for x in candidates):
+    if not isinstance(candidates, list) or not all(isinstance(x, str) and not is_blank(x) for x in candidates):
         raise HTTPException(400, "labels must be a JSON list of non-empty strings")
     if not candidates or len(candidates) > se.max_labels:
         raise HTTPException(400, f"labels must name 1 to {se.max_labels} candidates, got {len(candidates)}")

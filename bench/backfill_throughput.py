@@ -10,7 +10,7 @@ compute as the real one), then in one run:
         UDFs -> MERGE), per-modality encode time measured around the UDF stages;
 
 and prints one JSON object with images/s, texts/s and their e2e/raw ratios.
-Usage: python -m bench.backfill_throughput [--limit N] [--precision int8|bf16|fp32]
+Usage: python -m bench.backfill_throughput [--limit N] [--precision int8|bf16|fp32|fp16] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sample-dir", default=os.path.abspath(DEFAULT_SAMPLE))
     p.add_argument("--work-dir", default="data/bench")
     p.add_argument("--limit", type=int, default=0, help="products to use (0 = all)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="int8")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8", "fp16"], default="int8")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--shape", choices=["vit-b-32", "tiny"], default="vit-b-32",
+                   help="the random CLIP's shape (tiny: a quick check of the script itself)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--image-batch-size", type=int, default=32)
     p.add_argument("--text-batch-size", type=int, default=128)
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     from udfs.description import description_expr
 
     work = os.path.abspath(args.work_dir)
-    model_dir = os.path.join(work, "models", "clip-vit-b-32-random-catalog-tokenizer")
+    model_dir = os.path.join(work, "models", f"clip-{args.shape}-random-catalog-tokenizer")
     for sub in ("delta", "checkpoints", "catalog"):
         shutil.rmtree(os.path.join(work, sub), ignore_errors=True)
 
@@ -102,11 +105,14 @@ def main(argv: list[str] | None = None) -> None:
         "model.name_or_path": model_dir,
         "model.id": "clip-vit-b-32-random",
         "model.precision": args.precision,
+        "model.device": args.device,
         "model.torch_threads": args.threads,
         "model.encode_partitions": 1,
         "model.image_batch_size": args.image_batch_size,
         "model.text_batch_size": args.text_batch_size,
         "backfill.chunk_rows": 100000,
+        # The catalog links the sample's images: allow the folder the link resolves to.
+        "images.allowed_roots": [catalog, os.path.realpath(os.path.join(args.sample_dir, "images"))],
         "stream.arrow_batch_size": 256,
     }
     config = load_config("local", overrides=overrides, base_dir=work)
@@ -126,12 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     random.Random(0).shuffle(texts)  # no help from alphabetical order: the stream sees them unordered
     if not os.path.isfile(os.path.join(model_dir, "model_card.json")):
         # Tokenizer merges from the catalog's own words: token counts like a real CLIP's (~30 per text).
-        build_random_clip(model_dir, shape="vit-b-32", corpus=texts)
+        build_random_clip(model_dir, shape=args.shape, corpus=texts)
 
     result: dict = {
         "benchmark": "backfill_throughput",
-        "model_shape": "clip-vit-b-32 (random weights)",
+        "model_shape": f"clip-{args.shape} (random weights)",
         "precision": args.precision,
+        "device": args.device,
         "torch_threads": args.threads,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
@@ -140,13 +147,13 @@ def main(argv: list[str] | None = None) -> None:
         "distinct_texts": len(texts),
     }
     if not args.skip_raw:
-        encoder = ClipEncoder(model_dir, precision=args.precision, torch_threads=args.threads)
+        encoder = ClipEncoder(model_dir, precision=args.precision, torch_threads=args.threads, device=args.device)
         result["raw"] = _raw_throughput(encoder, paths, texts, limits, args.image_batch_size, args.text_batch_size)
         if args.precision != "fp32":
             # Fidelity of the fast path against fp32 on the same 64 images and texts.
             from encoders.images import load_image
 
-            ref = ClipEncoder(model_dir, precision="fp32", torch_threads=args.threads)
+            ref = ClipEncoder(model_dir, precision="fp32", torch_threads=args.threads, device=args.device)
             imgs = [load_image(p, limits) for p in paths[:64]]
             cos_i = (ref.encode_images(imgs) * encoder.encode_images(imgs)).sum(1)
             cos_t = (ref.encode_texts(texts[:64]) * encoder.encode_texts(texts[:64])).sum(1)

@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     threads = os.cpu_count() or 2
     overrides = {"storage.root": work, "catalog.source_dir": catalog, "model.name_or_path": os.path.abspath(model_dir),
                  "model.id": "clip-vit-b-32-random", "model.torch_threads": threads, "model.encode_partitions": 1,
-                 "stream.processing_time": "1 second", "search.sync_interval_s": 1.0}
+                 "stream.processing_time": "1 second", "search.sync_interval_s": 1.0,
+                 # The catalog links the sample's images: allow the folder the link resolves to.
+                 "images.allowed_roots": [catalog, os.path.realpath(os.path.join(catalog, "images"))]}
     config = load_config("local", overrides=overrides, base_dir=work)
     if not os.path.isfile(os.path.join(model_dir, "model_card.json")):
         build_random_clip(model_dir, shape="vit-b-32", corpus=QUERIES)
@@ -203,10 +205,14 @@ def main(argv: list[str] | None = None) -> None:
     Embedder(spark, config).start_stream("availableNow").awaitTermination()
     build_user_features(spark, config)
     ids = [r.product_id for r in read_table(spark, config.tables.products).select("product_id").collect()]
+    with_image = read_table(spark, config.tables.embeddings).filter("image_embedding IS NOT NULL").count()
+    if with_image < len(ids) // 2:  # a load test over an empty image index measures nothing
+        raise SystemExit(f"only {with_image} of {len(ids)} products have an image vector; check images.allowed_roots")
     photos = _query_photos(catalog, os.path.join(work, "query-photos"))
 
     result: dict = {"benchmark": "load_test", "tool": "locust (headless, closed loop, 127.0.0.1)",
                     "model_shape": "clip-vit-b-32 (random weights)", "catalog": source, "products": len(ids),
+                    "products_with_image_vectors": with_image,
                     "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
                     "duration_s": args.duration, "traffic": "text 40%, image 20%, hybrid 20%, recommend 20%",
                     "scenarios": []}

@@ -133,11 +133,22 @@ class ModelSettings(Section):
     name_or_path: str = Field(description="hub id, CLIP folder (save_pretrained), models:/ URI or endpoint URL")
     id: str = Field(description="written to embedding_model")
     dimension: Count
-    precision: Literal["fp32", "bf16", "int8"]
+    precision: Literal["fp32", "bf16", "int8", "fp16"] = Field(
+        description="fp32 reference; bf16 autocast (CPU or GPU); int8 ONNX Runtime (CPU); fp16 (GPU only)")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the local CLIP runs (cuda: the encoding "
+                                                              "process's GPU; fp16/bf16 autocast there)")
     torch_threads: Count
     text_batch_size: Count
     image_batch_size: Count
     encode_partitions: Count = Field(description="partitions the encoders run in; x torch_threads ~ cores")
+
+    @model_validator(mode="after")
+    def _precision_fits_device(self) -> ModelSettings:
+        if self.precision == "fp16" and self.device != "cuda":
+            raise ValueError("precision fp16 runs on a GPU only: set model.device: cuda (or use bf16 on CPU)")
+        if self.precision == "int8" and self.device != "cpu":
+            raise ValueError("precision int8 (ONNX Runtime) runs on CPU only: set model.device: cpu")
+        return self
 
 
 class EmbeddingSettings(Section):

@@ -36,12 +36,20 @@ class ClipEncoder:
         precision: str = "fp32",
         torch_threads: int | None = None,
         expected_dimension: int | None = None,
+        device: str = "cpu",
     ):
         import torch
         from transformers import CLIPModel, CLIPProcessor
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("model.device is cuda but torch sees no CUDA device on this machine "
+                                 f"(torch {torch.__version__}); use model.device=cpu or a GPU machine")
+        if precision == "fp16" and device != "cuda":
+            raise ModelLoadError("model.precision fp16 runs on a GPU only: set model.device=cuda, or use bf16 on CPU")
+        if precision == "int8" and device != "cpu":
+            raise ModelLoadError("model.precision int8 (ONNX Runtime) runs on CPU only: set model.device=cpu")
         local = os.path.isdir(name_or_path)
         if not local and name_or_path.startswith(("/", ".")):
             raise ModelLoadError(
@@ -59,6 +67,10 @@ class ClipEncoder:
             ) from exc
         self.name_or_path = name_or_path
         self.precision = precision
+        self.device = device
+        if device != "cpu":
+            # Half precision weights on the GPU: the autocast below then runs the matmuls in fp16/bf16.
+            self.model.to(device)
         self.dimension = int(self.model.config.projection_dim)
         if expected_dimension and self.dimension != expected_dimension:
             raise ModelLoadError(
@@ -70,7 +82,7 @@ class ClipEncoder:
         self.weights = str(card.get("weights", "unknown (no model_card.json)"))
         message = (
             f"CLIP loaded from {name_or_path} (weights: {self.weights}, dim {self.dimension}, "
-            f"precision {precision}, pid {os.getpid()})"
+            f"precision {precision}, device {device}, pid {os.getpid()})"
         )
         if self.weights == "random":
             log.warning("%s -- RANDOM WEIGHTS: vectors carry no meaning, demo/plumbing only", message)
@@ -107,9 +119,13 @@ class ClipEncoder:
         }
 
     def _autocast(self):
-        if self.precision == "bf16":
-            return self._torch.autocast("cpu", dtype=self._torch.bfloat16)
+        if self.precision in ("bf16", "fp16"):
+            dtype = self._torch.bfloat16 if self.precision == "bf16" else self._torch.float16
+            return self._torch.autocast(self.device, dtype=dtype)
         return nullcontext()
+
+    def _to_device(self, tensor):
+        return tensor if self.device == "cpu" else tensor.to(self.device, non_blocking=True)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Encode texts to an (n, dim) array of unit vectors (in input order).
@@ -130,9 +146,10 @@ class ClipEncoder:
                 continue
             with self._torch.inference_mode(), self._autocast():
                 feats = self.model.get_text_features(
-                    input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+                    input_ids=self._to_device(tokens["input_ids"]),
+                    attention_mask=self._to_device(tokens["attention_mask"]),
                 )
-            out.append(feats.float().numpy())
+            out.append(feats.float().cpu().numpy())
         if not out:
             return np.zeros((0, self.dimension))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float64)
@@ -170,8 +187,8 @@ class ClipEncoder:
         if self._int8 is not None:
             return self._int8.encode_image(pixel_values.numpy())
         with self._torch.inference_mode(), self._autocast():
-            feats = self.model.get_image_features(pixel_values=pixel_values)
-        return feats.float().numpy()
+            feats = self.model.get_image_features(pixel_values=self._to_device(pixel_values))
+        return feats.float().cpu().numpy()
 
     def encode_images(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
         """Encode RGB PIL images to an (n, dim) array of unit vectors."""
@@ -189,11 +206,12 @@ _LOCK = threading.Lock()
 
 
 def get_encoder(
-    name_or_path: str, precision: str = "fp32", torch_threads: int | None = None, expected_dimension: int | None = None
+    name_or_path: str, precision: str = "fp32", torch_threads: int | None = None, expected_dimension: int | None = None,
+    device: str = "cpu",
 ) -> ClipEncoder:
     """The process-wide encoder for these settings, loaded on first use only."""
-    key = (name_or_path, precision, torch_threads, expected_dimension)
+    key = (name_or_path, precision, torch_threads, expected_dimension, device)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = ClipEncoder(name_or_path, precision, torch_threads, expected_dimension)
+            _CACHE[key] = ClipEncoder(name_or_path, precision, torch_threads, expected_dimension, device)
         return _CACHE[key]

@@ -37,6 +37,7 @@ class EncoderSpec:
     mlflow_tracking_uri: str | None = None
     mlflow_registry_uri: str | None = None
     serving: object | None = None
+    device: str = "cpu"
 
     @classmethod
     def from_config(cls, config) -> EncoderSpec:
@@ -47,7 +48,7 @@ class EncoderSpec:
         return cls(model.name_or_path, model.precision, model.torch_threads, model.dimension,
                    config.serving.batch_size if endpoint else model.text_batch_size,
                    config.serving.batch_size if endpoint else model.image_batch_size,
-                   config.mlflow.tracking_uri, config.mlflow.registry_uri, config.serving)
+                   config.mlflow.tracking_uri, config.mlflow.registry_uri, config.serving, model.device)
 
     def encoder(self):
         """The process-wide encoder for this spec (built on first use)."""
@@ -70,7 +71,7 @@ def load_mlflow_encoder(uri: str, tracking_uri: str | None, registry_uri: str | 
 def load_encoder(spec: EncoderSpec):
     """The process-wide encoder for an :class:`EncoderSpec`."""
     if not (is_mlflow_uri(spec.name_or_path) or is_endpoint_url(spec.name_or_path)):
-        return get_encoder(spec.name_or_path, spec.precision, spec.torch_threads, spec.dimension)
+        return get_encoder(spec.name_or_path, spec.precision, spec.torch_threads, spec.dimension, spec.device)
     key = (spec.name_or_path, spec.precision, spec.torch_threads, spec.mlflow_tracking_uri)
     with _LOCK:
         if key not in _CACHE:

@@ -1,0 +1,55 @@
+"""The GPU path where no GPU is: clear refusals, and bench/gpu_throughput.py checked end to end on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from catalog.demo import generate_demo_catalog
+from conf import ConfigError, load_config
+from lakehouse.local_cluster import loopback_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gpu_settings_are_validated_and_a_missing_gpu_is_said_plainly(tiny_model_dir):
+    import torch
+
+    from encoders.clip import ClipEncoder, ModelLoadError
+
+    with pytest.raises(ConfigError, match="fp16 runs on a GPU only"):
+        load_config("local", overrides={"model.precision": "fp16"})
+    with pytest.raises(ConfigError, match="int8 .* runs on CPU only"):
+        load_config("local", overrides={"model.precision": "int8", "model.device": "cuda"})
+    assert load_config("local", overrides={"model.precision": "fp16", "model.device": "cuda"}).model.device == "cuda"
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA device"):
+            ClipEncoder(tiny_model_dir, precision="fp16", device="cuda")
+
+
+def test_fast_decode_keeps_at_least_the_model_size(tmp_path):
+    from bench.gpu_throughput import fast_decode
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1800, 2400), (200, 30, 30)).save(path, "JPEG")
+    img = fast_decode(str(path), 224)
+    assert img.mode == "RGB" and min(img.size) >= 224 and img.size[0] < 1800  # decoded at a reduced scale
+
+
+def test_the_gpu_benchmark_runs_on_cpu_with_a_tiny_model(tmp_path):
+    catalog = generate_demo_catalog(str(tmp_path / "catalog"), n_products=12)
+    cmd = [sys.executable, "-m", "bench.gpu_throughput", "--device", "cpu", "--precision", "fp32", "--shape", "tiny",
+           "--batch-size", "4", "--decode-workers", "2", "--sample-dir", catalog, "--work-dir", str(tmp_path / "w")]
+    done = subprocess.run(cmd, env=loopback_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    assert result["device"] == "cpu" and result["images"] == 11  # one demo product has no image
+    for key in ("decode_images_per_s", "model_images_per_s", "raw_images_per_s", "texts_per_s"):
+        assert result[key] > 0, key
+    assert result["e2e"]["images_encoded"] == 11 and result["e2e"]["products"] == 12
+    assert result["ratio_images_e2e_over_raw"] > 0 and result["ratio_texts_e2e_over_raw"] > 0

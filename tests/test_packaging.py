@@ -93,7 +93,10 @@ def test_bundle_resources_build_with_the_typed_bundle_classes():
 
     root, resources = _bundle()
     assert set(root["targets"]) == {"dev", "prod"} and root["targets"]["prod"]["run_as"]
-    assert set(resources["jobs"]) == {"embedder_stream", "backfill", "reembed", "register_model", "create_indexes"}
+    assert set(resources["jobs"]) == {"embedder_stream", "backfill", "backfill_gpu", "reembed", "register_model",
+                                      "create_indexes"}
+    gpu = resources["jobs"]["backfill_gpu"]["job_clusters"][0]["new_cluster"]["spark_conf"]
+    assert gpu["spark.executor.resource.gpu.amount"] == gpu["spark.task.resource.gpu.amount"] == "1"
     for key, spec in resources["jobs"].items():
         job = Job.from_dict(spec)  # a misspelt field raises here
         assert job.name and job.tasks, key

@@ -7,7 +7,7 @@ from 1 and from 8 concurrent clients (closed loop), in one run, side by side:
 * ``streaming``: the continuous embedder runs (``python -m jobs.stream``) while an editor changes
   products every ``--edit-interval`` seconds, and the service syncs the index from the change feed;
 
-each with query batching on (``search.batch_queries``, the default) and off (the service before it).
+each with query batching (``search.batch_queries``) off (the default) and on.
 Per scenario: requests/s, p50/p99 per route, error rate, and the sync lag seen by polling
 ``/health`` (versions behind the table, seconds since the last sync). Prints one JSON object.
 

@@ -222,8 +222,9 @@ class SearchSettings(Section):
                                                       "multipart framing); the body bound is max_upload_bytes + this")
     max_labels: Count = Field(100, description="candidate labels one /classify request may name")
     max_label_chars: Count = Field(100, description="characters in one candidate label")
-    batch_queries: bool = Field(True, description="one worker encodes concurrent queries together (see "
-                                                  "encoders.batching); false: each request encodes on its own thread")
+    batch_queries: bool = Field(False, description="one worker encodes concurrent queries together (see "
+                                                   "encoders.batching); false: each request encodes on its own "
+                                                   "thread (faster when the stream shares the cores: bench.load_test)")
     max_query_batch: Count = Field(32, description="queries encoded in one forward pass at most")
     host: str = "127.0.0.1"
     port: Count

@@ -1,7 +1,8 @@
 """The README's list of settings, generated from the configuration models and the two profiles.
 
 Every key of :class:`conf.config.Config` with its type or allowed values (from the pydantic
-model), its value in ``conf/local.yaml`` and ``conf/databricks.yaml``, and what it does (the
+model), its value in ``conf/local.yaml`` and ``conf/databricks.yaml`` (the model's default where a
+profile leaves it out), and what it does (the
 field's description, else the YAML comment on or above the key). ``tests/test_readme.py``
 checks that the README holds exactly this text, so documented keys and allowed values cannot
 drift from the code.
@@ -109,8 +110,9 @@ def settings_markdown() -> str:
         if key == "profile":
             continue
         what = field.description or comments["local"].get(key) or comments["databricks"].get(key) or ""
-        cells = [f"`{key}`", _type(field.annotation, field.metadata), _value(raw["local"], key),
-                 _value(raw["databricks"], key), what]
+        default = "" if field.is_required() else _value({"v": field.get_default(call_default_factory=True)}, "v")
+        cells = [f"`{key}`", _type(field.annotation, field.metadata), _value(raw["local"], key) or default,
+                 _value(raw["databricks"], key) or default, what]
         rows.append("| " + " | ".join(c.replace("\n", " ").replace("|", "\\|") if i == 4 else c
                                         for i, c in enumerate(cells)) + " |")
     return "\n".join([BEGIN, *rows, END])

@@ -71,7 +71,9 @@ def env(request, prepared, spark, tiny_model_dir):
     config = make_config(base, tiny_model_dir, search__max_upload_bytes=200_000)
     embedder = Embedder(spark, config)
     if request.param == "local":
-        app = create_app(config, background_sync=False)
+        # The local run also covers the query batcher (search.batch_queries, off by default).
+        app = create_app(make_config(base, tiny_model_dir, search__max_upload_bytes=200_000,
+                                     search__batch_queries=True), background_sync=False)
         with TestClient(app) as client:
             yield client, config, embedder, app
         return

@@ -10,45 +10,20 @@ import numpy as np
 import pytest
 
 from encoders.endpoint import EndpointEncoder, EndpointError, EndpointResponseError, parse_predictions
+from tests.loopback import JsonServer
 
 
-class _Server:
-    """A loopback HTTP server answering POSTs from a list of (status, body) replies."""
+class _Server(JsonServer):
+    """Answers POSTs from a list of (status, body) replies, in order (the last one repeats); a callable body
+    is computed from the request."""
 
     def __init__(self, replies):
         self.replies = list(replies)
-        self.requests: list[dict] = []
-        outer = self
+        super().__init__(self._next)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                length = int(self.headers.get("Content-Length", 0))
-                outer.requests.append({"body": json.loads(self.rfile.read(length)),
-                                       "auth": self.headers.get("Authorization")})
-                status, body = outer.replies[min(len(outer.requests), len(outer.replies)) - 1]
-                if callable(body):
-                    body = body(outer.requests[-1]["body"])
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/invocations"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _next(self, body):
+        status, reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
+        return status, reply(body) if callable(reply) else reply
 
 
 def _echo_vectors(body):
@@ -145,30 +120,8 @@ def _reject_bad(body):
     return 200, {"predictions": [[float(len(r.get("text", ""))), 1.0] for r in records]}
 
 
-class _DynamicServer(_Server):
+class _DynamicServer(JsonServer):
     """Replies computed from the request: handler(body) -> (status, body)."""
-
-    def __init__(self, handler):
-        super().__init__([])
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append({"body": json.loads(raw), "auth": self.headers.get("Authorization"),
-                                       "bytes": len(raw)})
-                status, body = handler(outer.requests[-1]["body"])
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd.RequestHandlerClass = Handler
 
 
 def test_a_rejected_row_gets_its_own_error_and_the_rest_keep_their_vectors():

@@ -133,8 +133,10 @@ class ModelSettings(Section):
     name_or_path: str = Field(description="hub id, CLIP folder (save_pretrained), models:/ URI or endpoint URL")
     id: str = Field(description="written to embedding_model")
     dimension: Count
-    precision: Literal["fp32", "bf16", "int8", "fp16"] = Field(
-        description="fp32 reference; bf16 autocast (CPU or GPU); int8 ONNX Runtime (CPU); fp16 (GPU only)")
+    precision: Literal["fp32", "bf16", "int8", "fp16", "openvino-bf16", "openvino-int8", "auto"] = Field(
+        description="fp32 reference; bf16 autocast (CPU or GPU); int8 ONNX Runtime (CPU); fp16 (GPU only); "
+                    "openvino-bf16 / openvino-int8 (CPU; int8 calibrated with NNCF); auto: the fastest path on this "
+                    "machine whose vectors keep cosine >= 0.999 to fp32 on the probe set (timed at load, cached)")
     device: Literal["cpu", "cuda"] = Field("cpu", description="where the local CLIP runs (cuda: the encoding "
                                                               "process's GPU; fp16/bf16 autocast there)")
     torch_threads: Count
@@ -146,8 +148,8 @@ class ModelSettings(Section):
     def _precision_fits_device(self) -> ModelSettings:
         if self.precision == "fp16" and self.device != "cuda":
             raise ValueError("precision fp16 runs on a GPU only: set model.device: cuda (or use bf16 on CPU)")
-        if self.precision == "int8" and self.device != "cpu":
-            raise ValueError("precision int8 (ONNX Runtime) runs on CPU only: set model.device: cpu")
+        if self.precision in ("int8", "openvino-bf16", "openvino-int8") and self.device != "cpu":
+            raise ValueError(f"precision {self.precision} runs on CPU only: set model.device: cpu")
         return self
 
 
@@ -198,6 +200,11 @@ class StreamSettings(Section):
     local_merge_source_max_rows: NonNegative
     max_encode_attempts: Count = Field(3, description="a row whose encode failed (model or endpoint error) is "
                                                       "re-planned until it failed this many times in a row")
+    small_batch_max_rows: NonNegative = Field(
+        64, description="micro-batches of at most this many change rows (an editor's edits) are planned and "
+                        "encoded in the process that runs the batch, with no Spark job for the model (0: never)")
+    warm_up: bool = Field(True, description="load the encoder and run one text and one image through it before "
+                                            "the stream's first trigger, so the first edit after a start is fast")
 
     @field_validator("starting_version", mode="before")
     @classmethod

@@ -48,8 +48,8 @@ class ClipEncoder:
                                  f"(torch {torch.__version__}); use model.device=cpu or a GPU machine")
         if precision == "fp16" and device != "cuda":
             raise ModelLoadError("model.precision fp16 runs on a GPU only: set model.device=cuda, or use bf16 on CPU")
-        if precision == "int8" and device != "cpu":
-            raise ModelLoadError("model.precision int8 (ONNX Runtime) runs on CPU only: set model.device=cpu")
+        if precision in ("int8", "openvino-bf16", "openvino-int8") and device != "cpu":
+            raise ModelLoadError(f"model.precision {precision} runs on CPU only: set model.device=cpu")
         local = os.path.isdir(name_or_path)
         if not local and name_or_path.startswith(("/", ".")):
             raise ModelLoadError(
@@ -66,7 +66,7 @@ class ClipEncoder:
                 "model.name_or_path at the local folder."
             ) from exc
         self.name_or_path = name_or_path
-        self.precision = precision
+        self.precision = "fp32"
         self.device = device
         if device != "cpu":
             # Half precision weights on the GPU: the autocast below then runs the matmuls in fp16/bf16.
@@ -90,14 +90,52 @@ class ClipEncoder:
             log.info(message)
         self._torch = torch
         self._image_config = self._read_image_config()
-        self._int8 = None
-        if precision == "int8":
-            from encoders.onnx_int8 import Int8Towers
+        self._threads = torch_threads
+        self._towers = None  # ONNX Runtime / OpenVINO towers; None: torch
+        self.calibration: list[dict] | None = None
+        if precision == "auto":
+            from encoders.calibrate import choose_precision
 
+            self.calibration, chosen = choose_precision(self)
+            log.info("model.precision auto chose %s on this machine", chosen)
+        else:
+            self.use_precision(precision)
+
+    def use_precision(self, precision: str, calibration: tuple[list, list] | None = None) -> None:
+        """Switch the inference path: torch (fp32, bf16, fp16), ONNX Runtime int8, or OpenVINO bf16/int8."""
+        from encoders.openvino_towers import OPENVINO_PRECISIONS
+
+        self._towers = None
+        if precision in ("int8", *OPENVINO_PRECISIONS):
             size = self._image_config["crop"]
             example_ids = self.processor.tokenizer(["a red dress"], return_tensors="pt")["input_ids"]
-            self._int8 = Int8Towers(self.model, name_or_path, torch_threads, example_ids,
-                                    torch.zeros(2, 3, size[0], size[1]))
+            example_pixels = self._torch.zeros(2, 3, size[0], size[1])
+            if precision == "int8":
+                from encoders.onnx_int8 import Int8Towers
+
+                self._towers = Int8Towers(self.model, self.name_or_path, self._threads, example_ids, example_pixels)
+            else:
+                from encoders.openvino_towers import OpenVinoTowers
+
+                if precision == "openvino-int8" and calibration is None:
+                    calibration = self.probe_inputs()
+                self._towers = OpenVinoTowers(self.model, precision, self._threads, example_ids, example_pixels,
+                                              calibration)
+        self.precision = precision
+
+    def probe_inputs(self, batch_size: int = 16) -> tuple[list, list]:
+        """The probe set (:mod:`encoders.probe`) as model inputs: token batches and pixel batches."""
+        from encoders.probe import probe_images, probe_texts
+
+        texts, images = probe_texts(), probe_images()
+        tokens = []
+        for start in range(0, len(texts), batch_size):
+            t = self.processor.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                         max_length=self.max_text_tokens, return_tensors="np")
+            tokens.append((t["input_ids"], t["attention_mask"]))
+        pixels = [self.preprocess_images(images[start:start + batch_size]).numpy()
+                  for start in range(0, len(images), batch_size)]
+        return tokens, pixels
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -141,8 +179,8 @@ class ClipEncoder:
             tokens = self.processor.tokenizer(
                 chunk, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
             )
-            if self._int8 is not None:
-                out.append(self._int8.encode_text(tokens["input_ids"].numpy(), tokens["attention_mask"].numpy()))
+            if self._towers is not None:
+                out.append(self._towers.encode_text(tokens["input_ids"].numpy(), tokens["attention_mask"].numpy()))
                 continue
             with self._torch.inference_mode(), self._autocast():
                 feats = self.model.get_text_features(
@@ -184,8 +222,8 @@ class ClipEncoder:
 
     def encode_pixels(self, pixel_values) -> np.ndarray:
         """Encode an already preprocessed pixel tensor."""
-        if self._int8 is not None:
-            return self._int8.encode_image(pixel_values.numpy())
+        if self._towers is not None:
+            return self._towers.encode_image(pixel_values.numpy())
         with self._torch.inference_mode(), self._autocast():
             feats = self.model.get_image_features(pixel_values=self._to_device(pixel_values))
         return feats.float().cpu().numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     config = setup(args)
     query = Embedder(get_spark(config), config).start_stream(args.trigger)
+    log.info("stream running (query %s)", query.id)
+    # SIGTERM (a scheduler stopping the job) stops the query like Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         query.awaitTermination()
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS
-from schemas.change_feed import DELETE, STATE_CHANGES
+from schemas.change_feed import final_changes
 from search.ann import AnnIndex, AnnParams
 from search.filters import evaluate, parse_filters
 
@@ -336,19 +336,6 @@ class LocalIndexStore:
             slots, scores = idx[top], sims[top]
         rows = state.meta.iloc[slots].to_dict("records")
         return [dict(_clean(r), score=float(s)) for r, s in zip(rows, scores, strict=True)]
-
-
-def final_changes(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per product_id: its final state in a CDF frame (the rule of :mod:`schemas.change_feed`).
-
-    The pandas twin of ``streaming.reader.final_state``. ``frame`` holds at least
-    product_id, _change_type and _commit_version; the result adds ``_row`` (the
-    winning row's position in ``frame``) and ``_live`` (False for a final delete).
-    """
-    keep = frame["_change_type"].isin(STATE_CHANGES).to_numpy()
-    frame = frame[keep].assign(_row=np.flatnonzero(keep), _live=lambda f: f["_change_type"] != DELETE)
-    order = frame.sort_values(["product_id", "_commit_version", "_live", "_row"], kind="stable")
-    return order.groupby("product_id").tail(1)
 
 
 def _plain_types(table: pa.Table) -> pa.Table:

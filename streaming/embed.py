@@ -5,18 +5,34 @@ Three steps, each a function: :func:`encode_modalities` runs the models,
 :func:`assemble_rows` builds the MERGE source: product columns, bookkeeping and
 the new vectors (null where a modality was not re-encoded; the MERGE then keeps
 the stored one). :func:`encode_plan` chains them.
+
+Tiny batches (a catalog editor's single edit) skip the Spark jobs of the encode step:
+:func:`encode_modalities_in_process` runs the same encoding functions as the UDFs, in
+the process that runs the batch, on the plan it already holds as Arrow.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
+from encoders.images import ImageLimits
 from schemas import PRODUCT_COLUMNS
-from udfs.encoding import RETRYABLE_IMAGE_ERRORS, RETRYABLE_TEXT_ERRORS
+from schemas.spark import VECTOR_TYPE
+from udfs.encoding import (
+    RETRYABLE_IMAGE_ERRORS,
+    RETRYABLE_TEXT_ERRORS,
+    encode_image_frame,
+    encode_text_frame,
+)
 from udfs.vectors import with_hybrid
 
 # Plan actions that reach the MERGE; "unchanged", "stale" and "absent_delete" do not.
@@ -94,6 +110,47 @@ def encode_modalities(todo: DataFrame, udfs, encode_partitions: int) -> EncodedM
                              sorted(set(text_workers) | set(image_workers)))
 
 
+def _encoded_frame(spark: SparkSession, hash_column: str, hashes: list, frame, vector: str, error: str,
+                   worker: str) -> DataFrame:
+    """A local DataFrame shaped like :func:`encode_modalities`' results (hash, vector, error, worker)."""
+    schema = StructType([StructField(hash_column, StringType()), StructField(vector, VECTOR_TYPE),
+                         StructField(error, StringType()), StructField("_worker", StringType())])
+    if not hashes:
+        return spark.createDataFrame([], schema)
+    vectors = [None if v is None else [float(x) for x in v] for v in frame["embedding"]]
+    table = pa.table({hash_column: pa.array(hashes, pa.string()),
+                      vector: pa.array(vectors, pa.list_(pa.float64())),  # VECTOR_TYPE: array<double>
+                      error: pa.array(list(frame["error"]), pa.string()),
+                      "_worker": pa.array([worker] * len(hashes), pa.string())})
+    return spark.createDataFrame(table, schema=schema)
+
+
+def encode_modalities_in_process(spark: SparkSession, plan: pa.Table, encoder, limits: ImageLimits,
+                                 text_batch_size: int, image_batch_size: int) -> EncodedModalities:
+    """:func:`encode_modalities` for a tiny batch whose plan is already here as Arrow: no Spark job.
+
+    Same selection (each distinct flagged description and readable image once) and the
+    same encoding functions as the UDFs, run with ``encoder`` (loaded and warmed once
+    per process); the results come back as local DataFrames for :func:`assemble_rows`.
+    """
+    todo = plan.filter(pc.is_in(plan["_action"], pa.array(WRITE_ACTIONS))).to_pandas()
+    texts = todo[todo["_need_text"]].drop_duplicates("text_hash")
+    images = todo[todo["_need_image"] & todo["_image_read_error"].isna()].drop_duplicates("image_hash")
+    t0 = time.perf_counter()
+    text_frame = encode_text_frame(encoder, texts["description"], text_batch_size) if len(texts) else None
+    t1 = time.perf_counter()
+    image_frame = (encode_image_frame(encoder, images["image_path"], limits, image_batch_size)
+                   if len(images) else None)
+    t2 = time.perf_counter()
+    # This process, named so a batch's metrics say the model ran here and not in a Spark task.
+    worker = f"{socket.gethostname()}:{os.getpid()}:batch-process"
+    return EncodedModalities(
+        _encoded_frame(spark, "text_hash", list(texts["text_hash"]), text_frame, "_new_text", "_text_error", worker),
+        _encoded_frame(spark, "image_hash", list(images["image_hash"]), image_frame, "_new_image", "_image_error",
+                       worker),
+        len(texts), len(images), t1 - t0, t2 - t1, [worker] if len(texts) or len(images) else [])
+
+
 def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) -> DataFrame | None:
     """Stored (product_id, _old_text, _old_image) of rows re-encoding only one modality; None when there are none.
 
@@ -124,7 +181,9 @@ def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | 
         F.split(F.coalesce(F.col("cur_embedding_error"), F.lit("")), ","), lambda code: code.startswith("IMAGE_")), ",")
     rows = (todo.join(F.broadcast(encoded.texts.drop("_worker")), "text_hash", "left")
             .join(F.broadcast(encoded.images.drop("_worker")), "image_hash", "left"))
-    if old is None:
+    if old is None and "_old_text" in todo.columns:
+        pass  # the plan carries the stored vectors (tiny batches)
+    elif old is None:
         rows = (rows.withColumn("_old_text", F.lit(None).cast(vector_type))
                 .withColumn("_old_image", F.lit(None).cast(vector_type)))
     else:
@@ -168,16 +227,18 @@ def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | 
 
 
 def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dimension: int,
-                text_weight: float, encode_partitions: int, has_updates: bool = True) -> EncodedBatch:
+                text_weight: float, encode_partitions: int, has_updates: bool = True,
+                encode=None) -> EncodedBatch:
     """Encode what ``plan`` flags and assemble the rows to MERGE.
 
     ``udfs`` has ``text`` and ``image`` pandas UDFs (see :mod:`udfs.encoding`).
     ``has_updates=False`` (the plan holds no "update" rows) skips looking up stored
-    vectors: only updates re-encode one modality.
+    vectors: only updates re-encode one modality. ``encode`` (no arguments, returns
+    :class:`EncodedModalities`) replaces the UDF encoding: the tiny-batch path.
     """
     todo = plan.filter(F.col("_action").isin(*WRITE_ACTIONS))
-    encoded = encode_modalities(todo, udfs, encode_partitions)
-    old = stored_vectors(todo, embeddings, has_updates)
+    encoded = encode() if encode is not None else encode_modalities(todo, udfs, encode_partitions)
+    old = None if "_old_text" in todo.columns else stored_vectors(todo, embeddings, has_updates)
     rows = assemble_rows(todo, encoded, old, embeddings.schema["text_embedding"].dataType, model_id, dimension,
                          text_weight)
     return EncodedBatch(rows, encoded.texts_encoded, encoded.images_encoded, [encoded.texts, encoded.images],

@@ -29,19 +29,42 @@ def has_error(codes: tuple[str, ...], column: str = "cur_embedding_error"):
     return found
 
 
-def current_state(embeddings: DataFrame) -> DataFrame:
-    """Light projection of the embeddings table, prefixed ``cur_``."""
+def current_state(embeddings: DataFrame, with_vectors: bool = False) -> DataFrame:
+    """Light projection of the embeddings table, prefixed ``cur_`` (plus the stored vectors if asked)."""
+    vectors = ([F.col("text_embedding").alias("_old_text"), F.col("image_embedding").alias("_old_image")]
+               if with_vectors else [])
     return embeddings.select(
         "product_id",
         *[F.col(c).alias(f"cur_{c}") for c in PRODUCT_COLUMNS if c != "product_id"],
         *[F.col(c).alias(f"cur_{c}") for c in _CURRENT_COLUMNS],
         F.col("text_embedding").isNotNull().alias("cur_has_text"),
+        *vectors,
     )
 
 
+def literal_lookup(values: dict):
+    """``image_path -> hash`` as a column function over hashes computed in this process (tiny batches: no UDF).
+
+    ``values`` maps each path of the batch (``None`` included when a row has no path) to its hash.
+    """
+    known = {k: v for k, v in values.items() if k is not None}
+    lookup = F.create_map(*[F.lit(x) for kv in known.items() for x in kv]) if known else None
+
+    def column(path):
+        found = F.element_at(lookup, path) if lookup is not None else F.lit(None).cast("string")
+        return F.when(path.isNull(), F.lit(values.get(None))).otherwise(found)
+
+    return column
+
+
 def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_hash_udf,
-                 max_attempts: int | None = 3) -> DataFrame:
+                 max_attempts: int | None = 3, with_vectors: bool = False) -> DataFrame:
     """Join final product states with stored rows and flag what to (re-)encode.
+
+    ``image_hash_udf`` maps the ``image_path`` column to the image content hash: the hash
+    UDF, or :func:`literal_lookup` over hashes already computed for a tiny batch. ``with_vectors``
+    carries the stored vectors along (``_old_text``, ``_old_image``): a tiny batch then needs no
+    second lookup to rebuild a partial update's hybrid.
 
     * text is re-encoded when the description hash or the model differ, or the stored row has
       no text vector because the model call failed;
@@ -59,7 +82,7 @@ def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_h
         .withColumn("text_hash", F.when(live, F.sha2(F.col("description"), 256)))
         .withColumn("image_hash", F.when(live, image_hash_udf(F.col("image_path"))))
     )
-    joined = src.join(current_state(embeddings), "product_id", "left")
+    joined = src.join(current_state(embeddings, with_vectors), "product_id", "left")
     exists = F.col("cur_source_commit_version").isNotNull() | F.col("cur_text_hash").isNotNull()
     model_changed = ~F.coalesce(F.col("cur_embedding_model") == F.lit(model_id), F.lit(False))
     may_retry = (F.lit(True) if max_attempts is None

@@ -12,24 +12,31 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from types import SimpleNamespace
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import BooleanType, LongType, StructField, StructType
 
 from conf import Config
 from encoders.factory import EncoderSpec
 from encoders.images import ImageLimits
 from lakehouse.tables import ensure_all_tables, read_table
+from schemas import PRODUCT_COLUMNS
+from schemas.change_feed import DELETE, final_changes, has_tied_survivors
 from streaming import metrics as batch_metrics
-from streaming.embed import encode_plan
+from streaming.embed import WRITE_ACTIONS, encode_modalities_in_process, encode_plan
 from streaming.metrics import BatchMetrics
-from streaming.planner import plan_changes
+from streaming.planner import literal_lookup, plan_changes
 from streaming.reader import final_state, read_product_changes
 from streaming.writer import clear_write_identity, merge_embeddings
-from udfs.encoding import make_image_hash_udf, make_image_udf, make_text_udf
+from udfs.encoding import image_hashes, make_image_hash_udf, make_image_udf, make_text_udf
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,14 @@ def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str | None:
         raise CheckpointError(f"{path} does not hold a query id: {first!r}") from exc
 
 
+@dataclass(frozen=True)
+class TinyBatch:
+    """What the tiny-batch path computes from the change rows it holds: image hashes and product ids."""
+
+    image_hashes: dict
+    product_ids: list[int]
+
+
 class BatchProcessor:
     """Applies product states to the embeddings table; the stream's foreachBatch body (picklable)."""
 
@@ -72,11 +87,40 @@ class BatchProcessor:
         self._udfs: SimpleNamespace | None = None
         self._app_id: str | None = None
         self._sync = None
+        self._encoder = None
 
     def __getstate__(self) -> dict:
-        # UDF objects, the sync thread and history stay in the process that made them.
+        # UDF objects, the encoder, the sync thread and history stay in the process that made them.
         return {"config": self.config, "run_id": self.run_id, "history": [], "_udfs": None, "_app_id": None,
-                "_sync": None}
+                "_sync": None, "_encoder": None}
+
+    @property
+    def encoder(self):
+        """The encoder of tiny batches, in the process that runs the batches (loaded on first use)."""
+        if self._encoder is None:
+            spec = EncoderSpec.from_config(self.config)
+            self._encoder = spec.encoder()
+            log.info("tiny-batch encoder loaded in this process: %s (%s, %s)", self.config.model.name_or_path,
+                     self.config.model.id, self.config.model.precision)
+        return self._encoder
+
+    def warm_up(self) -> float:
+        """Load the tiny-batch encoder and run one text and one image through it; returns the seconds spent.
+
+        Called before the stream's first trigger (``stream.warm_up``), so the first edit after a start
+        does not wait for the model load, and the first (slow) call of each tower happens here.
+        """
+        if not self.config.stream.small_batch_max_rows:
+            return 0.0
+        from PIL import Image
+
+        t0 = time.perf_counter()
+        encoder = self.encoder
+        encoder.encode_texts(["warm-up"], 1)
+        encoder.encode_images([Image.new("RGB", (224, 224), (128, 128, 128))], 1)
+        seconds = round(time.perf_counter() - t0, 3)
+        log.info("encoder warmed up in %.2f s", seconds)
+        return seconds
 
     @property
     def sync_trigger(self):
@@ -103,11 +147,14 @@ class BatchProcessor:
     # -- one batch ---------------------------------------------------------------------------
     def apply_state(self, spark: SparkSession, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
                     rows_in: int | None = None, started: float | None = None,
-                    phases: dict[str, float] | None = None, retry_failed: bool = False) -> BatchMetrics:
+                    phases: dict[str, float] | None = None, retry_failed: bool = False,
+                    tiny_batch: TinyBatch | None = None) -> BatchMetrics:
         """Plan, encode and MERGE a DataFrame of final product states (see streaming.reader).
 
         ``started`` and ``phases`` let the caller count its own earlier work (the CDF read) in the batch;
         ``retry_failed`` re-plans failed encodes whatever their attempts (``reembed --failed``).
+        ``tiny_batch`` (its ids and image hashes, computed by the caller) marks a tiny batch: its plan
+        comes to this process once, and the models run here instead of in Spark tasks.
         """
         cfg = self.config
         started = started or time.perf_counter()
@@ -122,9 +169,20 @@ class BatchProcessor:
 
         embeddings = read_table(spark, cfg.tables.embeddings, check=False)
         max_attempts = None if retry_failed else cfg.stream.max_encode_attempts
-        plan = plan_changes(state, embeddings, cfg.model.id, self.udfs.image_hash, max_attempts).persist()
+        tiny = tiny_batch is not None
+        if tiny:
+            ids = tiny_batch.product_ids
+            stored = embeddings.filter(F.col("product_id").isin(ids))  # file skipping on product_id stats
+            plan_table = plan_changes(state, stored, cfg.model.id, literal_lookup(tiny_batch.image_hashes),
+                                      max_attempts, with_vectors=True).toArrow()
+            plan = spark.createDataFrame(plan_table)
+            counted = plan_table.group_by("_action").aggregate([("_action", "count")]).to_pylist()
+            actions = {r["_action"]: r["_action_count"] for r in counted}
+        else:
+            plan = plan_changes(state, embeddings, cfg.model.id, self.udfs.image_hash, max_attempts).persist()
         try:
-            actions = {r["_action"]: r["count"] for r in plan.groupBy("_action").count().collect()}
+            if not tiny:
+                actions = {r["_action"]: r["count"] for r in plan.groupBy("_action").count().collect()}
             metrics.products = sum(actions.values())
             metrics.rows_in = rows_in if rows_in is not None else metrics.products
             metrics.inserts = actions.get("insert", 0)
@@ -136,7 +194,18 @@ class BatchProcessor:
             lap("plan")
             to_write = metrics.inserts + metrics.updates + metrics.metadata_only + metrics.deletes
             if to_write:
-                self._encode_and_merge(spark, plan, embeddings, metrics, phases, lap, to_write, txn, started)
+                encode = target_ids = None
+                if tiny:
+                    writes = plan_table.filter(pc.is_in(plan_table["_action"], pa.array(WRITE_ACTIONS)))
+                    target_ids = writes["product_id"].to_pylist()
+                    spec = EncoderSpec.from_config(cfg)
+                    encoder, limits = self.encoder, ImageLimits.from_config(cfg)
+
+                    def encode():
+                        return encode_modalities_in_process(spark, plan_table, encoder, limits,
+                                                            spec.text_batch_size, spec.image_batch_size)
+                self._encode_and_merge(spark, plan, embeddings, metrics, phases, lap, to_write, txn, started,
+                                       encode, target_ids)
         finally:
             plan.unpersist()
         metrics.latency_s = round(time.perf_counter() - started, 3)
@@ -146,15 +215,19 @@ class BatchProcessor:
         return metrics
 
     def _encode_and_merge(self, spark, plan, embeddings, metrics: BatchMetrics, phases: dict, lap,
-                          to_write: int, txn, started: float) -> None:
+                          to_write: int, txn, started: float, encode=None,
+                          target_ids: list[int] | None = None) -> None:
         cfg = self.config
-        encoded = encode_plan(plan, embeddings, self.udfs, cfg.model.id, cfg.model.dimension,
-                              cfg.hybrid_text_weight, cfg.model.encode_partitions, has_updates=metrics.updates > 0)
+        encoded = encode_plan(plan, embeddings, None if encode else self.udfs, cfg.model.id, cfg.model.dimension,
+                              cfg.hybrid_text_weight, cfg.model.encode_partitions, has_updates=metrics.updates > 0,
+                              encode=encode)
         lap("encode")
         phases["encode_text"] = round(encoded.text_seconds, 3)
         phases["encode_image"] = round(encoded.image_seconds, 3)
         metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
         metrics.encoder_workers = encoded.workers
+        # The MERGE source comes to this process once (Arrow) and goes back as one local relation: planning
+        # the MERGE over the assembly's joins, twice, costs more than this copy even for a tiny batch.
         rows, metrics.rows_written, metrics.image_errors = self._materialize(spark, encoded.rows, to_write)
         try:
             lap("assemble")
@@ -162,7 +235,7 @@ class BatchProcessor:
             metrics.latency_s = round(time.perf_counter() - started, 3)
             inserts_only = metrics.inserts == to_write
             metrics.merge = merge_embeddings(spark, cfg.tables.embeddings, rows, txn, inserts_only,
-                                             commit_metadata=metrics.commit_metadata())
+                                             commit_metadata=metrics.commit_metadata(), target_ids=target_ids)
             lap("merge")
             if self.sync_trigger is not None and metrics.merge.get("num_affected_rows", 1):
                 self.sync_trigger.request()
@@ -191,6 +264,25 @@ class BatchProcessor:
             F.col("_need_image") & F.col("embedding_error").isNotNull(), 1)).alias("errors")).first()
         return rows, int(counts["n"]), int(counts["errors"])
 
+    @staticmethod
+    def _tiny_state(spark: SparkSession, head: pa.Table, schema) -> DataFrame:
+        """Final product states of a tiny batch's change rows: the pandas rule here, no window over Spark.
+
+        A batch where one commit holds two surviving rows of one product (duplicate ids in an insert)
+        goes to the Spark rule instead, whose deterministic tie-break a replay repeats.
+        """
+        frame = head.select(["product_id", "_change_type", "_commit_version"]).to_pandas()
+        if has_tied_survivors(frame):
+            return final_state(spark.createDataFrame(head, schema=schema))
+        final = final_changes(frame)
+        rows = head.take(pa.array(final["_row"].to_numpy())).select(PRODUCT_COLUMNS)
+        rows = rows.append_column("_deleted", pa.array(~final["_live"].to_numpy(), pa.bool_()))
+        rows = rows.append_column("source_commit_version", pa.array(final["_commit_version"].to_numpy(), pa.int64()))
+        state_schema = StructType([schema[c] for c in PRODUCT_COLUMNS]
+                                  + [StructField("_deleted", BooleanType()),
+                                     StructField("source_commit_version", LongType())])
+        return spark.createDataFrame(rows, schema=state_schema)
+
     # -- the stream ----------------------------------------------------------------------------
     def app_id(self, spark: SparkSession) -> str:
         """Idempotent-write app id: the configured id plus the checkpoint's query id.
@@ -207,9 +299,30 @@ class BatchProcessor:
         return self._app_id
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        """foreachBatch body: CDF rows -> final state per product -> apply, on the batch's own session."""
+        """foreachBatch body: CDF rows -> final state per product -> apply, on the batch's own session.
+
+        A batch of at most ``stream.small_batch_max_rows`` change rows (an editor's edit) comes to this
+        process in one job and takes the tiny-batch path; a larger one is persisted and planned and
+        encoded by Spark tasks.
+        """
         started = time.perf_counter()
         spark = batch.sparkSession
+        small = self.config.stream.small_batch_max_rows
+        if small:
+            head = batch.limit(small + 1).toArrow()
+            if head.num_rows == 0:
+                return
+            if head.num_rows <= small:
+                limits = ImageLimits.from_config(self.config)
+                live = head.filter(pc.invert(pc.equal(head["_change_type"], DELETE)))
+                paths = pd.Series(pc.unique(live["image_path"]).to_pylist(), dtype=object)
+                hashes = dict(zip(paths, image_hashes(paths, limits), strict=True))
+                read_s = round(time.perf_counter() - started, 3)
+                state = self._tiny_state(spark, head, batch.schema)
+                tiny = TinyBatch(hashes, pc.unique(head["product_id"]).to_pylist())
+                self.apply_state(spark, state, batch_id, (self.app_id(spark), batch_id), rows_in=head.num_rows,
+                                 started=started, phases={"cdf_read": read_s}, tiny_batch=tiny)
+                return
         batch = batch.persist()
         try:
             rows_in = batch.count()
@@ -286,6 +399,8 @@ class Embedder:
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=cfg.processing_time)
+        if cfg.warm_up:
+            self.processor.warm_up()
         if checkpoint_query_id(self.spark, cfg.checkpoint) is None:
             # A new checkpoint replays the current snapshot, which cannot show products deleted while no
             # stream was running: remove their rows first.

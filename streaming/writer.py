@@ -60,14 +60,22 @@ def _clause(assignments: dict[str, str]) -> str:
     return ", ".join(f"`{col}` = {expr}" for col, expr in assignments.items())
 
 
-def merge_statement(inserts_only: bool) -> str:
-    """The ``WHEN`` clauses of the embeddings MERGE (target ``t``, source ``s``)."""
+def merge_statement(inserts_only: bool, target_ids: list[int] | None = None) -> str:
+    """The ``ON`` and ``WHEN`` clauses of the embeddings MERGE (target ``t``, source ``s``).
+
+    ``target_ids`` (every product id of the source, a tiny batch) adds ``t.product_id IN (...)`` to the
+    join condition: a target-only predicate Delta prunes files with (by their product_id statistics),
+    so the MERGE reads the few files holding those products instead of the whole table.
+    """
     values = _insert_values()
     insert = (f"WHEN NOT MATCHED AND NOT s._deleted THEN INSERT ({', '.join(f'`{c}`' for c in values)}) "
               f"VALUES ({', '.join(values.values())})")
+    on = "ON t.product_id = s.product_id"
+    if target_ids is not None:
+        on += f" AND t.product_id IN ({', '.join(str(int(i)) for i in sorted(set(target_ids)))})"
     if inserts_only:
-        return f"ON t.product_id = s.product_id {insert}"
-    return (f"ON t.product_id = s.product_id "
+        return f"{on} {insert}"
+    return (f"{on} "
             f"WHEN MATCHED AND s._deleted AND {_NEWER} THEN DELETE "
             f"WHEN MATCHED AND NOT s._deleted AND {_NEWER} THEN UPDATE SET {_clause(_update_set())} "
             f"{insert}")
@@ -75,7 +83,7 @@ def merge_statement(inserts_only: bool) -> str:
 
 def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
                      txn: tuple[str, int] | None = None, inserts_only: bool = False,
-                     commit_metadata: str | None = None) -> dict[str, int]:
+                     commit_metadata: str | None = None, target_ids: list[int] | None = None) -> dict[str, int]:
     """Apply inserts, updates and deletes in one MERGE commit; returns Delta's MERGE metrics.
 
     With ``txn=(app_id, version)`` the commit carries Delta's idempotent-write
@@ -87,7 +95,8 @@ def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
     append instead of rewriting matched rows. A row that exists after all is then
     left as it is, never duplicated.
 
-    ``commit_metadata`` (the batch's metrics JSON) is stored in the commit's ``userMetadata``.
+    ``commit_metadata`` (the batch's metrics JSON) is stored in the commit's ``userMetadata``;
+    ``target_ids`` (all of the source's product ids) lets Delta skip the files of other products.
 
     ``rows`` must be persisted (or cheap and deterministic to recompute): the MERGE reads it twice.
     """
@@ -102,7 +111,7 @@ def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
     if commit_metadata is not None:
         confs[USER_METADATA_CONF] = commit_metadata
     with session_confs(spark, confs, required=frozenset({TXN_APP_ID_CONF, TXN_VERSION_CONF})):
-        return merge_into(spark, target, rows, merge_statement(inserts_only))
+        return merge_into(spark, target, rows, merge_statement(inserts_only, target_ids))
 
 
 def clear_write_identity(spark: SparkSession) -> None:

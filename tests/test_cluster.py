@@ -42,6 +42,8 @@ def test_stream_runs_on_a_standalone_cluster_with_encoding_in_executor_processes
             "--set", f"storage.root={workspace.path}/data", "--set", f"images.allowed_roots=[{workspace.path}]",
             "--set", f"model.name_or_path={tiny_model_dir}",
             "--set", "model.id=tiny-clip-test", "--set", "model.torch_threads=1", "--set", "model.encode_partitions=2",
+            # Spark tasks encode (a batch this small would otherwise be encoded in the driver: the tiny-batch path).
+            "--set", "stream.small_batch_max_rows=0",
             "--set", f"spark.master={standalone_cluster.url}",
             "--set", "spark.conf.spark.executor.memory=1g", "--set", "spark.conf.spark.driver.memory=1g",
             "--set", "spark.conf.spark.driver.host=127.0.0.1", "--set", "spark.conf.spark.driver.bindAddress=127.0.0.1"]

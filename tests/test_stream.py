@@ -399,3 +399,45 @@ def test_image_vectors_of_a_batch_with_failing_images_belong_to_their_own_rows(s
         np.testing.assert_allclose(got[pid].image_embedding, own, atol=1e-5)
     assert [got[p].image_embedding is None for p in (2, 4, 6)] == [True, True, True]
     assert_table_invariants(spark, config)
+
+
+def test_tiny_batches_write_what_spark_tasks_write(spark, tmp_path, tiny_model_dir):
+    """The tiny-batch path (plan and models in the batch's process) and the Spark-task path agree row for row.
+
+    The same edits, in the same batches: inserts (one image missing, one truncated), a text-only
+    update, an image-only update, a price change inside its tier, a delete, a re-insert.
+    """
+    from tests.conftest import make_config
+
+    imgs = [draw_image(f"{tmp_path}/img/{i}.jpg", i) for i in range(6)]
+    broken = truncated_jpeg(f"{tmp_path}/img/broken.jpg")
+    tables, workers = {}, {}
+    for small in (0, 64):
+        config = make_config(str(tmp_path / f"small-{small}"), tiny_model_dir, stream__small_batch_max_rows=small)
+        append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1]), product(3, imgs[2], price=45.0),
+                                        product(4, imgs[3]), product(5, None), product(6, broken)])
+        embedder = Embedder(spark, config)
+        batches = stream_once(embedder)
+        _sql_update(spark, config, "product_display_name = 'Renamed Shirt'", "product_id = 1")
+        _sql_update(spark, config, f"image_path = '{imgs[4]}'", "product_id = 2")
+        _sql_update(spark, config, "price = 46.0", "product_id = 3")
+        _sql_delete(spark, config, "product_id = 4")
+        batches += stream_once(embedder)
+        append_products(spark, config, [product(4, imgs[5])])
+        batches += stream_once(embedder)
+        assert [(b.inserts, b.updates, b.metadata_only, b.deletes) for b in batches] == [
+            (6, 0, 0, 0), (0, 2, 1, 1), (1, 0, 0, 0)]
+        workers[small] = {w.rsplit(":", 2)[-1] if "batch-process" in w else "spark-task"
+                          for b in batches for w in b.encoder_workers}
+        tables[small] = read_table(spark, config.tables.embeddings).drop("updated_at")
+    assert workers == {0: {"spark-task"}, 64: {"batch-process"}}
+    vectors = ["image_embedding", "text_embedding", "hybrid_embedding"]
+    assert_df_equality(tables[0].drop(*vectors), tables[64].drop(*vectors), ignore_row_order=True,
+                       ignore_nullable=True)
+    spark_rows = {r.product_id: r for r in tables[0].collect()}
+    for row in tables[64].collect():
+        for col in vectors:
+            a, b = getattr(row, col), getattr(spark_rows[row.product_id], col)
+            assert (a is None) == (b is None), (row.product_id, col)
+            if a is not None:
+                np.testing.assert_allclose(a, b, atol=1e-6, err_msg=f"{row.product_id} {col}")

@@ -98,12 +98,43 @@ def encode_rows(encoder, kind: str, items: list, batch_size: int) -> tuple[list,
         return [None] * n, [failed_code] * n
 
 
+def image_hashes(paths: pd.Series, limits: ImageLimits) -> pd.Series:
+    """sha256 of each image file's bytes, or ``error:<CODE>`` (the image-hash UDF's body)."""
+    return pd.Series([image_content_hash(p, limits) for p in paths], index=paths.index, dtype=object)
+
+
+def encode_text_frame(encoder, texts: pd.Series, batch_size: int) -> pd.DataFrame:
+    """Descriptions -> (embedding, error, worker) rows: the text UDF's body, also run in-process on tiny batches."""
+    values = [t if isinstance(t, str) else "" for t in texts]
+    vectors, errors = encode_rows(encoder, "text", values, batch_size)
+    return pd.DataFrame({"embedding": vectors, "error": errors, "worker": worker_identity()})
+
+
+def encode_image_frame(encoder, paths: pd.Series, limits: ImageLimits, batch_size: int) -> pd.DataFrame:
+    """Image paths -> (embedding, error, worker) rows; unreadable images give an error code, not an exception."""
+    n = len(paths)
+    vectors: list = [None] * n
+    errors: list = [None] * n
+    images, positions = [], []
+    for i, path in enumerate(paths):
+        try:
+            images.append(load_image(path, limits))
+            positions.append(i)
+        except ImageError as exc:
+            errors[i] = exc.code
+    if images:
+        encoded, failed = encode_rows(encoder, "image", images, batch_size)
+        for j, i in enumerate(positions):
+            vectors[i], errors[i] = encoded[j], failed[j]
+    return pd.DataFrame({"embedding": vectors, "error": errors, "worker": worker_identity()})
+
+
 def make_image_hash_udf(limits: ImageLimits):
     """UDF: image_path -> sha256 of the file's bytes, or ``error:<CODE>``."""
 
     @F.pandas_udf(StringType())
     def image_hash(paths: pd.Series) -> pd.Series:
-        return pd.Series([image_content_hash(p, limits) for p in paths], index=paths.index)
+        return image_hashes(paths, limits)
 
     return image_hash
 
@@ -115,9 +146,7 @@ def make_text_udf(spec: EncoderSpec):
     def encode_text(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         encoder = spec.encoder()
         for texts in batches:
-            values = [t if isinstance(t, str) else "" for t in texts]
-            vectors, errors = encode_rows(encoder, "text", values, spec.text_batch_size)
-            yield pd.DataFrame({"embedding": vectors, "error": errors, "worker": worker_identity()})
+            yield encode_text_frame(encoder, texts, spec.text_batch_size)
 
     return encode_text
 
@@ -129,20 +158,6 @@ def make_image_udf(spec: EncoderSpec, limits: ImageLimits):
     def encode_image(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         encoder = spec.encoder()
         for paths in batches:
-            n = len(paths)
-            vectors: list = [None] * n
-            errors: list = [None] * n
-            images, positions = [], []
-            for i, path in enumerate(paths):
-                try:
-                    images.append(load_image(path, limits))
-                    positions.append(i)
-                except ImageError as exc:
-                    errors[i] = exc.code
-            if images:
-                encoded, failed = encode_rows(encoder, "image", images, spec.image_batch_size)
-                for j, i in enumerate(positions):
-                    vectors[i], errors[i] = encoded[j], failed[j]
-            yield pd.DataFrame({"embedding": vectors, "error": errors, "worker": worker_identity()})
+            yield encode_image_frame(encoder, paths, limits, spec.image_batch_size)
 
     return encode_image

@@ -1,0 +1,254 @@
+"""Freshness benchmark: a committed product edit until the search service finds it, old path vs new, one run.
+
+What a catalog editor sees. On the real sample (9,583 products; the demo catalog when the sample is absent):
+
+1. load the products table and embed it once (the stream, availableNow);
+2. start the search service (``python -m app.main``) following the embeddings table;
+3. for each path, start the continuous embedder as the platform team does (``python -m jobs.stream``,
+   processing-time trigger, its own process) and, as soon as it says it is running, commit edits one
+   at a time from here: half update a product's name and price (the text is re-encoded), half insert
+   a new product (text and image). An edit is visible when the service's index serves the product
+   with its new name (polled every 50 ms) and a text search filtered to the edit's unique price
+   returns it; then the stream stops.
+
+Paths (same trigger, same index sync interval, same kinds of edits on the same products):
+
+* ``old``: every micro-batch planned and encoded by Spark tasks, the model loaded by the first batch
+  (``stream.small_batch_max_rows=0``, ``stream.warm_up=false``);
+* ``new``: the configured defaults (tiny batches planned and encoded in the batch's process, the
+  encoder loaded and warmed before the first trigger).
+
+Prints one JSON object: per path, the first edit after the start, p50/p95/max of the rest, the
+process start-to-running time, and the median batch phases read from the embeddings table's commits.
+The model is a random-weights CLIP of the catalog-trained model's shape (``--shape small``): latency
+depends on the shape, not on the weights.
+
+Usage: python -m bench.freshness [--sample-dir ../shared/datasets/fashion-sample] [--products 0]
+       [--edits 10] [--trigger "1 second"] [--sync-interval 0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+from bench.load_test import DEFAULT_SAMPLE, _catalog
+from bench.service import ServiceProcess
+
+PATHS = {
+    "old": {"stream.small_batch_max_rows": 0, "stream.warm_up": False},
+    "new": {},
+}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))], 3)
+
+
+def _set_args(overrides: dict) -> list[str]:
+    args: list[str] = []
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={json.dumps(value) if isinstance(value, list | bool) else value}"]
+    return args
+
+
+class StreamProcess:
+    """``python -m jobs.stream --trigger processingTime`` in its own process; running once it logs so."""
+
+    def __init__(self, overrides: dict, log_path: str, timeout_s: float = 300):
+        self.started = time.perf_counter()
+        self.log_path = log_path
+        self.log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.stream", "--trigger", "processingTime", *_set_args(overrides)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", SPARK_LOCAL_IP="127.0.0.1"))
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the stream exited with {self.proc.returncode}; see {log_path}")
+            with open(log_path, encoding="utf-8", errors="replace") as fh:
+                if "stream running" in fh.read():
+                    self.ready_s = round(time.perf_counter() - self.started, 2)
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"the stream did not start within {timeout_s}s; see {log_path}")
+
+    def stop(self) -> None:
+        self.proc.terminate()  # SIGTERM: the job stops its query (the checkpoint keeps the position), then exits
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def _visible(session, url: str, pid: int, name: str, price: float) -> bool:
+    body = {"query": name, "index": "text", "limit": 5, "filters": {"price >=": price, "price <=": price}}
+    response = session.post(f"{url}/api/v1/search/text", json=body, timeout=10)
+    if response.status_code != 200:
+        return False
+    return any(r.get("product_id") == pid and r.get("product_display_name") == name
+               for r in response.json()["results"])
+
+
+def _edit(spark, table: str, kind: str, pid: int, new_id: int, name: str, price: float) -> int:
+    """Commit one edit; returns the product id that must become visible."""
+    quoted = name.replace("'", "''")
+    if kind == "update":
+        spark.sql(f"UPDATE {table} SET product_display_name = '{quoted}', price = {price} WHERE product_id = {pid}")
+        return pid
+    columns = spark.sql(f"SELECT * FROM {table} LIMIT 0").columns
+    values = ", ".join({"product_id": str(new_id), "product_display_name": f"'{quoted}'",
+                        "price": str(price)}.get(c, c) for c in columns)
+    spark.sql(f"INSERT INTO {table} SELECT {values} FROM {table} WHERE product_id = {pid}")
+    return new_id
+
+
+def _wait_visible(session, url: str, pid: int, name: str, price: float, t0: float, timeout_s: float) -> float:
+    """Seconds from ``t0`` until a search finds the edit: /products/{id} is polled (cheap, no query to
+    encode, so the poller does not slow the stream down), then the search must agree at that moment."""
+    while time.perf_counter() - t0 < timeout_s:
+        response = session.get(f"{url}/api/v1/products/{pid}", timeout=10)
+        if response.status_code == 200 and response.json().get("product_display_name") == name:
+            seen = round(time.perf_counter() - t0, 3)
+            if not _visible(session, url, pid, name, price):
+                raise AssertionError(f"product {pid} is in the index but a search does not find it")
+            return seen
+        time.sleep(0.05)
+    raise TimeoutError(f"product {pid} ({name!r}) not searchable after {timeout_s}s")
+
+
+def _phases(spark, table: str, after_version: int) -> dict:
+    """Median batch phases (seconds) of the stream commits after ``after_version``."""
+    from streaming.metrics import BatchMetrics
+
+    rows = (spark.sql(f"DESCRIBE HISTORY {table}").filter(f"version > {after_version} AND userMetadata IS NOT NULL")
+            .select("version", "userMetadata", "operationMetrics").collect())
+    batches = [BatchMetrics.from_commit(r["userMetadata"], r["version"], r["operationMetrics"]) for r in rows]
+    names = sorted({k for b in batches for k in (b.phases_s or {})})
+    out = {n: round(statistics.median([b.phases_s[n] for b in batches if n in (b.phases_s or {})]), 3)
+           for n in names}
+    out["batch_latency_s"] = round(statistics.median([b.latency_s for b in batches]), 3) if batches else None
+    out["batches"] = len(batches)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="freshness: a committed edit until it is searchable, old vs new path")
+    p.add_argument("--sample-dir", default=os.path.abspath(DEFAULT_SAMPLE))
+    p.add_argument("--work-dir", default="data/bench-freshness")
+    p.add_argument("--products", type=int, default=0, help="catalog rows to load (0: all of the sample)")
+    p.add_argument("--edits", type=int, default=10, help="timed edits per path (after the first one)")
+    p.add_argument("--trigger", default="1 second", help="the stream's processing-time trigger, both paths")
+    p.add_argument("--sync-interval", type=float, default=None,
+                   help="the service's search.sync_interval_s, both paths (default: the configured one)")
+    p.add_argument("--shape", choices=["tiny", "small", "vit-b-32"], default="small")
+    p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds an edit may take before the run fails")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from catalog.loader import load_catalog
+    from conf import load_config
+    from encoders.random_clip import build_random_clip
+    from lakehouse.session import get_spark
+    from lakehouse.tables import latest_version, read_table
+    from streaming.runner import Embedder
+    from udfs.description import description_expr
+
+    work = os.path.abspath(args.work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    products_n = args.products or 10_000_000
+    catalog, source = _catalog(work, args.sample_dir, products_n)
+    model_dir = os.path.join(work, "models", f"clip-{args.shape}-random")
+    overrides = {
+        "storage.root": work,
+        "catalog.source_dir": catalog,
+        "model.name_or_path": model_dir,
+        "model.id": f"clip-{args.shape}-random",
+        "images.allowed_roots": [catalog, os.path.realpath(os.path.join(catalog, "images"))],
+        "stream.processing_time": args.trigger,
+        "search.batch_queries": False,
+    }
+    if args.sync_interval is not None:
+        overrides["search.sync_interval_s"] = args.sync_interval
+    config = load_config("local", overrides=overrides, base_dir=work)
+    spark = get_spark(config)
+    load_catalog(spark, config)
+    products = read_table(spark, config.tables.products)
+    texts = [r.d for r in products.select(description_expr().alias("d")).limit(5000).collect()]
+    build_random_clip(model_dir, shape=args.shape, corpus=texts)
+    # The first run of the stream embeds the snapshot; the timed runs restart from its checkpoint.
+    Embedder(spark, config).start_stream("availableNow").awaitTermination()
+    seeded = read_table(spark, config.tables.embeddings).count()
+    table = config.tables.products.sql
+    ids = [r.product_id for r in products.select("product_id").orderBy("product_id").collect()]
+    chosen = random.Random(7).sample(ids, args.edits + 1)
+
+    result: dict = {"benchmark": "freshness", "catalog": source, "products": len(ids),
+                    "model_shape": f"clip-{args.shape} (random weights)", "trigger": args.trigger,
+                    "sync_interval_s": config.search.sync_interval_s, "edits_per_path": args.edits,
+                    "seed_products": seeded, "cpu_count": os.cpu_count(),
+                    "machine": platform.machine(), "processor": platform.processor() or None, "paths": {}}
+    import requests
+
+    service = ServiceProcess({k: json.dumps(v) if isinstance(v, list | bool) else v for k, v in overrides.items()},
+                             os.path.join(work, "service.log"))
+    session = requests.Session()
+    try:
+        for n, path in enumerate(args.paths):
+            embeddings_version = latest_version(spark, config.tables.embeddings)
+            stream = StreamProcess({**overrides, **PATHS[path]}, os.path.join(work, f"stream-{path}.log"))
+            latencies, kinds = [], []
+            try:
+                for i, pid in enumerate(chosen):
+                    kind = "update" if i % 2 == 0 else "insert"
+                    price = 50_000 + 1_000 * n + i
+                    name = f"Freshness {path} edit {i} of product {pid}"
+                    if i:
+                        time.sleep(random.Random(i).uniform(0.2, 1.2))  # edits land anywhere in a trigger period
+                    target = _edit(spark, table, kind, pid, 900_000 + 1_000 * n + i, name, price)
+                    t0 = time.perf_counter()
+                    latencies.append(_wait_visible(session, service.url, target, name, price, t0, args.timeout))
+                    kinds.append(kind)
+            finally:
+                stream.stop()
+            rest = latencies[1:]
+            result["paths"][path] = {
+                "settings": PATHS[path] or "defaults",
+                "start_to_running_s": stream.ready_s,
+                "first_edit_after_start_s": latencies[0],
+                "p50_s": _percentile(rest, 0.5),
+                "p95_s": _percentile(rest, 0.95),
+                "max_s": max(rest),
+                "latencies_s": rest,
+                "kinds": kinds[1:],
+                "median_batch_phases_s": _phases(spark, config.tables.embeddings.sql, embeddings_version),
+            }
+    finally:
+        service.stop()
+    if {"old", "new"} <= set(result["paths"]):
+        old, new = result["paths"]["old"], result["paths"]["new"]
+        result["ratio_p50_new_over_old"] = round(new["p50_s"] / old["p50_s"], 3)
+        result["ratio_first_edit_new_over_old"] = round(new["first_edit_after_start_s"] /
+                                                        old["first_edit_after_start_s"], 3)
+    print(json.dumps(result, indent=2))
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,8 +9,15 @@ compute as the real one), then in one run:
 * e2e:  the backfill job through Spark (CDF-free snapshot -> planner -> Arrow pandas
         UDFs -> MERGE), per-modality encode time measured around the UDF stages;
 
-and prints one JSON object with images/s, texts/s and their e2e/raw ratios.
-Usage: python -m bench.backfill_throughput [--limit N] [--precision int8|bf16|fp32|fp16] [--device cpu|cuda]
+and prints one JSON object with images/s, texts/s and their e2e/raw ratios, the summed batch
+phases (where the time goes), error rows by code, and the peak memory of the driver's Python
+process, its JVM and the Spark Python workers.
+
+``--styles`` backfills another styles.csv with the sample's images: the full 44,446-row catalogue
+(``../shared/datasets/fashion-catalog-full/styles.csv``), where the 34,863 rows without a photo
+become ``IMAGE_MISSING`` rows (the image is looked up once, by the planner's hash, never decoded).
+Usage: python -m bench.backfill_throughput [--limit N] [--precision auto|int8|openvino-int8|...]
+       [--device cpu|cuda] [--styles PATH --skip-raw]
 """
 
 from __future__ import annotations
@@ -51,12 +58,52 @@ def _raw_throughput(encoder, paths: list[str], texts: list[str], limits, image_b
             "texts": len(texts), "text_seconds": round(t2 - t1, 2), "texts_per_s": round(len(texts) / (t2 - t1), 2)}
 
 
+def _vm_hwm_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            return [int(c) for c in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _peak_memory() -> dict:
+    """Peak resident memory (VmHWM) of this driver process, its JVM, and the JVM's Python workers."""
+    out: dict = {"driver_python": _vm_hwm_mb(os.getpid())}
+    for child in _children(os.getpid()):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as fh:
+                if b"java" not in fh.read().split(b"\0")[0]:
+                    continue
+        except OSError:
+            continue
+        out["driver_jvm"] = _vm_hwm_mb(child)
+        workers = [w for c in _children(child) for w in [c, *_children(c)]]
+        peaks = [m for m in (_vm_hwm_mb(w) for w in workers) if m]
+        out["python_workers_max"] = max(peaks) if peaks else None
+        out["python_workers"] = len(peaks)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="backfill throughput: Spark end-to-end vs raw model")
     p.add_argument("--sample-dir", default=os.path.abspath(DEFAULT_SAMPLE))
     p.add_argument("--work-dir", default="data/bench")
     p.add_argument("--limit", type=int, default=0, help="products to use (0 = all)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8", "fp16"], default="int8")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8", "fp16", "openvino-bf16", "openvino-int8", "auto"],
+                   default="int8")
+    p.add_argument("--styles", default=None,
+                   help="a styles.csv to backfill instead of the sample's (its images still come from --sample-dir)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--shape", choices=["vit-b-32", "tiny"], default="vit-b-32",
                    help="the random CLIP's shape (tiny: a quick check of the script itself)")
@@ -92,8 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     catalog = os.path.join(work, "catalog")
     os.makedirs(catalog)
     os.symlink(os.path.join(args.sample_dir, "images"), os.path.join(catalog, "images"))
-    with open(os.path.join(args.sample_dir, "styles.csv"), encoding="utf-8") as src, \
-            open(os.path.join(catalog, "styles.csv"), "w", encoding="utf-8") as dst:
+    styles = args.styles or os.path.join(args.sample_dir, "styles.csv")
+    with open(styles, encoding="utf-8", errors="surrogateescape", newline="") as src, \
+            open(os.path.join(catalog, "styles.csv"), "w", encoding="utf-8", errors="surrogateescape",
+                 newline="") as dst:
         for i, line in enumerate(src):
             if args.limit and i > args.limit:
                 break
@@ -117,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     config = load_config("local", overrides=overrides, base_dir=work)
     spark = get_spark(config)
-    load_catalog(spark, config)
+    t_load = time.perf_counter()
+    loaded = load_catalog(spark, config)
+    load_seconds = time.perf_counter() - t_load
     products = read_table(spark, config.tables.products)
     n_products = products.count()
 
@@ -143,12 +194,17 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "products": n_products,
+        "catalog_load": {**{k: v for k, v in loaded.items() if isinstance(v, int | float)},
+                         "seconds": round(load_seconds, 2)},
         "distinct_images": len(paths),
         "distinct_texts": len(texts),
     }
     if not args.skip_raw:
         encoder = ClipEncoder(model_dir, precision=args.precision, torch_threads=args.threads, device=args.device)
         result["raw"] = _raw_throughput(encoder, paths, texts, limits, args.image_batch_size, args.text_batch_size)
+        result["precision_used"] = encoder.precision  # what `auto` chose (the Spark workers read the same cache)
+        if encoder.calibration:
+            result["calibration"] = encoder.calibration
         if args.precision != "fp32":
             # Fidelity of the fast path against fp32 on the same 64 images and texts.
             from encoders.images import load_image
@@ -176,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         "texts_encoded": totals["texts_encoded"],
         "image_errors": totals["image_errors"],
         "wall_seconds": round(wall, 2),
+        "phases_s": totals["phases_s"],
         "products_per_s": round(totals["products"] / wall, 2),
         "image_seconds": round(totals["image_encode_seconds"], 2),
         "images_per_s": round(totals["images_encoded"] / max(totals["image_encode_seconds"], 1e-9), 2),
@@ -190,6 +247,11 @@ def main(argv: list[str] | None = None) -> None:
     result["rows_in_table"] = stored.count()
     result["rows_with_all_vectors"] = stored.filter(
         F.col("image_embedding").isNotNull() & F.col("text_embedding").isNotNull()).count()
+    result["rows_with_text_vector"] = stored.filter(F.col("text_embedding").isNotNull()).count()
+    result["error_rows"] = {r["embedding_error"]: r["count"] for r in
+                            stored.filter(F.col("embedding_error").isNotNull()).groupBy("embedding_error").count()
+                            .collect()}
+    result["peak_memory_mb"] = _peak_memory()
     print(json.dumps(result, indent=2))
     spark.stop()
 

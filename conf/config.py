@@ -203,8 +203,10 @@ class StreamSettings(Section):
     small_batch_max_rows: NonNegative = Field(
         64, description="micro-batches of at most this many change rows (an editor's edits) are planned and "
                         "encoded in the process that runs the batch, with no Spark job for the model (0: never)")
-    warm_up: bool = Field(True, description="load the encoder and run one text and one image through it before "
-                                            "the stream's first trigger, so the first edit after a start is fast")
+    warm_up: bool = Field(True, description="processingTime streams: before the first trigger, load the encoder, "
+                                            "run one text and one image through it, and run the tiny-batch plan "
+                                            "query and an empty MERGE (nothing is committed), so the first edit "
+                                            "after a start is fast")
 
     @field_validator("starting_version", mode="before")
     @classmethod

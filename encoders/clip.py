@@ -119,8 +119,8 @@ class ClipEncoder:
 
                 if precision == "openvino-int8" and calibration is None:
                     calibration = self.probe_inputs()
-                self._towers = OpenVinoTowers(self.model, precision, self._threads, example_ids, example_pixels,
-                                              calibration)
+                self._towers = OpenVinoTowers(self.model, self.name_or_path, precision, self._threads, example_ids,
+                                              example_pixels, calibration)
         self.precision = precision
 
     def probe_inputs(self, batch_size: int = 16) -> tuple[list, list]:

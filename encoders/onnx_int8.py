@@ -21,13 +21,14 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "FASHION_ONNX_CACHE"
 
 
-def _cache_dir(name_or_path: str) -> str:
-    """Where the exported models live: <model>/onnx-int8, else ~/.cache/fashion-catalog/onnx/<key>."""
+def model_cache_dir(name_or_path: str, kind: str = "onnx-int8") -> str:
+    """Where a model's exported forms live: <model>/<kind>, else ~/.cache/fashion-catalog/onnx/<key>[-<kind>]."""
     local = os.path.isdir(name_or_path)
+    suffix = "" if kind == "onnx-int8" else f"-{kind}"
     if os.environ.get(CACHE_ENV):
         base = os.environ[CACHE_ENV]
     elif local and os.access(name_or_path, os.W_OK):
-        return os.path.join(name_or_path, "onnx-int8")
+        return os.path.join(name_or_path, kind)
     else:
         base = os.path.join(os.path.expanduser("~"), ".cache", "fashion-catalog", "onnx")
     key = name_or_path
@@ -36,7 +37,7 @@ def _cache_dir(name_or_path: str) -> str:
             p = os.path.join(name_or_path, f)
             if os.path.isfile(p):
                 key += f"|{f}:{os.path.getsize(p)}:{int(os.path.getmtime(p))}"
-    return os.path.join(base, hashlib.sha256(key.encode()).hexdigest()[:16])
+    return os.path.join(base, hashlib.sha256(key.encode()).hexdigest()[:16] + suffix)
 
 
 def _export(model, out_dir: str, example_ids, example_pixels) -> None:
@@ -95,7 +96,7 @@ class Int8Towers:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - it is a pinned requirement
             raise RuntimeError("model.precision int8 needs onnxruntime (pip install onnxruntime onnx)") from exc
-        self.dir = _cache_dir(name_or_path)
+        self.dir = model_cache_dir(name_or_path)
         if not (os.path.isfile(os.path.join(self.dir, "text.int8.onnx"))
                 and os.path.isfile(os.path.join(self.dir, "image.int8.onnx"))):
             log.info("exporting %s to ONNX and quantising to int8 in %s", name_or_path, self.dir)

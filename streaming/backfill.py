@@ -85,7 +85,8 @@ def backfill(spark: SparkSession, config: Config, product_ids: DataFrame | None 
     chunks = _chunks(ids, config.backfill_chunk_rows)
     total, done, started = len(ids), 0, time.perf_counter()
     totals = {"products": total, "seeded_image_vectors": seeded, "texts_encoded": 0, "images_encoded": 0,
-              "unchanged": 0, "image_errors": 0, "text_encode_seconds": 0.0, "image_encode_seconds": 0.0}
+              "unchanged": 0, "image_errors": 0, "text_encode_seconds": 0.0, "image_encode_seconds": 0.0,
+              "phases_s": {}}
     for i, (lo, hi) in enumerate(chunks):
         # Products deleted since the snapshot was read are left out (the stream has deleted their rows).
         current = read_table(spark, config.tables.products).select("product_id")
@@ -97,6 +98,8 @@ def backfill(spark: SparkSession, config: Config, product_ids: DataFrame | None 
             totals[key] += getattr(m, key)
         totals["text_encode_seconds"] += m.phases_s.get("encode_text", 0.0)
         totals["image_encode_seconds"] += m.phases_s.get("encode_image", 0.0)
+        for phase, seconds in m.phases_s.items():  # where the time goes, summed over the chunks
+            totals["phases_s"][phase] = round(totals["phases_s"].get(phase, 0.0) + seconds, 3)
         rate = done / max(time.perf_counter() - started, 1e-9)
         log.info("%s progress: %d/%d products (%.1f%%), %.1f rows/s", label, done, total,
                  100.0 * done / max(total, 1), rate)

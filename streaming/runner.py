@@ -88,11 +88,12 @@ class BatchProcessor:
         self._app_id: str | None = None
         self._sync = None
         self._encoder = None
+        self.warmed_up_s: float | None = None  # seconds the last Spark warm-up took (None: none ran)
 
     def __getstate__(self) -> dict:
         # UDF objects, the encoder, the sync thread and history stay in the process that made them.
         return {"config": self.config, "run_id": self.run_id, "history": [], "_udfs": None, "_app_id": None,
-                "_sync": None, "_encoder": None}
+                "_sync": None, "_encoder": None, "warmed_up_s": None}
 
     @property
     def encoder(self):
@@ -173,9 +174,10 @@ class BatchProcessor:
         if tiny:
             ids = tiny_batch.product_ids
             stored = embeddings.filter(F.col("product_id").isin(ids))  # file skipping on product_id stats
-            plan_table = plan_changes(state, stored, cfg.model.id, literal_lookup(tiny_batch.image_hashes),
-                                      max_attempts, with_vectors=True).toArrow()
-            plan = spark.createDataFrame(plan_table)
+            planned = plan_changes(state, stored, cfg.model.id, literal_lookup(tiny_batch.image_hashes),
+                                   max_attempts, with_vectors=True)
+            plan_table = planned.toArrow()
+            plan = spark.createDataFrame(plan_table, schema=planned.schema)
             counted = plan_table.group_by("_action").aggregate([("_action", "count")]).to_pylist()
             actions = {r["_action"]: r["_action_count"] for r in counted}
         else:
@@ -198,12 +200,7 @@ class BatchProcessor:
                 if tiny:
                     writes = plan_table.filter(pc.is_in(plan_table["_action"], pa.array(WRITE_ACTIONS)))
                     target_ids = writes["product_id"].to_pylist()
-                    spec = EncoderSpec.from_config(cfg)
-                    encoder, limits = self.encoder, ImageLimits.from_config(cfg)
-
-                    def encode():
-                        return encode_modalities_in_process(spark, plan_table, encoder, limits,
-                                                            spec.text_batch_size, spec.image_batch_size)
+                    encode = self._in_process_encode(spark, plan_table)
                 self._encode_and_merge(spark, plan, embeddings, metrics, phases, lap, to_write, txn, started,
                                        encode, target_ids)
         finally:
@@ -263,6 +260,45 @@ class BatchProcessor:
         counts = rows.agg(F.count(F.lit(1)).alias("n"), F.count(F.when(
             F.col("_need_image") & F.col("embedding_error").isNotNull(), 1)).alias("errors")).first()
         return rows, int(counts["n"]), int(counts["errors"])
+
+    def _in_process_encode(self, spark: SparkSession, plan_table: pa.Table):
+        """The tiny-batch encode step: this process's encoder on the plan it holds (see encode_plan's ``encode``)."""
+        spec = EncoderSpec.from_config(self.config)
+        encoder, limits = self.encoder, ImageLimits.from_config(self.config)
+
+        def encode():
+            return encode_modalities_in_process(spark, plan_table, encoder, limits, spec.text_batch_size,
+                                                spec.image_batch_size)
+
+        return encode
+
+    def warm_up_spark(self, spark: SparkSession) -> float:
+        """Run the tiny-batch road once on no rows: the plan query and a MERGE of an empty source.
+
+        A fresh JVM pays seconds for its first Delta scan and MERGE (class loading, code generation);
+        paying them here keeps them off the first edit after a start. An empty-source MERGE commits
+        nothing (Delta writes no version), so the table, its history and its followers see no change.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        products = read_table(spark, cfg.tables.products, check=False)
+        state = spark.createDataFrame([], StructType(
+            [products.schema[c] for c in PRODUCT_COLUMNS]
+            + [StructField("_deleted", BooleanType()), StructField("source_commit_version", LongType())]))
+        embeddings = read_table(spark, cfg.tables.embeddings, check=False)
+        nobody = [-1]
+        planned = plan_changes(state, embeddings.filter(F.col("product_id").isin(nobody)), cfg.model.id,
+                               literal_lookup({}), cfg.stream.max_encode_attempts, with_vectors=True)
+        plan_table = planned.toArrow()
+        metrics = BatchMetrics(batch_id=-1, run_id=self.run_id, app_id=None)
+        # to_write=1 with no inserts: the full MERGE (update and delete clauses too), on an empty source.
+        plan = spark.createDataFrame(plan_table, schema=planned.schema)
+        self._encode_and_merge(spark, plan, embeddings, metrics, {}, lambda _: None,
+                               1, None, t0, self._in_process_encode(spark, plan_table), nobody)
+        seconds = round(time.perf_counter() - t0, 3)
+        log.info("Spark warmed up in %.2f s (plan query and an empty MERGE, nothing committed)", seconds)
+        self.warmed_up_s = seconds
+        return seconds
 
     @staticmethod
     def _tiny_state(spark: SparkSession, head: pa.Table, schema) -> DataFrame:
@@ -399,8 +435,10 @@ class Embedder:
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=cfg.processing_time)
-        if cfg.warm_up:
+        if trigger != "availableNow" and cfg.warm_up and cfg.small_batch_max_rows:
+            # A continuous stream waits for edits: load the model and warm the JVM before the first one.
             self.processor.warm_up()
+            self.processor.warm_up_spark(self.spark)
         if checkpoint_query_id(self.spark, cfg.checkpoint) is None:
             # A new checkpoint replays the current snapshot, which cannot show products deleted while no
             # stream was running: remove their rows first.

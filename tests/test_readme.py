@@ -186,7 +186,8 @@ def test_the_vetting_catches_a_renamed_flag_a_wrong_module_and_an_unknown_key():
 def test_the_settings_list_in_the_readme_is_the_generated_one():
     start, end = README.index(BEGIN), README.index(END) + len(END)
     assert README[start:end] == settings_markdown(), "run: python -m conf.docs --write README.md"
-    assert "| `model.precision` | `fp32` \\| `bf16` \\| `int8` \\| `fp16` |" in README
+    assert ("| `model.precision` | `fp32` \\| `bf16` \\| `int8` \\| `fp16` \\| `openvino-bf16` \\| `openvino-int8` "
+            "\\| `auto` |") in README
 
 
 # -- the map of the code ------------------------------------------------------------------------

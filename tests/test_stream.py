@@ -282,6 +282,11 @@ def test_stream_restarts_from_its_checkpoint_without_losing_anything(stream_env)
         query.stop()
     # ...and nothing already done is encoded again.
     assert calls(second) == (2, 2)
+    # Each start warmed the tiny-batch road up (model, plan query, an empty MERGE) and committed nothing doing so.
+    assert first.processor.warmed_up_s is not None and second.processor.warmed_up_s is not None
+    assert [b.batch_id for b in first.history + second.history] == sorted(
+        {b.batch_id for b in first.history + second.history}) and min(
+        b.batch_id for b in first.history + second.history) >= 0
     assert_df_equality(_products_df(spark, config), _embedded_products_df(spark, config),
                        ignore_row_order=True, ignore_nullable=True)
 

@@ -50,8 +50,10 @@ def _cache_path(encoder) -> str:
         ov_version = openvino.__version__
     except ImportError:  # pragma: no cover - pinned
         ov_version = "none"
-    key = [encoder.name_or_path, encoder.device, str(encoder._threads), _processor_name(), str(os.cpu_count()),
-           torch.__version__, ov_version]
+    from encoders.openvino_towers import IR_VERSION
+
+    key = [f"ir{IR_VERSION}", encoder.name_or_path, encoder.device, str(encoder._threads), _processor_name(),
+           str(os.cpu_count()), torch.__version__, ov_version]
     if os.path.isdir(encoder.name_or_path):
         for f in sorted(os.listdir(encoder.name_or_path)):
             p = os.path.join(encoder.name_or_path, f)

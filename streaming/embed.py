@@ -87,6 +87,9 @@ def encode_modalities(todo: DataFrame, udfs, encode_partitions: int) -> EncodedM
     texts = (
         todo.filter("_need_text").select("text_hash", "description").dropDuplicates(["text_hash"])
         .repartition(encode_partitions)
+        # Similar lengths side by side: each Arrow batch pads to its longest text, so sorted batches pad
+        # little (the encoder sorts inside a batch too, but a batch of 256 is a small window).
+        .sortWithinPartitions(F.length("description"))
         .withColumn("_t", udfs.text(F.col("description")))
         .select("text_hash", F.col("_t.embedding").alias("_new_text"), F.col("_t.error").alias("_text_error"),
                 F.col("_t.worker").alias("_worker"))

@@ -44,17 +44,18 @@ def test_fast_paths_stay_faithful_to_fp32(tiny_model_dir, precision):
 
 
 def test_openvino_int8_is_calibrated_on_the_probe_set_and_stays_close_elsewhere(tiny_model_dir):
-    """Static int8 is exact only where it was calibrated: within 0.999 on the probe set (what ``auto`` checks),
-    looser on other inputs (a random tiny model has no typical activations to calibrate for)."""
-    from encoders.probe import probe_texts
+    """The image tower is statically quantised (calibrated on the probe photos), the text tower's weights only:
+    text stays within 0.999 everywhere; images within 0.999 on the probe set (what ``auto`` checks) and close
+    elsewhere (a random tiny model has no typical activations to calibrate for)."""
+    from encoders.probe import probe_images
 
     fp32 = ClipEncoder(tiny_model_dir, precision="fp32")
     fast = ClipEncoder(tiny_model_dir, precision="openvino-int8")
-    probe = probe_texts()
-    assert (fp32.encode_texts(probe) * fast.encode_texts(probe)).sum(axis=1).min() >= 0.999
+    probe = probe_images()
+    assert (fp32.encode_images(probe) * fast.encode_images(probe)).sum(axis=1).min() >= 0.999
     cos_t = (fp32.encode_texts(TEXTS) * fast.encode_texts(TEXTS)).sum(axis=1)
     cos_i = (fp32.encode_images(_images()) * fast.encode_images(_images())).sum(axis=1)
-    assert cos_t.min() >= 0.95 and cos_i.min() >= 0.95, (cos_t, cos_i)
+    assert cos_t.min() >= 0.999 and cos_i.min() >= 0.95, (cos_t, cos_i)
     np.testing.assert_allclose(np.linalg.norm(fast.encode_images(_images()), axis=1), 1.0, atol=1e-12)
 
 

@@ -29,9 +29,16 @@ def env(spark, workspace):
 
 
 @pytest.fixture
-def stream_env(any_spark, workspace):
-    """Like ``env``, once on the classic session and once on Spark Connect."""
-    config = workspace.config()
+def stream_env(any_spark, workspace, request):
+    """Like ``env``, once on the classic session and once on Spark Connect.
+
+    The batches of these tests are small: on the classic session they take the tiny-batch road
+    (models in the batch's process); on Connect the Spark-task road (UDFs in the server's Python
+    workers), so both roads run the same scenarios. The restart test runs the tiny road on Connect.
+    """
+    connect = request.node.callspec.params.get("any_spark") == "connect"
+    tiny_on_connect = request.node.name.startswith("test_stream_restarts_from_its_checkpoint")
+    config = workspace.config(**({"stream__small_batch_max_rows": 0} if connect and not tiny_on_connect else {}))
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(6)]
     return any_spark, config, imgs
 

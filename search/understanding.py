@@ -1,0 +1,155 @@
+"""Query understanding: constraints a shopper types in words, read with the catalogue's own vocabulary.
+
+``interpret("black tshirt for men under 50", vocabulary)`` reads:
+
+* **explicit constraints** that become filters (Databricks filter dialect, see
+  :mod:`search.filters`): price phrases ("under 50", "below $30", "between 20 and 40",
+  "over 100", "up to 25") and gender phrases ("for men", "women's", "ladies", "boys");
+  their words leave the text, which no embedding would read as a constraint anyway;
+* **soft constraints** that boost: colours and article types the catalogue has (from its
+  facets, so "Navy Blue" or "Casual Shoes" are known and made-up ones are not). Their words
+  stay in the text: they help every retriever.
+
+The result says what was read (:class:`Interpretation`: filters, boosts, the phrases behind
+them, and the rest of the text), so a shopper can see it and undo it. Pure Python: the
+service imports no Spark.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_NUMBER = r"(?:rs\.?\s*|inr\s*|usd\s*|\$|₹|€|£)?\s*(\d+(?:[.,]\d+)?)\s*(?:rs\.?|inr|usd|dollars?|rupees?|euros?)?"
+# Longest phrases first: "between 20 and 40" before "20".
+_PRICE_PATTERNS: list[tuple[re.Pattern, str]] = [
+    (re.compile(rf"\b(?:between|from)\s+{_NUMBER}\s*(?:and|to|-)\s*{_NUMBER}", re.I), "range"),
+    (re.compile(rf"(?<![\w.]){_NUMBER}\s*(?:-|to)\s*{_NUMBER}(?=\s|$)", re.I), "range"),
+    (re.compile(rf"\b(?:under|below|less\s+than|cheaper\s+than|lower\s+than|within)\s+{_NUMBER}", re.I), "<"),
+    (re.compile(rf"\b(?:up\s*to|at\s+most|max(?:imum)?|no\s+more\s+than|not\s+more\s+than)\s+{_NUMBER}", re.I),
+     "<="),
+    (re.compile(rf"\b(?:over|above|more\s+than|higher\s+than|pricier\s+than)\s+{_NUMBER}", re.I), ">"),
+    (re.compile(rf"\b(?:at\s+least|min(?:imum)?|from|starting\s+(?:at|from))\s+{_NUMBER}", re.I), ">="),
+]
+# Shopper words for the catalogue's genders; a product for everyone (Unisex) fits men and women too.
+_GENDER_PHRASES: list[tuple[str, tuple[str, ...]]] = [
+    (r"for\s+(?:men|him|a\s+man|guys)|men'?s|mens|man'?s|male|gents?", ("Men", "Unisex")),
+    (r"for\s+(?:women|her|a\s+woman|ladies)|women'?s|womens|woman'?s|ladies|lady'?s?|female", ("Women", "Unisex")),
+    (r"for\s+boys|boys'?|boy'?s", ("Boys",)),
+    (r"for\s+girls|girls'?|girl'?s", ("Girls",)),
+    (r"for\s+kids|kids'?|children'?s?|for\s+children", ("Boys", "Girls")),
+    (r"unisex", ("Unisex",)),
+    (r"men", ("Men", "Unisex")),
+    (r"women", ("Women", "Unisex")),
+]
+
+
+def _norm(words: str) -> str:
+    """Lower case, letters and digits only, singular: "T-Shirts" -> "tshirt", "Casual Shoes" -> "casualshoe"."""
+    flat = re.sub(r"[^a-z0-9]", "", words.lower())
+    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("shes", "sh"), ("ches", "ch"), ("s", "")):
+        if flat.endswith(suffix) and len(flat) > len(suffix) + 2:
+            return flat[: -len(suffix)] + keep
+    return flat
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the catalogue calls things: its colours, article types and genders (from the facets)."""
+
+    colours: tuple[str, ...] = ()
+    article_types: tuple[str, ...] = ()
+    genders: tuple[str, ...] = ()
+
+    @classmethod
+    def from_facets(cls, facets: dict[str, list[str]]) -> Vocabulary:
+        """From ``/api/v1/facets``-shaped values (``base_color``, ``article_type``, ``gender``)."""
+        return cls(tuple(facets.get("base_color", ())), tuple(facets.get("article_type", ())),
+                   tuple(facets.get("gender", ())))
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """How a query was read: filters (explicit), boosts (soft), the phrases behind them, and the rest."""
+
+    text: str
+    filters: dict = field(default_factory=dict)
+    boosts: dict = field(default_factory=dict)
+    phrases: list = field(default_factory=list)  # {"phrase", "kind", "applied"}: price, gender, colours, types
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "filters": self.filters, "boosts": self.boosts, "phrases": self.phrases}
+
+
+def _number(raw: str) -> float | int:
+    value = float(raw.replace(",", "."))
+    return int(value) if value.is_integer() else value
+
+
+def _price(query: str) -> tuple[str, dict, list]:
+    filters: dict = {}
+    phrases: list = []
+    for pattern, op in _PRICE_PATTERNS:
+        match = pattern.search(query)
+        if not match or any(k.startswith("price") for k in filters):
+            continue
+        if op == "range":
+            low, high = sorted((_number(match.group(1)), _number(match.group(2))))
+            applied = {"price >=": low, "price <=": high}
+        else:
+            applied = {f"price {op}": _number(match.group(1))}
+        filters.update(applied)
+        phrases.append({"phrase": match.group(0).strip(), "kind": "price", "applied": applied})
+        query = query[:match.start()] + " " + query[match.end():]
+    return query, filters, phrases
+
+
+def _gender(query: str, known: tuple[str, ...]) -> tuple[str, dict, list]:
+    for pattern, genders in _GENDER_PHRASES:
+        match = re.search(rf"(?<![\w'])(?:{pattern})(?![\w'])", query, re.I)
+        if not match:
+            continue
+        values = [g for g in genders if not known or g in known]
+        if not values:
+            continue
+        applied = {"gender": values}
+        query = query[:match.start()] + " " + query[match.end():]
+        return query, applied, [{"phrase": match.group(0).strip(), "kind": "gender", "applied": applied}]
+    return query, {}, []
+
+
+def _soft(query: str, values: tuple[str, ...], column: str, kind: str) -> tuple[dict, list]:
+    """Catalogue values named in the query (longest first, whole words, singular or plural)."""
+    words = re.findall(r"[\w'-]+", query)
+    by_norm = {}
+    for value in values:
+        by_norm.setdefault(_norm(value), value)
+    found, phrases, used = [], [], set()
+    for size in (3, 2, 1):
+        for i in range(len(words) - size + 1):
+            span = range(i, i + size)
+            if used & set(span):
+                continue
+            phrase = " ".join(words[i:i + size])
+            value = by_norm.get(_norm(phrase))
+            if value and value not in found:
+                found.append(value)
+                used |= set(span)
+                phrases.append({"phrase": phrase, "kind": kind, "applied": {column: [value]}})
+    return ({column: found} if found else {}), phrases
+
+
+def interpret(query: str, vocabulary: Vocabulary) -> Interpretation:
+    """Read price and gender constraints (filters) and known colours and types (boosts) out of ``query``."""
+    rest, filters, phrases = _price(query)
+    rest, gender, gender_phrases = _gender(rest, vocabulary.genders)
+    filters.update(gender)
+    phrases += gender_phrases
+    boosts: dict = {}
+    for values, column, kind in ((vocabulary.colours, "base_color", "colour"),
+                                 (vocabulary.article_types, "article_type", "type")):
+        found, soft_phrases = _soft(rest, values, column, kind)
+        boosts.update(found)
+        phrases += soft_phrases
+    text = re.sub(r"\s+", " ", rest).strip(" ,.;-")
+    return Interpretation(text=text or query.strip(), filters=filters, boosts=boosts, phrases=phrases)

@@ -1,0 +1,57 @@
+"""Query understanding: price and gender phrases become filters, known colours and types boosts."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import FILTER_COLUMNS
+from search.filters import parse_filters
+from search.understanding import Vocabulary, interpret
+
+VOCAB = Vocabulary(colours=("Black", "Navy Blue", "White", "Red", "Off White"),
+                   article_types=("Tshirts", "Casual Shoes", "Watches", "Handbags", "Jeans", "Dresses"),
+                   genders=("Men", "Women", "Unisex", "Boys", "Girls"))
+
+
+@pytest.mark.parametrize("query, filters, text", [
+    ("black tshirt for men under 50", {"price <": 50, "gender": ["Men", "Unisex"]}, "black tshirt"),
+    ("red dress below $30", {"price <": 30}, "red dress"),
+    ("women's watches between 20 and 40", {"price >=": 20, "price <=": 40, "gender": ["Women", "Unisex"]},
+     "watches"),
+    ("jeans from 40 to 20 rs", {"price >=": 20, "price <=": 40}, "jeans"),
+    ("handbags over 100", {"price >": 100}, "handbags"),
+    ("casual shoes up to 25.5 for boys", {"price <=": 25.5, "gender": ["Boys"]}, "casual shoes"),
+    ("ladies watch at least 60", {"price >=": 60, "gender": ["Women", "Unisex"]}, "watch"),
+    ("vintage leather jacket", {}, "vintage leather jacket"),
+    ("shoes for kids 10-20", {"price >=": 10, "price <=": 20, "gender": ["Boys", "Girls"]}, "shoes"),
+])
+def test_explicit_constraints_become_valid_filters_and_leave_the_text(query, filters, text):
+    got = interpret(query, VOCAB)
+    assert got.filters == filters
+    assert got.text == text
+    parse_filters(got.filters, FILTER_COLUMNS)  # the service's own filter grammar accepts them
+
+
+def test_women_is_never_read_as_men_and_unknown_genders_are_not_filtered():
+    assert interpret("womens tshirts", VOCAB).filters == {"gender": ["Women", "Unisex"]}
+    assert interpret("tshirts for men", Vocabulary(genders=("Women",))).filters == {}
+
+
+def test_colours_and_types_the_catalogue_knows_boost_and_stay_in_the_text():
+    got = interpret("navy blue t-shirts and casual shoe", VOCAB)
+    assert got.boosts == {"base_color": ["Navy Blue"], "article_type": ["Casual Shoes", "Tshirts"]}  # longest first
+    assert got.filters == {} and got.text == "navy blue t-shirts and casual shoe"
+    assert [p["phrase"] for p in got.phrases] == ["navy blue", "casual shoe", "t-shirts"]
+    assert interpret("purple gizmo", VOCAB).boosts == {}
+
+
+def test_every_applied_phrase_is_reported_so_it_can_be_undone():
+    got = interpret("off white dresses for women under 80", VOCAB)
+    assert [(p["kind"], p["phrase"]) for p in got.phrases] == [
+        ("price", "under 80"), ("gender", "for women"), ("colour", "off white"), ("type", "dresses")]
+    assert got.as_dict()["filters"] == {"price <": 80, "gender": ["Women", "Unisex"]}
+
+
+def test_a_query_of_only_constraints_keeps_its_words_as_text():
+    got = interpret("under 50", VOCAB)
+    assert got.filters == {"price <": 50} and got.text == "under 50"

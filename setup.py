@@ -11,6 +11,7 @@ from setuptools import find_packages, setup
 LOCAL = ["pyspark==4.0.1", "delta-spark==4.0.1"]
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "deltalake>=1.0", "faiss-cpu>=1.8"]
 INT8 = ["onnxruntime>=1.17", "onnx>=1.15"]
+OPENVINO = ["openvino>=2025.0", "nncf>=3.0"]  # model.precision openvino-bf16 / openvino-int8 (auto tries them)
 DATABRICKS = ["databricks-vectorsearch>=0.40"]
 REPORTS = ["matplotlib>=3.7", "tqdm>=4.60"]
 DEV = ["pytest>=8", "chispa>=0.10", "httpx>=0.27", "playwright>=1.40", "ruff>=0.6", "import-linter>=2.1",
@@ -27,7 +28,7 @@ setup(
         "vectorsearch", "training", "evaluation", "demo", "jobs", "app", "app.*",
     ]),
     package_data={
-        "conf": ["*.yaml"],
+        "conf": ["*.yaml", "*.txt"],
         "encoders": ["serving-requirements.txt"],
         "app": ["static/*.html"],
         "personalization": ["data/*.json"],
@@ -40,9 +41,10 @@ setup(
         "local": LOCAL,
         "serve": SERVE,
         "int8": INT8,
+        "openvino": OPENVINO,
         "databricks": DATABRICKS,
         "reports": REPORTS,
-        "dev": LOCAL + SERVE + INT8 + DATABRICKS + REPORTS + DEV,
+        "dev": LOCAL + SERVE + INT8 + OPENVINO + DATABRICKS + REPORTS + DEV,
     },
     entry_points={
         "console_scripts": [

@@ -42,7 +42,7 @@ def test_wheel_carries_every_package_its_data_and_entry_points(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    for needed in ("conf/local.yaml", "conf/databricks.yaml", "app/static/index.html",
+    for needed in ("conf/local.yaml", "conf/databricks.yaml", "conf/synonyms.txt", "app/static/index.html",
                    "personalization/data/personas.json", "streaming/runner.py", "encoders/pyfunc.py",
                    "udfs/encoding.py", "jobs/stream.py"):
         assert needed in names, needed

@@ -1,0 +1,93 @@
+"""A keyword index: BM25 over product names and descriptions, in SQLite FTS5 (Python's own sqlite3).
+
+Exact words a small CLIP cannot know well (brands, product names: "Puma", "Kangaroo pocket
+tunic") are what a full-text engine is good at. :class:`KeywordIndex` keeps one FTS5 row per
+product id (name and description, Porter-stemmed: "tshirts" finds "tshirt") and ranks with
+SQLite's BM25 (the name weighs twice the description). Queries are split into words and each
+word is quoted, so no query text is ever read as FTS5 syntax. It is fed the same upserts and
+deletes as the vector index, so it follows the table the same way; not yet wired into the
+service (issue 14).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from typing import Iterable
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+NAME_WEIGHT, DESCRIPTION_WEIGHT = 2.0, 1.0
+MAX_QUERY_TERMS = 32  # a query is bounded before it reaches the engine
+
+
+def query_terms(query: str) -> list[str]:
+    """Lower-case words of ``query`` (letters and digits), at most :data:`MAX_QUERY_TERMS`, first kept."""
+    seen: list[str] = []
+    for word in _WORD.findall(query.lower()):
+        if word not in seen:
+            seen.append(word)
+    return seen[:MAX_QUERY_TERMS]
+
+
+def match_expression(terms: Iterable[str], phrases: Iterable[str] = ()) -> str:
+    """An FTS5 MATCH string: every term and phrase quoted (``"word"``), OR-ed; BM25 ranks the best overlaps first."""
+    parts = [f'"{t}"' for t in terms if t]
+    parts += ['"' + " ".join(query_terms(p)) + '"' for p in phrases if query_terms(p)]
+    return " OR ".join(parts)
+
+
+class KeywordIndex:
+    """BM25 full-text search over (product_id, name, description) rows, kept in memory."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._db.execute("CREATE VIRTUAL TABLE docs USING fts5(name, description, tokenize='porter unicode61')")
+        self._db.execute("CREATE TEMP TABLE allowed (id INTEGER PRIMARY KEY)")
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM docs").fetchone()[0]
+
+    def upsert(self, rows: Iterable[tuple[int, str | None, str | None]]) -> None:
+        """Insert or replace (product_id, name, description) rows."""
+        rows = [(int(pid), name or "", description or "") for pid, name, description in rows]
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM docs WHERE rowid = ?", [(pid,) for pid, _, _ in rows])
+            self._db.executemany("INSERT INTO docs(rowid, name, description) VALUES (?, ?, ?)", rows)
+
+    def delete(self, product_ids: Iterable[int]) -> None:
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM docs WHERE rowid = ?", [(int(p),) for p in product_ids])
+
+    def clear(self) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM docs")
+
+    def search(self, query: str, k: int, candidates: Iterable[int] | None = None,
+               phrases: Iterable[str] = ()) -> list[tuple[int, float]]:
+        """Up to ``k`` (product_id, score) pairs, best first (score: BM25, higher is better).
+
+        ``candidates`` (the ids a filter allows) restricts the search inside the engine;
+        ``phrases`` (synonym expansions) are matched as exact phrases besides the words.
+        """
+        expression = match_expression(query_terms(query), phrases)
+        if not expression or k <= 0:
+            return []
+        weights = f"{NAME_WEIGHT}, {DESCRIPTION_WEIGHT}"
+        with self._lock:
+            if candidates is None:
+                rows = self._db.execute(
+                    f"SELECT rowid, bm25(docs, {weights}) AS s FROM docs WHERE docs MATCH ? ORDER BY s LIMIT ?",
+                    (expression, int(k))).fetchall()
+            else:
+                with self._db:
+                    self._db.execute("DELETE FROM allowed")
+                    self._db.executemany("INSERT OR IGNORE INTO allowed(id) VALUES (?)",
+                                         [(int(c),) for c in candidates])
+                rows = self._db.execute(
+                    f"SELECT rowid, bm25(docs, {weights}) AS s FROM docs WHERE docs MATCH ? "
+                    "AND rowid IN (SELECT id FROM allowed) ORDER BY s LIMIT ?", (expression, int(k))).fetchall()
+        # SQLite's bm25() is lower-is-better (negative); flip it so callers rank by a higher score.
+        return [(int(pid), -float(score)) for pid, score in rows]

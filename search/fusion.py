@@ -27,11 +27,8 @@ def reciprocal_rank_fusion(rankings: dict[str, Iterable[Hashable]], weights: dic
             raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
         if weight == 0:
             continue
-        seen = set()
-        for rank, doc in enumerate(ranking, 1):
-            if doc in seen:
-                continue  # a retriever listing a document twice counts it once, at its best rank
-            seen.add(doc)
+        # A retriever listing a document twice counts it once, at its best rank; ranks are over distinct ids.
+        for rank, doc in enumerate(dict.fromkeys(ranking), 1):
             scores[doc] = scores.get(doc, 0.0) + weight / (k + rank)
             best[doc] = min(best.get(doc, rank), rank)
     ordered = sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], str(item[0])))

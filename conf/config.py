@@ -148,8 +148,10 @@ class ModelSettings(Section):
     def _precision_fits_device(self) -> ModelSettings:
         if self.precision == "fp16" and self.device != "cuda":
             raise ValueError("precision fp16 runs on a GPU only: set model.device: cuda (or use bf16 on CPU)")
-        if self.precision in ("int8", "openvino-bf16", "openvino-int8") and self.device != "cpu":
-            raise ValueError(f"precision {self.precision} runs on CPU only: set model.device: cpu")
+        runtime = {"int8": "ONNX Runtime", "openvino-bf16": "OpenVINO", "openvino-int8": "OpenVINO"}
+        if self.precision in runtime and self.device != "cpu":
+            raise ValueError(f"precision {self.precision} ({runtime[self.precision]}) runs on CPU only: "
+                             "set model.device: cpu")
         return self
 
 

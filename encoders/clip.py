@@ -48,8 +48,10 @@ class ClipEncoder:
                                  f"(torch {torch.__version__}); use model.device=cpu or a GPU machine")
         if precision == "fp16" and device != "cuda":
             raise ModelLoadError("model.precision fp16 runs on a GPU only: set model.device=cuda, or use bf16 on CPU")
-        if precision in ("int8", "openvino-bf16", "openvino-int8") and device != "cpu":
-            raise ModelLoadError(f"model.precision {precision} runs on CPU only: set model.device=cpu")
+        runtime = {"int8": "ONNX Runtime", "openvino-bf16": "OpenVINO", "openvino-int8": "OpenVINO"}
+        if precision in runtime and device != "cpu":
+            raise ModelLoadError(f"model.precision {precision} ({runtime[precision]}) runs on CPU only: "
+                                 "set model.device=cpu")
         local = os.path.isdir(name_or_path)
         if not local and name_or_path.startswith(("/", ".")):
             raise ModelLoadError(

@@ -16,6 +16,8 @@ import warnings
 
 import numpy as np
 
+from encoders.towers import tower_modules
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "FASHION_ONNX_CACHE"
@@ -44,34 +46,20 @@ def _export(model, out_dir: str, example_ids, example_pixels) -> None:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    class Text(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask):
-            return self.m.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-
-    class Image(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, pixel_values):
-            return self.m.get_image_features(pixel_values=pixel_values)
+    text_tower, image_tower = tower_modules(model)
 
     os.makedirs(os.path.dirname(out_dir) or ".", exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".onnx-", dir=os.path.dirname(out_dir) or ".")
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            Text(model), (example_ids, torch.ones_like(example_ids)), os.path.join(tmp, "text.fp32.onnx"),
+            text_tower, (example_ids, torch.ones_like(example_ids)), os.path.join(tmp, "text.fp32.onnx"),
             input_names=["input_ids", "attention_mask"], output_names=["embedding"], opset_version=17,
             dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                           "embedding": {0: "batch"}}, dynamo=False,
         )
         torch.onnx.export(
-            Image(model), (example_pixels,), os.path.join(tmp, "image.fp32.onnx"),
+            image_tower, (example_pixels,), os.path.join(tmp, "image.fp32.onnx"),
             input_names=["pixel_values"], output_names=["embedding"], opset_version=17,
             dynamic_axes={"pixel_values": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False,
         )

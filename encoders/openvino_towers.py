@@ -19,6 +19,8 @@ import tempfile
 
 import numpy as np
 
+from encoders.towers import tower_modules
+
 log = logging.getLogger(__name__)
 
 OPENVINO_PRECISIONS = ("openvino-bf16", "openvino-int8")
@@ -38,32 +40,17 @@ class OpenVinoTowers:
         if precision not in OPENVINO_PRECISIONS:
             raise ValueError(f"not an OpenVINO precision: {precision!r}")
 
-        class Text(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, input_ids, attention_mask):
-                return self.m.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-
-        class Image(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, pixel_values):
-                return self.m.get_image_features(pixel_values=pixel_values)
-
         saved = _saved_models(name_or_path, precision)
         if saved is not None:
             text, image = saved
         else:
+            text_tower, image_tower = tower_modules(model)
             ids = example_ids.to(torch.int64)
             with torch.inference_mode():
-                text = ov.convert_model(Text(model).eval(), example_input=(ids, torch.ones_like(ids)),
+                text = ov.convert_model(text_tower, example_input=(ids, torch.ones_like(ids)),
                                         input=[("input_ids", ov.PartialShape([-1, -1]), ov.Type.i64),
                                                ("attention_mask", ov.PartialShape([-1, -1]), ov.Type.i64)])
-                image = ov.convert_model(Image(model).eval(), example_input=(example_pixels,),
+                image = ov.convert_model(image_tower, example_input=(example_pixels,),
                                          input=[("pixel_values", ov.PartialShape([-1, *example_pixels.shape[1:]]),
                                                  ov.Type.f32)])
             if precision == "openvino-int8":

@@ -69,6 +69,12 @@ def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str | None:
         raise CheckpointError(f"{path} does not hold a query id: {first!r}") from exc
 
 
+def _state_schema(products_schema: StructType) -> StructType:
+    """The schema of final product states (streaming.reader.final_state): product columns, _deleted, version."""
+    return StructType([products_schema[c] for c in PRODUCT_COLUMNS]
+                      + [StructField("_deleted", BooleanType()), StructField("source_commit_version", LongType())])
+
+
 @dataclass(frozen=True)
 class TinyBatch:
     """What the tiny-batch path computes from the change rows it holds: image hashes and product ids."""
@@ -282,9 +288,7 @@ class BatchProcessor:
         cfg = self.config
         t0 = time.perf_counter()
         products = read_table(spark, cfg.tables.products, check=False)
-        state = spark.createDataFrame([], StructType(
-            [products.schema[c] for c in PRODUCT_COLUMNS]
-            + [StructField("_deleted", BooleanType()), StructField("source_commit_version", LongType())]))
+        state = spark.createDataFrame([], _state_schema(products.schema))
         embeddings = read_table(spark, cfg.tables.embeddings, check=False)
         nobody = [-1]
         planned = plan_changes(state, embeddings.filter(F.col("product_id").isin(nobody)), cfg.model.id,
@@ -314,10 +318,7 @@ class BatchProcessor:
         rows = head.take(pa.array(final["_row"].to_numpy())).select(PRODUCT_COLUMNS)
         rows = rows.append_column("_deleted", pa.array(~final["_live"].to_numpy(), pa.bool_()))
         rows = rows.append_column("source_commit_version", pa.array(final["_commit_version"].to_numpy(), pa.int64()))
-        state_schema = StructType([schema[c] for c in PRODUCT_COLUMNS]
-                                  + [StructField("_deleted", BooleanType()),
-                                     StructField("source_commit_version", LongType())])
-        return spark.createDataFrame(rows, schema=state_schema)
+        return spark.createDataFrame(rows, schema=_state_schema(schema))
 
     # -- the stream ----------------------------------------------------------------------------
     def app_id(self, spark: SparkSession) -> str:

@@ -120,6 +120,9 @@ INDEX_KINDS: dict[str, str] = {"image": "image_embedding", "text": "text_embeddi
 # What a search result carries besides its score: the product and how it was embedded.
 # image_hash lets "more like this" leave out byte-identical photos.
 METADATA_COLUMNS: list[str] = PRODUCT_COLUMNS + ["embedding_model", "embedding_error", "hybrid_source", "image_hash"]
+# What the keyword index reads of each product (search.keyword_index): its name and the description
+# the text encoder saw, so the keyword and the text vector index read the same words.
+KEYWORD_COLUMNS: list[str] = ["product_display_name", "description"]
 # Columns a search filter may name, with the kind of value each takes. Not image_path: a server path
 # is never shown to clients, so it cannot be probed through filters either (image_hash: no use).
 FILTER_COLUMNS: dict[str, str] = {

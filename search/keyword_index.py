@@ -5,8 +5,7 @@ tunic") are what a full-text engine is good at. :class:`KeywordIndex` keeps one 
 product id (name and description, Porter-stemmed: "tshirts" finds "tshirt") and ranks with
 SQLite's BM25 (the name weighs twice the description). Queries are split into words and each
 word is quoted, so no query text is ever read as FTS5 syntax. It is fed the same upserts and
-deletes as the vector index, so it follows the table the same way; not yet wired into the
-service (issue 14).
+deletes as the vector index (``search/local_index.py``), so it follows the table the same way.
 """
 
 from __future__ import annotations
@@ -37,6 +36,11 @@ def match_expression(terms: Iterable[str], phrases: Iterable[str] = ()) -> str:
     return " OR ".join(parts)
 
 
+def _text(value: object) -> str:
+    """A column value as indexable text: missing values (None, NaN, pd.NA) are empty."""
+    return value if isinstance(value, str) else ""
+
+
 class KeywordIndex:
     """BM25 full-text search over (product_id, name, description) rows, kept in memory."""
 
@@ -50,11 +54,12 @@ class KeywordIndex:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM docs").fetchone()[0]
 
-    def upsert(self, rows: Iterable[tuple[int, str | None, str | None]]) -> None:
-        """Insert or replace (product_id, name, description) rows."""
-        rows = [(int(pid), name or "", description or "") for pid, name, description in rows]
+    def upsert(self, rows: Iterable[tuple[int, str | None, str | None]], replace: bool = True) -> None:
+        """Insert or replace (product_id, name, description) rows (``replace=False``: ids known to be new)."""
+        rows = [(int(pid), _text(name), _text(description)) for pid, name, description in rows]
         with self._lock, self._db:
-            self._db.executemany("DELETE FROM docs WHERE rowid = ?", [(pid,) for pid, _, _ in rows])
+            if replace:
+                self._db.executemany("DELETE FROM docs WHERE rowid = ?", [(pid,) for pid, _, _ in rows])
             self._db.executemany("INSERT INTO docs(rowid, name, description) VALUES (?, ?, ?)", rows)
 
     def delete(self, product_ids: Iterable[int]) -> None:

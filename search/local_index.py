@@ -7,7 +7,9 @@ no JVM at query time. Search is exact cosine (vectors are unit length) and
 switches to a FAISS approximate index (IVF-Flat by default, see ``search/ann.py``)
 above ``approximate_threshold`` rows; filters in the Databricks dialect are applied
 to the candidates before ranking (exactly when few rows match, inside the
-approximate scan otherwise).
+approximate scan otherwise). A keyword index (BM25 over name and description, see
+``search/keyword_index.py``) is fed the same snapshot and the same change feed, so keyword
+search follows the table exactly like the vector indexes.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS
+from schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_COLUMNS, METADATA_COLUMNS
 from schemas.change_feed import final_changes
 from search.ann import AnnIndex, AnnParams
 from search.filters import evaluate, parse_filters
+from search.keyword_index import KeywordIndex
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ class _State:
     ann: dict[str, AnnIndex]
     version: int | None = None
     table_id: str | None = None
+    # Updated in place by a sync before the swap (rows are keyed by product id, and hits are resolved
+    # through this state's slots, so a reader of an older state never sees a row it does not know).
+    keyword: KeywordIndex = field(default_factory=KeywordIndex)
 
     @property
     def n(self) -> int:
@@ -126,11 +132,14 @@ class LocalIndexStore:
         """An index over in-memory rows (benchmarks; no table to follow). Missing kinds stay empty."""
         store = cls(table_path="<memory>", dimension=next(iter(vectors.values())).shape[1], **kwargs)
         n = len(meta)
+        descriptions = meta["description"].tolist() if "description" in meta else [None] * n
         frame = _arrow_strings(meta.reset_index(drop=True).reindex(columns=METADATA_COLUMNS))
         vecs = {k: np.ascontiguousarray(vectors[k], dtype=np.float32) if k in vectors else np.zeros((n, 0))
                 for k in INDEX_KINDS}
         state = _State(frame, vecs, {k: np.full(n, k in vectors) for k in INDEX_KINDS}, np.ones(n, bool),
                        {int(pid): i for i, pid in enumerate(frame["product_id"].to_numpy())}, {}, version=0)
+        state.keyword.upsert(zip(frame["product_id"].tolist(), frame["product_display_name"].tolist(), descriptions,
+                                 strict=True), replace=False)
         if n >= store.approximate_threshold:
             state = replace(state, ann={k: AnnIndex(state.vecs[k], store.ann_params) for k in vectors})
         store._state, store.table_version = state, 0
@@ -195,11 +204,11 @@ class LocalIndexStore:
         from deltalake import DeltaTable, QueryBuilder
 
         snap = DeltaTable(self.table_path, version=version)
-        cols = ", ".join(f"`{c}`" for c in METADATA_COLUMNS + list(INDEX_KINDS.values()))
+        cols = ", ".join(f"`{c}`" for c in _columns({f.name for f in snap.schema().fields}))
         # QueryBuilder (DataFusion) reads deletion vectors, which the pyarrow dataset path does not.
         data = _plain_types(pa.table(QueryBuilder().register("t", snap).execute(f"SELECT {cols} FROM t").read_all()))
         self._buffers = {}
-        state = replace(self._append(_empty_state(self.dim), data), version=version, table_id=table_id)
+        state = replace(self._append(_empty_state(self.dim), data, fresh=True), version=version, table_id=table_id)
         log.info("local index loaded %d rows at version %d", data.num_rows, version)
         return state
 
@@ -212,10 +221,10 @@ class LocalIndexStore:
             if slot is not None:
                 alive[slot] = False
         state = replace(state, alive=alive, slot=slots, version=end)
+        state.keyword.delete(final["product_id"].tolist())
         upserts = final[final["_live"]]["_row"].to_numpy()
         if len(upserts):
-            state = self._append(state, changes.take(pa.array(upserts)).select(
-                METADATA_COLUMNS + list(INDEX_KINDS.values())))
+            state = self._append(state, changes.take(pa.array(upserts)).select(_columns(set(changes.column_names))))
         self.last_applied = len(final)
         # Too many dead slots: compact (and rebuild any approximate index).
         if state.n > 1000 and (~state.alive).sum() > 0.3 * state.n:
@@ -233,9 +242,13 @@ class LocalIndexStore:
         buf[n:n + m] = rows
         return buf[:n + m]
 
-    def _append(self, state: _State, data: pa.Table) -> _State:
+    def _append(self, state: _State, data: pa.Table, fresh: bool = False) -> _State:
         start = state.n
         meta = _arrow_strings(data.select(METADATA_COLUMNS).to_pandas())
+        names = data.column("product_display_name").to_pylist()
+        descriptions = data.column("description").to_pylist() if "description" in data.column_names \
+            else [None] * data.num_rows
+        state.keyword.upsert(zip(meta["product_id"].tolist(), names, descriptions, strict=True), replace=not fresh)
         meta.index = range(start, start + len(meta))
         vecs, has, ann = dict(state.vecs), dict(state.has), dict(state.ann)
         for kind, col in INDEX_KINDS.items():
@@ -307,6 +320,29 @@ class LocalIndexStore:
             return None
         return state.vecs[kind][slot].copy()
 
+    def keyword_search(self, query: str, k: int = 10, filters: dict | None = None,
+                       phrases: list[str] | tuple = ()) -> list[dict]:
+        """Top-k rows by BM25 over name and description (``phrases``: synonym expansions), each with all
+        metadata and ``score`` (BM25, higher is better); ``filters`` restrict the candidates inside the engine."""
+        conditions = parse_filters(filters, FILTER_COLUMNS)
+        state = self._state
+        if state.version is None:
+            raise IndexNotReadyError("the index has not been synced yet")
+        candidates = None
+        if conditions:
+            valid = state.alive & evaluate(conditions, state.meta)
+            if not valid.any():
+                return []
+            candidates = state.meta["product_id"].to_numpy()[valid].tolist()
+        slots, scores = [], []
+        for pid, score in state.keyword.search(query, k, candidates, phrases):
+            slot = state.slot.get(pid)
+            if slot is not None and state.alive[slot]:  # a row a newer sync added is not this state's yet
+                slots.append(slot)
+                scores.append(score)
+        rows = state.meta.iloc[slots].to_dict("records")
+        return [dict(_clean(r), score=s) for r, s in zip(rows, scores, strict=True)]
+
     def search(self, kind: str, query: np.ndarray, k: int = 10, filters: dict | None = None,
                exact: bool | None = None) -> list[dict]:
         """Top-k rows of index ``kind`` by cosine to ``query``, each with all metadata and ``score``."""
@@ -336,6 +372,13 @@ class LocalIndexStore:
             slots, scores = idx[top], sims[top]
         rows = state.meta.iloc[slots].to_dict("records")
         return [dict(_clean(r), score=float(s)) for r, s in zip(rows, scores, strict=True)]
+
+
+def _columns(available: set[str]) -> list[str]:
+    """The columns the index reads: metadata, vectors, and the keyword columns the table has (a table
+    written before descriptions were kept is indexed by name only)."""
+    return METADATA_COLUMNS + list(INDEX_KINDS.values()) + [
+        c for c in KEYWORD_COLUMNS if c not in METADATA_COLUMNS and c in available]
 
 
 def _plain_types(table: pa.Table) -> pa.Table:

@@ -232,6 +232,9 @@ def test_the_index_reloads_when_the_table_is_recreated(tmp_path):
     _write(path, [12])
     store.sync()
     assert sorted(store.live_rows("hybrid")[0]["product_id"]) == [10, 11, 12]
+    # The keyword index was rebuilt with it: nothing of the old table is found.
+    assert sorted(r["product_id"] for r in store.keyword_search("synthetic product", 10)) == [10, 11, 12]
+    assert store.keyword_search("1", 10) == [] and [r["product_id"] for r in store.keyword_search("12", 10)] == [12]
 
 
 def test_the_index_reloads_when_the_change_feed_is_gone(tmp_path, monkeypatch):
@@ -251,3 +254,4 @@ def test_the_index_reloads_when_the_change_feed_is_gone(tmp_path, monkeypatch):
     monkeypatch.setattr(DeltaTable, "load_cdf", vacuumed)
     store.sync()
     assert sorted(store.live_rows("hybrid")[0]["product_id"]) == [1, 2, 3] and store.status().lag_versions == 0
+    assert sorted(r["product_id"] for r in store.keyword_search("synthetic product", 10)) == [1, 2, 3]

@@ -114,6 +114,26 @@ def test_local_index_follows_inserts_updates_and_deletes(spark, workspace):
     assert 3 not in [r["product_id"] for r in index.search("hybrid", q, k=5)]
     for kind in INDEX_KINDS:
         assert sorted(r["product_id"] for r in index.search(kind, q, k=10)) == [1, 2, 4]
+    # The keyword index followed the same changes: the update re-indexed 1's description ("red shirts"),
+    # the delete took 3 out, the insert put 4 in; filters apply inside it.
+    assert [r["product_id"] for r in index.keyword_search("red", 10)] == [1]
+    assert [r["product_id"] for r in index.keyword_search("brand new", 10)][0] == 4
+    assert 3 not in _keyword_ids(index, "shirt") and sorted(_keyword_ids(index, "shirt")) == [1, 2, 4]
+    assert _keyword_ids(index, "shirt", {"gender": "Women"}) == [2]
+    assert _keyword_ids(index, "shirt", {"gender": "Kids"}) == []
+    # A restarted service (a new index over the same table) reads the same keyword rows from the snapshot.
+    restarted = LocalIndexStore(config.tables.embeddings.path, approximate_threshold=10_000)
+    restarted.sync()
+    for query in ("red", "shirt", "brand new", "navy blue", "casual wear"):
+        assert _keyword_hits(restarted, query) == _keyword_hits(index, query), query
+
+
+def _keyword_ids(index, query, filters=None):
+    return [r["product_id"] for r in index.keyword_search(query, 10, filters)]
+
+
+def _keyword_hits(index, query):
+    return [(r["product_id"], round(r["score"], 6)) for r in index.keyword_search(query, 10)]
 
 
 @pytest.mark.parametrize(("ann", "clusters"), [("ivf_flat", 64), ("hnsw", 64), ("hnsw", 0)],
@@ -187,6 +207,7 @@ def test_delete_then_reinsert_across_batches_reaches_the_index(spark, workspace)
     stream_once(embedder)
     store.sync()
     assert store.get(1) is None and store.vector(1, "image") is None
+    assert 1 not in _keyword_ids(store, "shirt") and _keyword_ids(store, "shirt") == [2]
     assert [r["product_id"] for r in store.search("hybrid", store.vector(2, "hybrid"), 5)] == [2]
     append_products(spark, config, [product(1, imgs[1], product_display_name="Back again")])
     stream_once(embedder)
@@ -194,3 +215,4 @@ def test_delete_then_reinsert_across_batches_reaches_the_index(spark, workspace)
     assert store.get(1)["product_display_name"] == "Back again"
     assert sorted(r["product_id"] for r in store.search("hybrid", store.vector(2, "hybrid"), 5)) == [1, 2]
     assert store.status().rows == 2
+    assert [r["product_id"] for r in store.keyword_search("back again", 5)] == [1]

@@ -10,6 +10,10 @@
 * Rows without a vector of an index (a failed image has none) never come back from it: queries
   of the image index ask for ``hybrid_source`` in (text+image, image_only), of the text index for
   (text+image, text_only), whatever the index holds for such rows.
+* Keyword search is Vector Search's ``query_type="FULL_TEXT"`` over the name and description (the
+  text index syncs both); the fused mode of :mod:`search.text_search` asks each vector index for
+  its ``query_type="HYBRID"`` ranking (query vector + query text). Their ``score`` is Vector
+  Search's own (no cosine).
 * Facets (distinct values) come from the embeddings table through a SQL warehouse, cached for a minute.
 """
 
@@ -22,7 +26,7 @@ import time
 import numpy as np
 
 from encoders.vectors import HYBRID_BOTH, HYBRID_IMAGE_ONLY, HYBRID_TEXT_ONLY
-from schemas import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS
+from schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_COLUMNS, METADATA_COLUMNS
 from search.filters import FilterError, parse_filters
 from vectorsearch.client import make_client
 
@@ -57,6 +61,8 @@ def _with_vector_filter(kind: str, filters: dict | None) -> dict:
 class DatabricksStore:
     """The :class:`search.store.IndexStore` of the Databricks backend."""
 
+    native_hybrid = True  # fused text search uses Vector Search's HYBRID query per index
+
     def __init__(self, endpoint_name: str, index_names: dict[str, str], client=None, dimension: int = 512,
                  table_name: str | None = None, warehouse=None):
         self.endpoint_name = endpoint_name
@@ -89,6 +95,26 @@ class DatabricksStore:
         for row in rows:
             row["score"] = cosine_from_score(row.pop("score", 0.0))
         return rows
+
+    def _text_query(self, kind: str, query_type: str, text: str, k: int, filters: dict | None,
+                    vector=None) -> list[dict]:
+        parse_filters(filters, FILTER_COLUMNS)
+        extra = {} if vector is None else {"query_vector": [float(x) for x in np.asarray(vector).reshape(-1)]}
+        response = self._index(kind).similarity_search(
+            query_text=text, query_type=query_type, query_columns=KEYWORD_COLUMNS, columns=METADATA_COLUMNS,
+            filters=_with_vector_filter(kind, filters), num_results=k, **extra)
+        return rows_from_response(response)
+
+    def keyword_search(self, query: str, k: int = 10, filters: dict | None = None,
+                       phrases: list[str] | tuple = ()) -> list[dict]:
+        """Vector Search's full-text (BM25) query over name and description, on the text index."""
+        text = " ".join([query, *phrases]).strip()
+        return self._text_query("text", "FULL_TEXT", text, k, filters) if text else []
+
+    def hybrid_search(self, kind: str, vector, query: str, k: int = 10, filters: dict | None = None,
+                      phrases: list[str] | tuple = ()) -> list[dict]:
+        """Vector Search's hybrid query on index ``kind``: its vector and keyword rankings, fused by the service."""
+        return self._text_query(kind, "HYBRID", " ".join([query, *phrases]).strip(), k, filters, vector)
 
     # -- the store interface -------------------------------------------------------------------
     def search(self, kind: str, query, k: int = 10, filters: dict | None = None, exact: bool | None = None):

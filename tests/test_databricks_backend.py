@@ -52,7 +52,7 @@ def test_create_indexes_job_creates_three_delta_sync_indexes_and_waits(env):
     assert sync["source_table"] == "main.fashion_demo.product_embeddings_multimodal"
     assert sync["pipeline_type"] == "CONTINUOUS"
     assert sync["embedding_vector_columns"] == [{"name": "image_embedding", "embedding_dimension": 512}]
-    assert set(METADATA_COLUMNS) <= set(sync["columns_to_sync"])
+    assert set(METADATA_COLUMNS) <= set(sync["columns_to_sync"]) and "description" in sync["columns_to_sync"]
     # Running it again creates nothing new.
     before = len([r for r in server.requests if r[0] == "POST"])
     create_configured_indexes(config, timeout_s=10)
@@ -72,6 +72,40 @@ def test_queries_match_the_local_backend_with_all_columns_and_filters(env):
     query = [b for m, p, b in server.requests if p.endswith("/query")][-1]
     assert query["columns"] == METADATA_COLUMNS and '"price <": 150' in query["filters_json"]
     assert remote.get(7)["product_id"] == 7
+
+
+def test_keyword_and_fused_text_search_map_to_full_text_and_hybrid_queries(env):
+    from search.service import SearchService
+    from search.text_search import FusionSettings, TextSearch
+
+    server, store, vecs, config = env
+    create_configured_indexes(config, timeout_s=10)
+    remote = DatabricksVectorIndex(config.vector_search.endpoint_name, config.vector_search.indexes)
+    filters = {"gender": "Women"}
+    got = remote.keyword_search("product 12", 5, filters)
+    want = store.keyword_search("product 12", 5, filters)
+    assert [r["product_id"] for r in got] == [r["product_id"] for r in want] and got
+    query = [b for m, p, b in server.requests if p.endswith("/query")][-1]
+    assert query["query_type"] == "FULL_TEXT" and query["query_text"] == "product 12"
+    assert query["query_columns"] == ["product_display_name", "description"] and "query_vector" not in query
+
+    class Queries:  # the synthetic rows' vector 12 stands for the query's CLIP vector
+        def check_text(self, text):
+            return text
+
+        def text_embedding(self, text):
+            return vecs[12]
+
+    text = TextSearch(SearchService(remote, 100), Queries(), FusionSettings(), understand=False)
+    before = len(server.requests)
+    found = text.run("product 12", 5, mode="fused")
+    hybrid = [b for m, p, b in server.requests[before:] if p.endswith("/query")]
+    assert sorted(p.rsplit("/", 2)[-2] for m, p, b in server.requests[before:] if p.endswith("/query")) == [
+        "main.fashion_demo.vs_image_search", "main.fashion_demo.vs_text_search"]
+    assert all(b["query_type"] == "HYBRID" and b["query_text"] == "product 12" and len(b["query_vector"]) == 512
+               for b in hybrid)
+    assert found.mode == "fused" and found.results[0]["product_id"] == 12
+    assert set(found.results[0]["ranks"]) == {"image", "text"}
 
 
 def test_bad_filters_fail_before_the_network_with_the_same_error(env):

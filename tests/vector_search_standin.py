@@ -25,6 +25,7 @@ import numpy as np
 
 from schemas import FILTER_COLUMNS, INDEX_KINDS
 from search.filters import FilterError, parse_filters
+from search.fusion import reciprocal_rank_fusion
 
 
 def vector_search_score(cosine: float) -> float:
@@ -193,12 +194,30 @@ class WorkspaceStandIn:
                                              "message": f"Invalid operator used in filter: {exc}"})
                 column = spec["delta_sync_index_spec"]["embedding_vector_columns"][0]["name"]
                 kind = {v: k for k, v in INDEX_KINDS.items()}[column]
-                rows = outer.store.search(kind, body["query_vector"], body["num_results"], filters)
+                query_type = body.get("query_type") or "ANN"
+                text_columns = body.get("query_columns") or []
+                if [c for c in text_columns if c not in synced]:
+                    return self._reply(400, {"error_code": "INVALID_PARAMETER_VALUE",
+                                             "message": f"query_columns not synced: {text_columns}"})
+                n = body["num_results"]
+                if query_type == "FULL_TEXT":
+                    rows = outer.store.keyword_search(body["query_text"], n, filters)
+                elif query_type == "HYBRID":  # Vector Search fuses its ANN and keyword rankings (RRF)
+                    by_id = {}
+                    lists = {"ann": outer.store.search(kind, body["query_vector"], n, filters),
+                             "text": outer.store.keyword_search(body["query_text"], n, filters)}
+                    for found in lists.values():
+                        by_id.update({r["product_id"]: r for r in found})
+                    fused = reciprocal_rank_fusion({k: [r["product_id"] for r in v] for k, v in lists.items()})
+                    rows = [dict(by_id[pid], score=score) for pid, score in fused[:n]]
+                else:
+                    rows = outer.store.search(kind, body["query_vector"], n, filters)
                 for row in rows:
+                    if query_type == "ANN":
+                        row["score"] = vector_search_score(row["score"])
                     if column in body["columns"]:
                         vector = outer.store.vector(row["product_id"], kind)
                         row[column] = None if vector is None else [float(x) for x in vector]
-                    row["score"] = vector_search_score(row["score"])
                 cols = list(body["columns"]) + ["score"]
                 data = [[r.get(c) for c in cols] for r in rows]
                 manifest = {"column_count": len(cols), "columns": [{"name": c} for c in cols]}

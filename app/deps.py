@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from app.services import Services
 from search.queries import QueryEncoder
 from search.service import SearchService
+from search.text_search import TextSearch
 from search.users import UserDirectory
 
 
@@ -28,7 +29,12 @@ def get_users(request: Request) -> UserDirectory:
     return get_services(request).users
 
 
+def get_text_search(request: Request) -> TextSearch:
+    return get_services(request).text
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 SearchDep = Annotated[SearchService, Depends(get_search)]
 QueriesDep = Annotated[QueryEncoder, Depends(get_queries)]
 UsersDep = Annotated[UserDirectory, Depends(get_users)]
+TextSearchDep = Annotated[TextSearch, Depends(get_text_search)]

@@ -9,6 +9,7 @@ from search.filters import FilterError
 from search.local_index import IndexNotReadyError
 from search.queries import BadQueryError
 from search.service import MissingVectorError, ProductNotFoundError, UnknownIndexError
+from search.text_search import SearchModeError
 
 
 def _answer(status: int):
@@ -28,6 +29,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BadQueryError, _bad_query)
     app.add_exception_handler(FilterError, _answer(400))
     app.add_exception_handler(UnknownIndexError, _answer(400))
+    app.add_exception_handler(SearchModeError, _answer(400))
     app.add_exception_handler(IndexNotReadyError, _answer(503))
     app.add_exception_handler(ProductNotFoundError, _answer(404))
     app.add_exception_handler(MissingVectorError, _answer(409))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from schemas import FILTER_COLUMNS
 from search.filters import filters_json_schema
@@ -41,11 +41,24 @@ def json_form_field(fmt: str, content_schema: dict, description: str) -> dict:
 
 
 class TextSearchRequest(BaseModel):
+    # An index belongs to mode vector: keyword and fused take none (search.text_search.SearchModeError, 400).
+    model_config = ConfigDict(json_schema_extra={"not": {
+        "required": ["mode", "index"],
+        "properties": {"mode": {"enum": ["keyword", "fused"]}, "index": {"type": "string"}}}})
     # Stated for clients; checked by search.queries, which answers 400 with its own message.
     query: str = Field(..., description="What the shopper typed, e.g. 'vintage leather jacket'",
                        json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": NON_BLANK})
-    index: Literal["image", "text", "hybrid"] = Field(
-        "image", description="Index to search: image (cross-modal, default), text or hybrid")
+    mode: Literal["vector", "keyword", "fused"] | None = Field(
+        None, description="vector: CLIP's text vector in one index; keyword: BM25 over name and description; "
+                          "fused: reciprocal rank fusion of keyword and vector indexes. Default: search.default_mode "
+                          "(vector when an index is named)")
+    index: Literal["image", "text", "hybrid"] | None = Field(
+        None, description="The vector index of mode vector: image (cross-modal, the default), text or hybrid")
+    understand: bool | None = Field(
+        None, description="read price and gender phrases as filters, known colours and types as boosts, and apply "
+                          "the shopper synonyms (default: search.understand); the response's 'interpreted' says how")
+    ignore: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None, max_length=20, description="phrases of the query not to interpret (the page's removed chips)")
     limit: int | None = Field(None, ge=1, description="results to return (default: search.default_limit; "
                                                         "at most search.max_limit)")
     filters: Filters = Field(
@@ -53,9 +66,13 @@ class TextSearchRequest(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    index: str
+    index: str = Field(..., description="the index searched (image, text, hybrid), or keyword / fused")
+    mode: str | None = Field(None, description="text search: vector, keyword or fused")
     count: int
     results: list[dict[str, Any]]
+    interpreted: dict[str, Any] | None = Field(
+        None, description="text search with understanding: the filters and boosts read from the query, the phrases "
+                          "behind them, the synonyms added, the rest of the text and what the vector encoder saw")
 
 
 class ErrorResponse(BaseModel):

@@ -15,6 +15,7 @@ from search.queries import QueryEncoder
 from search.service import SearchService
 from search.store import IndexStore
 from search.syncer import IndexSyncer
+from search.text_search import TextSearch
 from search.users import UserDirectory
 
 
@@ -26,6 +27,7 @@ class Services:
     store: IndexStore
     search: SearchService
     queries: QueryEncoder
+    text: TextSearch
     users: UserDirectory
     syncer: IndexSyncer
     limits: ImageLimits
@@ -78,9 +80,11 @@ def build_services(config: Config, encoder: Any = None, store: IndexStore | None
     built_store, users, images = (_databricks_backend if se.backend == "databricks" else _local_backend)(config)
     store = store or built_store
     limits = ImageLimits.from_config(config)
+    search = SearchService(store, se.max_limit, limits)
+    queries = QueryEncoder(encoder, limits, se.max_upload_bytes, config.model.id)
     return Services(
-        config=config, store=store, search=SearchService(store, se.max_limit, limits),
-        queries=QueryEncoder(encoder, limits, se.max_upload_bytes, config.model.id), users=users,
+        config=config, store=store, search=search, queries=queries,
+        text=TextSearch.from_config(config, search, queries), users=users,
         # Databricks indexes are synced by the stream (or run CONTINUOUS); the service only reads them.
         syncer=IndexSyncer(store, users, se.sync_interval_s, sync_index=se.backend == "local"),
         limits=limits, images=images,

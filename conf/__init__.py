@@ -1,6 +1,7 @@
 """Configuration: one validated object loaded from conf/<profile>.yaml (the bottom layer: imports nothing above)."""
 
 from conf.config import (
+    CONF_DIR,
     Config,
     ConfigError,
     TableRef,
@@ -8,4 +9,4 @@ from conf.config import (
     parse_override,
 )
 
-__all__ = ["Config", "ConfigError", "TableRef", "load_config", "parse_override"]
+__all__ = ["CONF_DIR", "Config", "ConfigError", "TableRef", "load_config", "parse_override"]

@@ -57,6 +57,12 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _non_negative(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 def _unit_interval(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"must be a number in [0, 1], got {value!r}")
@@ -237,6 +243,21 @@ class SearchSettings(Section):
                                                    "encoders.batching); false: each request encodes on its own "
                                                    "thread (faster when the stream shares the cores: bench.load_test)")
     max_query_batch: Count = Field(32, description="queries encoded in one forward pass at most")
+    default_mode: Literal["vector", "keyword", "fused"] = Field(
+        "fused", description="text search without mode or index: vector (CLIP in one index), keyword (BM25) "
+                             "or fused (reciprocal rank fusion of keyword and vector indexes); the evaluation "
+                             "of natural-language queries chose fused (README, 'Search that understands shoppers')")
+    understand: bool = Field(True, description="read price and gender phrases as filters, known colours and types "
+                                               "as boosts, and apply the synonyms (a request's 'understand' wins)")
+    fusion_weights: dict[Literal["keyword", "text", "image", "hybrid"], Annotated[float, BeforeValidator(
+        _non_negative)]] = Field({"keyword": 1.0, "text": 1.0, "image": 1.0, "hybrid": 0.0},
+                                 description="weight of each retriever in fused mode (0 leaves it out)")
+    fusion_k: NonNegative = Field(60, description="the RRF constant: score = sum weight / (k + rank)")
+    fusion_candidates: Count = Field(100, description="results each retriever hands to the fusion")
+    boost_weight: Number = Field(1.0, description="a result naming a boosted colour or type gains this many "
+                                                  "top ranks' worth of RRF score per match (weight / (k + 1))")
+    synonyms_file: str | None = Field("synonyms.txt", description="shopper synonyms (Solr-style lines); relative "
+                                                                  "to conf/; null: none")
     host: str = "127.0.0.1"
     port: Count
 
@@ -244,6 +265,8 @@ class SearchSettings(Section):
     def _limits(self) -> SearchSettings:
         if self.default_limit > self.max_limit:
             raise ValueError(f"default_limit {self.default_limit} is above max_limit {self.max_limit}")
+        if not any(self.fusion_weights.values()):
+            raise ValueError("fusion_weights: at least one retriever needs a weight above 0")
         return self
 
 

@@ -35,6 +35,12 @@ CONF_DIR = os.path.dirname(os.path.abspath(__file__))
 def _type(annotation: Any, metadata: list) -> str:
     """How a field's type reads in the table: allowed values for a Literal, bounds for constrained numbers."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        inner, *extra = typing.get_args(annotation)
+        return _type(inner, [*extra, *metadata])
+    if origin is dict:
+        key, value = typing.get_args(annotation)
+        return f"map of {_type(key, [])} → {_type(value, [])}"
     if origin is Literal:
         text = " \\| ".join(f"`{v}`" for v in typing.get_args(annotation))
     elif origin in (Union, types.UnionType):

@@ -37,12 +37,17 @@ class QueryEncoder:
         self.max_upload_bytes = max_upload_bytes
         self.model_id = model_id
 
-    def text_embedding(self, text: str | None) -> np.ndarray:
+    @staticmethod
+    def check_text(text: str | None) -> str:
+        """The query text stripped, or :class:`BadQueryError` for an empty or oversized one."""
         if is_blank(text):
             raise BadQueryError("query text is empty")
         if len(text) > MAX_QUERY_CHARS:
             raise BadQueryError(f"query text is longer than {MAX_QUERY_CHARS} characters")
-        return self.encoder.encode_texts([text.strip(BLANK_EXTRA).strip()])[0]
+        return text.strip(BLANK_EXTRA).strip()
+
+    def text_embedding(self, text: str | None) -> np.ndarray:
+        return self.encoder.encode_texts([self.check_text(text)])[0]
 
     def decode_upload(self, data: bytes | None):
         if not data:

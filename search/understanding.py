@@ -81,32 +81,43 @@ class Interpretation:
         return {"text": self.text, "filters": self.filters, "boosts": self.boosts, "phrases": self.phrases}
 
 
+MAX_PRICE = 1e9  # a larger number in a query is not a price (and would be refused as a filter value)
+
+
 def _number(raw: str) -> float | int:
     value = float(raw.replace(",", "."))
     return int(value) if value.is_integer() else value
 
 
-def _price(query: str) -> tuple[str, dict, list]:
+def _first(pattern: re.Pattern, query: str, ignore: frozenset[str]) -> re.Match | None:
+    """The first match of ``pattern`` whose phrase the shopper has not asked to ignore."""
+    return next((m for m in pattern.finditer(query) if m.group(0).strip().lower() not in ignore), None)
+
+
+def _price(query: str, ignore: frozenset[str]) -> tuple[str, dict, list]:
     filters: dict = {}
     phrases: list = []
     for pattern, op in _PRICE_PATTERNS:
-        match = pattern.search(query)
+        match = _first(pattern, query, ignore)
         if not match or any(k.startswith("price") for k in filters):
             continue
+        values = [_number(g) for g in match.groups() if g is not None]
+        if any(v > MAX_PRICE for v in values):
+            continue
         if op == "range":
-            low, high = sorted((_number(match.group(1)), _number(match.group(2))))
+            low, high = sorted(values)
             applied = {"price >=": low, "price <=": high}
         else:
-            applied = {f"price {op}": _number(match.group(1))}
+            applied = {f"price {op}": values[0]}
         filters.update(applied)
         phrases.append({"phrase": match.group(0).strip(), "kind": "price", "applied": applied})
         query = query[:match.start()] + " " + query[match.end():]
     return query, filters, phrases
 
 
-def _gender(query: str, known: tuple[str, ...]) -> tuple[str, dict, list]:
+def _gender(query: str, known: tuple[str, ...], ignore: frozenset[str]) -> tuple[str, dict, list]:
     for pattern, genders in _GENDER_PHRASES:
-        match = re.search(rf"(?<![\w'])(?:{pattern})(?![\w'])", query, re.I)
+        match = _first(re.compile(rf"(?<![\w'])(?:{pattern})(?![\w'])", re.I), query, ignore)
         if not match:
             continue
         values = [g for g in genders if not known or g in known]
@@ -118,7 +129,8 @@ def _gender(query: str, known: tuple[str, ...]) -> tuple[str, dict, list]:
     return query, {}, []
 
 
-def _soft(query: str, values: tuple[str, ...], column: str, kind: str) -> tuple[dict, list]:
+def _soft(query: str, values: tuple[str, ...], column: str, kind: str,
+          ignore: frozenset[str]) -> tuple[dict, list]:
     """Catalogue values named in the query (longest first, whole words, singular or plural)."""
     words = re.findall(r"[\w'-]+", query)
     by_norm = {}
@@ -132,23 +144,27 @@ def _soft(query: str, values: tuple[str, ...], column: str, kind: str) -> tuple[
                 continue
             phrase = " ".join(words[i:i + size])
             value = by_norm.get(_norm(phrase))
-            if value and value not in found:
+            if value and value not in found and phrase.lower() not in ignore:
                 found.append(value)
                 used |= set(span)
                 phrases.append({"phrase": phrase, "kind": kind, "applied": {column: [value]}})
     return ({column: found} if found else {}), phrases
 
 
-def interpret(query: str, vocabulary: Vocabulary) -> Interpretation:
-    """Read price and gender constraints (filters) and known colours and types (boosts) out of ``query``."""
-    rest, filters, phrases = _price(query)
-    rest, gender, gender_phrases = _gender(rest, vocabulary.genders)
+def interpret(query: str, vocabulary: Vocabulary, ignore: tuple[str, ...] | list[str] = ()) -> Interpretation:
+    """Read price and gender constraints (filters) and known colours and types (boosts) out of ``query``.
+
+    ``ignore``: phrases the shopper removed (the page's chips); they stay plain words of the text.
+    """
+    skip = frozenset(p.strip().lower() for p in ignore)
+    rest, filters, phrases = _price(query, skip)
+    rest, gender, gender_phrases = _gender(rest, vocabulary.genders, skip)
     filters.update(gender)
     phrases += gender_phrases
     boosts: dict = {}
     for values, column, kind in ((vocabulary.colours, "base_color", "colour"),
                                  (vocabulary.article_types, "article_type", "type")):
-        found, soft_phrases = _soft(rest, values, column, kind)
+        found, soft_phrases = _soft(rest, values, column, kind, skip)
         boosts.update(found)
         phrases += soft_phrases
     text = re.sub(r"\s+", " ", rest).strip(" ,.;-")

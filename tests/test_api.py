@@ -112,10 +112,11 @@ def test_health_reports_index_and_model(env):
 
 def test_text_search_is_cross_modal_and_returns_all_columns(env):
     client, *_ = env
-    r = client.post("/api/v1/search/text", json={"query": "red dress", "limit": 4})
+    # Naming an index is a search of exactly that vector index, as before modes existed.
+    r = client.post("/api/v1/search/text", json={"query": "red dress", "index": "image", "limit": 4})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["index"] == "image" and body["count"] == 4
+    assert body["index"] == "image" and body["mode"] == "vector" and body["count"] == 4
     first = body["results"][0]
     for col in ("product_id", "product_display_name", "price", "base_color", "image_path", "gender", "score"):
         assert col in first
@@ -126,10 +127,40 @@ def test_text_search_is_cross_modal_and_returns_all_columns(env):
     assert [x["product_id"] for x in r.json()["results"]] == [4]
 
 
+def test_text_search_reads_the_query_and_fuses_keyword_and_vector_results(env):
+    client, *_ = env
+    r = client.post("/api/v1/search/text", json={"query": "red dresses for women under 400", "limit": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["mode"] == "fused" and body["index"] == "fused"  # search.default_mode
+    meaning = body["interpreted"]
+    assert meaning["filters"] == {"price <": 400, "gender": ["Women", "Unisex"]}
+    assert meaning["boosts"] == {"base_color": ["Red"], "article_type": ["Dresses"]}
+    assert meaning["text"] == "red dresses" and meaning["vector_text"] == "red dresses"
+    assert [p["kind"] for p in meaning["phrases"]] == ["price", "gender", "colour", "type"]
+    results = body["results"]
+    assert results and all(x["gender"] in ("Women", "Unisex") and x["price"] < 400 for x in results)
+    assert results[0]["product_id"] == 5 and results[0]["ranks"]  # name, colour and type all match
+    # The shopper removes the price chip: the phrase is read as words again.
+    r = client.post("/api/v1/search/text", json={"query": "red dresses for women under 100", "ignore": ["under 100"]})
+    assert "price <" not in r.json()["interpreted"]["filters"] and 5 in [x["product_id"] for x in r.json()["results"]]
+    # Keyword mode: BM25 over name and description; understanding off: the query as typed, no interpretation.
+    r = client.post("/api/v1/search/text", json={"query": "demo wallets", "mode": "keyword", "understand": False})
+    body = r.json()
+    assert body["mode"] == "keyword" and body["interpreted"] is None and body["results"][0]["product_id"] == 7
+    # Synonyms: "billfold" is not a catalogue word; conf/synonyms.txt maps it to wallets.
+    r = client.post("/api/v1/search/text", json={"query": "billfold", "mode": "keyword"})
+    assert r.json()["interpreted"]["synonyms"] == ["wallets"] and r.json()["results"][0]["product_id"] == 7
+
+
 @pytest.mark.parametrize(
     "body,status,message",
     [
         ({"query": "   "}, 400, "query text is empty"),
+        ({"query": "x", "mode": "keyword", "index": "image"}, 400, "does not take an index"),
+        ({"query": "x", "mode": "semantic"}, 422, "mode"),
+        ({"query": "x", "ignore": ["a"] * 21}, 422, "ignore"),
+        ({"query": "   ", "mode": "keyword"}, 400, "query text is empty"),
         ({"query": "x", "filters": {"price <= ": 50}}, 400, "invalid filter key 'price <= '"),
         ({"query": "x", "filters": {"colour": "Red"}}, 400, "unknown column 'colour'"),
         ({"query": "x", "index": "nope"}, 422, "index"),

@@ -84,6 +84,29 @@ def test_search_recommend_and_errors_in_a_real_browser(server, tmp_path):
         page.wait_for_selector("#results .empty")
         assert "No products match" in page.inner_text("#results") and not page.query_selector_all(".card")
         assert page.get_attribute("#results", "aria-busy") == "false"
+        page.fill("#max-price", "")
+        # The query read as a shopper means it, shown as chips; Enter in another field searches too.
+        page.fill("#query", "black dresses for women under 100")
+        page.press("#min-price", "Enter")
+        page.wait_for_selector("#chips .chip")
+        chips = page.inner_text("#chips")
+        assert "price filter" in chips and "under 100" in chips and "gender filter" in chips
+        assert "colour boost" in chips and "type boost" in chips
+        cards = page.query_selector_all(".card")
+        metas = [c.query_selector(".meta").inner_text() for c in cards]
+        assert metas and all(float(m.split("$")[-1]) < 100 and "Women" in m for m in metas), metas
+        assert cards[0].get_attribute("data-product-id") == "12"  # the black dress under 100
+        assert "fused" in page.inner_text("#status")
+        # Removing the price chip searches again without it (the luxury red dress at 300 comes back).
+        page.click('#chips .chip[data-phrase="under 100"] button')
+        page.wait_for_function("!document.querySelector('#chips').textContent.includes('price filter')")
+        page.wait_for_selector('.card[data-product-id="5"]')
+        assert "gender filter" in page.inner_text("#chips")
+        # The mode selector: keyword search only.
+        page.select_option("#mode", "keyword")
+        page.click("#search-btn")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('keyword index')")
+        page.select_option("#mode", "")
         page.fill("#max-price", "100")
         # Photo + text (hybrid) search with the weight slider.
         photo = os.path.join(root, "img", "5.jpg")

@@ -55,3 +55,9 @@ def test_every_applied_phrase_is_reported_so_it_can_be_undone():
 def test_a_query_of_only_constraints_keeps_its_words_as_text():
     got = interpret("under 50", VOCAB)
     assert got.filters == {"price <": 50} and got.text == "under 50"
+
+
+def test_a_number_too_large_for_a_price_stays_a_word():
+    read = interpret("tshirt under 99999999999999999999999", Vocabulary())
+    assert read.filters == {} and read.text == "tshirt under 99999999999999999999999"
+    assert interpret("tshirt under 999999999", Vocabulary()).filters == {"price <": 999999999}

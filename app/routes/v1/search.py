@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Reques
 from pydantic import WithJsonSchema
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from app.deps import QueriesDep, SearchDep, ServicesDep, UsersDep
+from app.deps import QueriesDep, SearchDep, ServicesDep, TextSearchDep, UsersDep
 from app.models import (
     FILTERS_SCHEMA,
     IMAGE_MEDIA_TYPES,
@@ -108,11 +108,12 @@ def _read_upload(services, upload: UploadFile | None) -> bytes | None:
 
 
 @router.post("/search/text", response_model=SearchResponse, responses=errors(400, 413, 503))
-def search_text(body: TextSearchRequest, services: ServicesDep, search: SearchDep,
-                queries: QueriesDep) -> SearchResponse:
-    """CLIP text embedding of the query, searched in the image index (or text / hybrid)."""
-    vector = queries.text_embedding(body.query)
-    return _search(services, search, body.index, vector, body.limit, body.filters)
+def search_text(body: TextSearchRequest, services: ServicesDep, text: TextSearchDep) -> SearchResponse:
+    """A shopper's words: keyword, CLIP vector or both fused (``mode``), with the query's constraints read."""
+    found = text.run(body.query, body.limit or services.config.search.default_limit, body.filters, body.mode,
+                     body.index, body.understand, body.ignore or ())
+    return SearchResponse(index=found.index, mode=found.mode, count=len(found.results), results=found.results,
+                          interpreted=found.interpreted)
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=errors(400, 413, 415, 503),

@@ -1,0 +1,239 @@
+"""Shopper text search: how a query is read, which retrievers run, and how their rankings combine.
+
+1. **Reading** (``understand``): :func:`search.understanding.interpret` turns price and gender
+   phrases into filters and known colours and article types into boosts; the shopper synonyms
+   (``conf/synonyms.txt``) add the catalogue's words for the shopper's ("trainers" -> "sports
+   shoes"). The keyword index matches the expansions as phrases; the vector query is the rest of
+   the text followed by the expansions.
+2. **Retrieving** (``mode``): ``vector`` runs CLIP's text vector in one index (``index``: image by
+   default, as before); ``keyword`` runs BM25 over name and description; ``fused`` runs every
+   retriever with a weight in ``search.fusion_weights`` (keyword, text, image, hybrid). Filters,
+   the request's and the query's, apply inside each retriever.
+3. **Combining**: reciprocal rank fusion (:mod:`search.fusion`); each boost a result matches
+   adds ``boost_weight / (k + 1)``, as if one more retriever had ranked it first. In a single
+   mode the boosts reorder the candidates the same way and ``score`` stays the retriever's own.
+
+On a store with a native hybrid query (Databricks Vector Search, ``query_type="HYBRID"``) the
+fused mode asks each vector index for its hybrid ranking (vector + keyword, fused by the
+service) and fuses those. Pure Python: the service imports no Spark.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from conf import CONF_DIR, Config, ConfigError
+from search.filters import FilterError
+from search.fusion import reciprocal_rank_fusion
+from search.service import SearchService
+from search.synonyms import Synonyms
+from search.understanding import Interpretation, Vocabulary, interpret
+
+MODES = ("vector", "keyword", "fused")
+RETRIEVERS = ("keyword", "text", "image", "hybrid")
+VOCABULARY_TTL_S = 60.0  # facets change with the catalogue; re-read them at most once a minute
+
+
+class SearchModeError(ValueError):
+    """A request combined a mode and an index that do not go together (maps to HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """Retriever weights (missing ones weigh 0), the RRF constant, candidates per retriever, boost weight."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"keyword": 1.0, "text": 1.0, "image": 1.0})
+    k: int = 60
+    candidates: int = 100
+    boost_weight: float = 1.0
+
+    def active(self) -> dict[str, float]:
+        return {name: float(self.weights.get(name, 0.0)) for name in RETRIEVERS if self.weights.get(name, 0.0) > 0}
+
+
+@dataclass
+class TextSearchResult:
+    """What a text search returns: the mode and index used, the results and how the query was read."""
+
+    mode: str
+    index: str
+    results: list[dict]
+    interpreted: dict | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A query as the retrievers get it: keyword text, vector text, phrases, filters and boosts."""
+
+    keyword_text: str
+    vector_text: str
+    phrases: list[str]
+    filters: dict | None
+    boosts: dict
+    interpreted: dict | None
+
+
+def merge_filters(request: dict | None, understood: dict) -> dict | None:
+    """The request's filters plus the ones read from the query; on the same key the request's win."""
+    if not understood:
+        return request
+    return {**understood, **(request or {})}
+
+
+def boost_matches(row: dict, boosts: dict) -> int:
+    """How many boosted columns the row's value is among (``{"base_color": ["Black"]}`` -> 0 or 1)."""
+    return sum(1 for column, values in boosts.items() if row.get(column) in values)
+
+
+def load_synonyms(config: Config) -> Synonyms:
+    """The shopper synonyms of ``search.synonyms_file`` (relative to conf/), or none."""
+    name = config.search.synonyms_file
+    if name is None:
+        return Synonyms()
+    path = name if os.path.isabs(name) else os.path.join(CONF_DIR, name)
+    if not os.path.isfile(path):
+        raise ConfigError(f"search.synonyms_file: no file at {path}; fix the path or set it to null")
+    return Synonyms.load(path)
+
+
+class TextSearch:
+    """Text search over a :class:`SearchService`'s store, with understanding, synonyms and fusion."""
+
+    @classmethod
+    def from_config(cls, config: Config, search: SearchService, queries) -> TextSearch:
+        """Text search (modes, understanding, synonyms, fusion) as ``config.search`` sets it."""
+        se = config.search
+        fusion = FusionSettings(dict(se.fusion_weights), se.fusion_k, se.fusion_candidates, se.boost_weight)
+        return cls(search, queries, fusion, load_synonyms(config), se.default_mode, se.understand)
+
+    def __init__(self, search: SearchService, queries, fusion: FusionSettings | None = None,
+                 synonyms: Synonyms | None = None, default_mode: str = "fused", understand: bool = True):
+        if default_mode not in MODES:
+            raise ValueError(f"default_mode must be one of {MODES}, got {default_mode!r}")
+        self.search = search
+        self.queries = queries
+        self.fusion = fusion or FusionSettings()
+        self.synonyms = synonyms or Synonyms()
+        self.default_mode = default_mode
+        self.understand = understand
+        self._vocabulary: tuple[float, object, Vocabulary] | None = None
+        self._lock = threading.Lock()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def vocabulary(self) -> Vocabulary:
+        """The catalogue's colours, article types and genders (its facets), re-read when the index moved."""
+        version = getattr(self.search.store, "synced_version", None)
+        with self._lock:
+            cached = self._vocabulary
+            if cached and cached[1] == version and time.monotonic() - cached[0] < VOCABULARY_TTL_S:
+                return cached[2]
+        vocabulary = Vocabulary.from_facets(self.search.facets())
+        with self._lock:
+            self._vocabulary = (time.monotonic(), version, vocabulary)
+        return vocabulary
+
+    def read(self, query: str, filters: dict | None, understand: bool, ignore: tuple[str, ...] = ()) -> Reading:
+        """How the retrievers will see ``query``; without understanding, exactly as typed."""
+        text = query.strip()
+        if not understand:
+            return Reading(text, text, [], filters, {}, None)
+        meaning: Interpretation = interpret(text, self.vocabulary(), ignore)
+        skip = {p.strip().lower() for p in ignore}
+        expansions = [p for p in self.synonyms.expand(meaning.text) if p not in skip]
+        vector_text = " ".join([meaning.text, *expansions])
+        interpreted = dict(meaning.as_dict(), synonyms=expansions, vector_text=vector_text)
+        return Reading(meaning.text, vector_text, expansions, merge_filters(filters, meaning.filters),
+                       meaning.boosts, interpreted)
+
+    # -- searching ---------------------------------------------------------------------------------
+    def resolve(self, mode: str | None, index: str | None) -> tuple[str, str]:
+        """(mode, index) of a request: an index alone means that vector index, as before modes existed."""
+        if mode is None:
+            mode = "vector" if index is not None else self.default_mode
+        if mode not in MODES:
+            raise SearchModeError(f"unknown mode {mode!r}; use one of {list(MODES)}")
+        if mode == "vector":
+            return mode, self.search.kind(index or "image")
+        if index is not None:
+            raise SearchModeError(f"mode {mode!r} does not take an index (index {index!r} was given); "
+                                  f"leave index out, or use mode 'vector' to search that index")
+        return mode, mode
+
+    def run(self, query: str, limit: int, filters: dict | None = None, mode: str | None = None,
+            index: str | None = None, understand: bool | None = None,
+            ignore: tuple[str, ...] | list[str] = ()) -> TextSearchResult:
+        """Search ``query`` (raises :class:`search.queries.BadQueryError` for an empty or oversized query)."""
+        if limit < 1 or limit > self.search.max_limit:
+            raise FilterError(f"limit must be between 1 and {self.search.max_limit}")
+        mode, kind = self.resolve(mode, index)
+        query = self.queries.check_text(query)
+        reading = self.read(query, filters, self.understand if understand is None else understand, tuple(ignore))
+        boosts = reading.boosts
+        if mode == "fused":
+            results = self._fused(reading, limit)
+        else:
+            k = max(limit, self.fusion.candidates) if boosts else limit
+            if mode == "keyword":
+                rows = self.search.store.keyword_search(reading.keyword_text, k, reading.filters, reading.phrases)
+            else:
+                rows = self.search.store.search(kind, self._vector(reading), k, reading.filters)
+            results = self._boosted(rows, boosts)[:limit] if boosts else rows
+        return TextSearchResult(mode, kind, [self.search.public(r) for r in results], reading.interpreted)
+
+    def _vector(self, reading: Reading) -> np.ndarray:
+        return self.queries.text_embedding(reading.vector_text)
+
+    def _boosted(self, rows: list[dict], boosts: dict) -> list[dict]:
+        """Rows reordered by rank score plus boosts (the rows' own ``score`` is kept)."""
+        k, weight = self.fusion.k, self.fusion.boost_weight
+        keyed = [(1.0 / (k + rank) + weight * boost_matches(row, boosts) / (k + 1), -rank, row)
+                 for rank, row in enumerate(rows, 1)]
+        return [row for *_, row in sorted(keyed, key=lambda t: (t[0], t[1]), reverse=True)]
+
+    def rankings(self, reading: Reading, k: int) -> dict[str, list[dict]]:
+        """Each active retriever's rows, best first (the store's native hybrid query where it has one)."""
+        active = self.fusion.active()
+        store = self.search.store
+        vector_kinds = [name for name in active if name != "keyword"]
+        vector = self._vector(reading) if vector_kinds else None
+        if getattr(store, "native_hybrid", False):
+            # Vector Search fuses its keyword and vector rankings itself, per index.
+            return {name: store.hybrid_search(name, vector, reading.keyword_text, k, reading.filters,
+                                              reading.phrases) for name in vector_kinds}
+        out = {}
+        for name in active:
+            if name == "keyword":
+                out[name] = store.keyword_search(reading.keyword_text, k, reading.filters, reading.phrases)
+            else:
+                out[name] = store.search(name, vector, k, reading.filters)
+        return out
+
+    def _fused(self, reading: Reading, limit: int) -> list[dict]:
+        k = max(limit, self.fusion.candidates)
+        lists = self.rankings(reading, k)
+        rows: dict[int, dict] = {}
+        ranks: dict[int, dict[str, int]] = {}
+        for name, found in lists.items():
+            for rank, row in enumerate(found, 1):
+                pid = int(row["product_id"])
+                rows.setdefault(pid, row)
+                ranks.setdefault(pid, {}).setdefault(name, rank)
+        weights = self.fusion.active()
+        fused = reciprocal_rank_fusion({n: [int(r["product_id"]) for r in found] for n, found in lists.items()},
+                                       weights, k=self.fusion.k)
+        scored = []
+        for pid, score in fused:
+            score += self.fusion.boost_weight * boost_matches(rows[pid], reading.boosts) / (self.fusion.k + 1)
+            scored.append((score, pid))
+        # Stable on fusion's own deterministic order for equal scores.
+        order = sorted(range(len(scored)), key=lambda i: (-scored[i][0], i))
+        out = []
+        for i in order[:limit]:
+            score, pid = scored[i]
+            out.append(dict(rows[pid], score=score, ranks=ranks[pid]))
+        return out

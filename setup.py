@@ -30,6 +30,7 @@ setup(
     package_data={
         "conf": ["*.yaml", "*.txt"],
         "encoders": ["serving-requirements.txt"],
+        "evaluation": ["query_set.yaml"],
         "app": ["static/*.html"],
         "personalization": ["data/*.json"],
     },

@@ -44,7 +44,7 @@ def test_wheel_carries_every_package_its_data_and_entry_points(wheel):
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for needed in ("conf/local.yaml", "conf/databricks.yaml", "conf/synonyms.txt", "app/static/index.html",
                    "personalization/data/personas.json", "streaming/runner.py", "encoders/pyfunc.py",
-                   "udfs/encoding.py", "jobs/stream.py"):
+                   "udfs/encoding.py", "jobs/stream.py", "evaluation/query_set.yaml", "search/text_search.py"):
         assert needed in names, needed
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
     # The runtime's own Spark and Delta are never shadowed: they are extras only.

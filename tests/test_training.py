@@ -260,6 +260,13 @@ def test_evaluate_and_analyze_latents_write_their_reports(trained):
     for name in ("evaluation.json", "evaluation.html", "evaluation.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
     assert json.load(open(os.path.join(out, "evaluation.json")))["test_products"] == report["test_products"]
+    # Every text-search mode on the natural-language query set, on the test split and the whole catalogue.
+    nl = report["natural_language"]
+    assert nl["query_set"]["queries"] >= 60 and nl["scopes"]["catalogue"]["products"] == 39
+    assert nl["scopes"]["test"]["products"] <= result.products["test"]
+    assert set(nl["label_queries"]) >= {"queries", "image_index", "fused_understanding"}
+    assert len(nl["examples"]) == 10 and all(e["interpreted"]["text"] for e in nl["examples"])
+    assert "Natural-language queries" in open(os.path.join(out, "evaluation.html")).read()
 
     stream_once(Embedder(spark, cfg))
     lat_out = os.path.join(workspace.path, "latents")

@@ -4,9 +4,12 @@ Prints one JSON object:
 * index: for each size (default 44,000 and 1,000,000 synthetic 512-d unit vectors; real
   sample metadata distribution is not needed for latency), p50/p99 of exact and of
   approximate queries (IVF-Flat by default, ``--ann hnsw`` to compare) without and with a
-  5 % filter, and recall@10 of approximate vs exact;
+  5 % filter, and recall@10 of approximate vs exact; and the text-search modes over the same rows
+  (``modes``: keyword BM25, and fused = keyword + text + image retrievers with RRF, query reading
+  included, query encoding left out) beside one vector search, as ratios;
 * api: POST /api/v1/search/text latency through the service (``python -m app.main``, its own
-  process) on loopback, query encoding included (ViT-B/32-shaped CLIP by default);
+  process) on loopback, query encoding included (ViT-B/32-shaped CLIP by default), per mode
+  (vector in the image index, keyword, fused with understanding);
 * freshness: product inserted into `products` while the stream runs (processingTime
   trigger) -> visible through the service's search; p50/p95 over --edits edits.
 Usage: python -m bench.search_latency [--sizes 44000,1000000] [--ann ivf_flat|hnsw] [--skip-api] [--skip-freshness]
@@ -39,11 +42,17 @@ def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_ma
     vecs = centers[rng.integers(0, 256, n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     colours = np.where(rng.random(n) < 0.05, "Red", rng.choice(["Black", "Blue", "White", "Grey"], n))
+    types = rng.choice(TYPES, n)
+    brands = rng.choice(BRANDS, n)
     meta = pd.DataFrame({"product_id": np.arange(n), "price": rng.uniform(5, 300, n), "base_color": colours,
-                         "gender": rng.choice(["Men", "Women"], n)})
+                         "gender": rng.choice(["Men", "Women"], n), "article_type": types,
+                         "product_display_name": [f"{b} {c} {t} {i}" for i, (b, c, t) in
+                                                  enumerate(zip(brands, colours, types, strict=True))]})
+    meta["description"] = meta["product_display_name"] + ", " + meta["base_color"].str.lower() + " " + \
+        meta["article_type"].str.lower() + ", apparel for " + meta["gender"].str.lower()
     t0 = time.perf_counter()
-    store = LocalIndexStore.from_arrays(meta, {"image": vecs}, approximate_threshold=min(threshold, n), ann=ann,
-                                        exact_max_candidates=exact_max)
+    store = LocalIndexStore.from_arrays(meta, {"image": vecs, "text": vecs}, approximate_threshold=min(threshold, n),
+                                        ann=ann, exact_max_candidates=exact_max)
     build_s = time.perf_counter() - t0
     qs = vecs[rng.choice(n, queries, replace=False)] + 0.1 * rng.normal(size=(queries, dim)).astype(np.float32)
     qs /= np.linalg.norm(qs, axis=1, keepdims=True)
@@ -61,6 +70,44 @@ def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_ma
         ex, ap = out[f"{label}_exact"].pop("_ids"), out[f"{label}_approx"].pop("_ids")
         out[f"{label}_recall_at_10"] = round(float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ap, ex,
                                                                                                strict=True)])), 4)
+    out["modes"] = mode_latency(store, qs, rng)
+    return out
+
+
+TYPES = ["Tshirts", "Shirts", "Casual Shoes", "Watches", "Handbags", "Jeans", "Heels", "Sunglasses"]
+BRANDS = ["Puma", "Nike", "Adidas", "Wrangler", "Baggit", "Catwalk", "Fastrack", "Arrow"]
+
+
+def mode_latency(store, qs: np.ndarray, rng) -> dict:
+    """Keyword and fused text search vs one vector search over the same rows, measured side by side."""
+    from search.queries import QueryEncoder
+    from search.service import SearchService
+    from search.text_search import TextSearch
+
+    class Vectors:  # query encoding is the API benchmark's part; here every text gets a prepared vector
+        def __init__(self):
+            self.i = 0
+
+        def encode_texts(self, texts):
+            self.i += 1
+            return qs[self.i % len(qs)][None]
+
+    text = TextSearch(SearchService(store, 100), QueryEncoder(Vectors(), None, 1000, "bench"))
+    words = [f"{rng.choice(BRANDS).lower()} {rng.choice(TYPES).lower()}" for _ in qs]
+    cases = {"vector": lambda i: text.run(words[i], 10, mode="vector", understand=False),
+             "keyword": lambda i: text.run(words[i], 10, mode="keyword", understand=False),
+             "fused": lambda i: text.run(words[i], 10, mode="fused", understand=False),
+             "fused_understanding": lambda i: text.run(f"{words[i]} for women under 50", 10, mode="fused")}
+    out = {}
+    for name, run in cases.items():
+        run(0)  # warm (vocabulary, caches)
+        times = []
+        for i in range(len(qs)):
+            t = time.perf_counter()
+            run(i)
+            times.append(time.perf_counter() - t)
+        out[name] = {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99)}
+    out["fused_vs_vector_p50"] = round(out["fused"]["p50_ms"] / out["vector"]["p50_ms"], 2)
     return out
 
 
@@ -97,15 +144,21 @@ def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: i
     words = ["red dress", "black leather shoes", "blue jeans", "gold watch", "white tshirt", "brown handbag"]
     for w in words:
         session.post(f"{base}/api/v1/search/text", json={"query": w, "limit": 10})
-    times = []
+    result: dict = {"api_text_search": {"queries": api_queries, "model": model_dir, "precision": precision}}
+    modes = {"vector_image": {"index": "image"}, "keyword": {"mode": "keyword"}, "fused_understanding": {}}
+    for name in modes:  # interleaved per query below, so noise hits every mode alike
+        result["api_text_search"][name] = []
     for i in range(api_queries):
-        t = time.perf_counter()
-        r = session.post(f"{base}/api/v1/search/text", json={"query": f"{words[i % len(words)]} {i}", "limit": 10,
-                                                           "filters": {"price <=": 200}})
-        times.append(time.perf_counter() - t)
-        r.raise_for_status()
-    result = {"api_text_search": {"queries": api_queries, "p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99),
-                                  "model": model_dir, "precision": precision}}
+        for name, extra in modes.items():
+            t = time.perf_counter()
+            r = session.post(f"{base}/api/v1/search/text", json={
+                "query": f"{words[i % len(words)]} for women under 150 {i}", "limit": 10,
+                "filters": {"price <=": 200}, **extra})
+            result["api_text_search"][name].append(time.perf_counter() - t)
+            r.raise_for_status()
+    for name in modes:
+        times = result["api_text_search"][name]
+        result["api_text_search"][name] = {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99)}
     if skip_fresh:
         server.stop()
         return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from schemas import FILTER_COLUMNS
 from search.filters import filters_json_schema
@@ -54,9 +54,10 @@ class TextSearchRequest(BaseModel):
                           "(vector when an index is named)")
     index: Literal["image", "text", "hybrid"] | None = Field(
         None, description="The vector index of mode vector: image (cross-modal, the default), text or hybrid")
-    understand: bool | None = Field(
+    understand: StrictBool | None = Field(
         None, description="read price and gender phrases as filters, known colours and types as boosts, and apply "
-                          "the shopper synonyms (default: search.understand); the response's 'interpreted' says how")
+                          "the shopper synonyms (default: search.understand, but off for a request naming only an "
+                          "index, served as before modes existed); the response's 'interpreted' says how")
     ignore: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
         None, max_length=20, description="phrases of the query not to interpret (the page's removed chips)")
     limit: int | None = Field(None, ge=1, description="results to return (default: search.default_limit; "

@@ -168,11 +168,18 @@ def _target(summary: dict) -> dict:
             "met": bool(fused - best >= TARGET_MARGIN - 1e-9)}
 
 
+EXAMPLE_KINDS = ("constraint", "shopper", "constraint", "brand", "shopper", "constraint", "catalogue", "need",
+                 "brand", "constraint")
+
+
 def examples(search: TextSearch, queries: list[JudgedQuery], n: int = 10) -> list[dict]:
-    """How the service reads ``n`` queries (constraints and shopper words first): the ``interpreted`` output."""
-    chosen = [q for q in queries if q.kind in ("constraint", "shopper")][: n - 2] + \
-        [q for q in queries if q.kind in ("brand", "catalogue")][:2]
-    return [{"query": q.query, "interpreted": search.read(q.query, None, True).interpreted} for q in chosen[:n]]
+    """How the service reads ``n`` queries of every kind (constraints most): the ``interpreted`` output."""
+    pools = {kind: [q for q in queries if q.kind == kind] for kind in KINDS}
+    chosen = []
+    for kind in EXAMPLE_KINDS[:n]:
+        if pools[kind]:
+            chosen.append(pools[kind].pop(0))
+    return [{"query": q.query, "interpreted": search.read(q.query, None, True).interpreted} for q in chosen]
 
 
 def natural_language_report(config: Config, encoder, frame: pd.DataFrame, vectors: dict[str, np.ndarray],

@@ -6,7 +6,8 @@
    shoes"). The keyword index matches the expansions as phrases; the vector query is the rest of
    the text followed by the expansions.
 2. **Retrieving** (``mode``): ``vector`` runs CLIP's text vector in one index (``index``: image by
-   default, as before); ``keyword`` runs BM25 over name and description; ``fused`` runs every
+   default; a request naming only an index is served as before modes existed: that index, the
+   query as typed unless it asks ``understand``); ``keyword`` runs BM25 over name and description; ``fused`` runs every
    retriever with a weight in ``search.fusion_weights`` (keyword, text, image, hybrid). Filters,
    the request's and the query's, apply inside each retriever.
 3. **Combining**: reciprocal rank fusion (:mod:`search.fusion`); each boost a result matches
@@ -45,7 +46,10 @@ class SearchModeError(ValueError):
 
 @dataclass(frozen=True)
 class FusionSettings:
-    """Retriever weights (missing ones weigh 0), the RRF constant, candidates per retriever, boost weight."""
+    """Retriever weights (missing ones weigh 0), the RRF constant, candidates per retriever, boost weight.
+
+    The defaults weigh the retrievers equally; the service's come from ``search.fusion_*``.
+    """
 
     weights: dict[str, float] = field(default_factory=lambda: {"keyword": 1.0, "text": 1.0, "image": 1.0})
     k: int = 60
@@ -170,9 +174,12 @@ class TextSearch:
         """Search ``query`` (raises :class:`search.queries.BadQueryError` for an empty or oversized query)."""
         if limit < 1 or limit > self.search.max_limit:
             raise FilterError(f"limit must be between 1 and {self.search.max_limit}")
+        if understand is None:
+            # An index alone is the request of before modes existed: that index, the query as typed.
+            understand = self.understand and not (mode is None and index is not None)
         mode, kind = self.resolve(mode, index)
         query = self.queries.check_text(query)
-        reading = self.read(query, filters, self.understand if understand is None else understand, tuple(ignore))
+        reading = self.read(query, filters, understand, tuple(ignore))
         boosts = reading.boosts
         if mode == "fused":
             results = self._fused(reading, limit)

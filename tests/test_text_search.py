@@ -83,9 +83,11 @@ def test_an_index_alone_means_vector_search_in_it_and_modes_reject_an_index(sear
         searcher.resolve("keyword", "image")
     with pytest.raises(SearchModeError, match="unknown mode"):
         searcher.resolve("semantic", None)
-    found = searcher.run("#3 tee", 3, index="text", understand=False)
+    found = searcher.run("#3 tee", 3, index="text")  # an index alone: the query as typed, as before modes
     assert found.mode == "vector" and found.index == "text" and ids(found)[0] == 3
     assert found.results[0]["score"] == pytest.approx(1.0, abs=1e-5) and found.interpreted is None
+    assert searcher.run("#3 tee", 3, index="text", understand=True).interpreted["synonyms"] == []
+    assert searcher.run("#3 tee", 3, mode="vector").interpreted is not None  # a mode: the service's default
 
 
 def test_keyword_mode_finds_brands_and_product_names(searcher):

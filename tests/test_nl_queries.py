@@ -56,7 +56,10 @@ def test_every_mode_is_scored_side_by_side_on_held_out_and_tuning_queries(tmp_pa
     path.write_text("""
 - {query: kangaroo pocket tunic, kind: brand, relevant: {name_has: [kangaroo]}}
 - {query: puma, kind: brand, relevant: {name_has: [puma]}}
-- {query: trainers for women, kind: constraint, held_out: true, relevant: {article_type: [Sports Shoes], gender: [Women, Unisex]}}
+- query: trainers for women
+  kind: constraint
+  held_out: true
+  relevant: {article_type: [Sports Shoes], gender: [Women, Unisex]}
 - {query: shades, kind: shopper, held_out: true, relevant: {article_type: [Sunglasses]}}
 - {query: scarves, kind: catalogue, held_out: true, relevant: {article_type: [Scarves]}}
 """)

@@ -3,7 +3,8 @@
 Exact words a small CLIP cannot know well (brands, product names: "Puma", "Kangaroo pocket
 tunic") are what a full-text engine is good at. :class:`KeywordIndex` keeps one FTS5 row per
 product id (name and description, Porter-stemmed: "tshirts" finds "tshirt") and ranks with
-SQLite's BM25 (the name weighs twice the description). Queries are split into words and each
+SQLite's BM25 (the name weighs twice the description); a filter keeps the matches whose ids it
+allows, in BM25 order. Queries are split into words and each
 word is quoted, so no query text is ever read as FTS5 syntax. It is fed the same upserts and
 deletes as the vector index (``search/local_index.py``), so it follows the table the same way.
 """
@@ -47,7 +48,6 @@ class KeywordIndex:
     def __init__(self) -> None:
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
         self._db.execute("CREATE VIRTUAL TABLE docs USING fts5(name, description, tokenize='porter unicode61')")
-        self._db.execute("CREATE TEMP TABLE allowed (id INTEGER PRIMARY KEY)")
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -74,25 +74,27 @@ class KeywordIndex:
                phrases: Iterable[str] = ()) -> list[tuple[int, float]]:
         """Up to ``k`` (product_id, score) pairs, best first (score: BM25, higher is better).
 
-        ``candidates`` (the ids a filter allows) restricts the search inside the engine;
+        ``candidates`` (the ids a filter allows): only those are returned, the best ``k`` of them;
         ``phrases`` (synonym expansions) are matched as exact phrases besides the words.
         """
         expression = match_expression(query_terms(query), phrases)
         if not expression or k <= 0:
             return []
         weights = f"{NAME_WEIGHT}, {DESCRIPTION_WEIGHT}"
+        sql = f"SELECT rowid, bm25(docs, {weights}) AS s FROM docs WHERE docs MATCH ? ORDER BY s"
         with self._lock:
             if candidates is None:
-                rows = self._db.execute(
-                    f"SELECT rowid, bm25(docs, {weights}) AS s FROM docs WHERE docs MATCH ? ORDER BY s LIMIT ?",
-                    (expression, int(k))).fetchall()
+                rows = self._db.execute(sql + " LIMIT ?", (expression, int(k))).fetchall()
             else:
-                with self._db:
-                    self._db.execute("DELETE FROM allowed")
-                    self._db.executemany("INSERT OR IGNORE INTO allowed(id) VALUES (?)",
-                                         [(int(c),) for c in candidates])
-                rows = self._db.execute(
-                    f"SELECT rowid, bm25(docs, {weights}) AS s FROM docs WHERE docs MATCH ? "
-                    "AND rowid IN (SELECT id FROM allowed) ORDER BY s LIMIT ?", (expression, int(k))).fetchall()
+                # The matches in BM25 order, kept when the filter allows them. (A `rowid IN (…)` condition
+                # makes FTS5 look every candidate up: 0.8 s for 3,500 candidates of 44k rows, against
+                # 12 ms for the whole ranked match list.)
+                allowed = {int(c) for c in candidates}
+                rows = []
+                for row in self._db.execute(sql, (expression,)):
+                    if row[0] in allowed:
+                        rows.append(row)
+                        if len(rows) >= k:
+                            break
         # SQLite's bm25() is lower-is-better (negative); flip it so callers rank by a higher score.
         return [(int(pid), -float(score)) for pid, score in rows]

@@ -323,7 +323,7 @@ class LocalIndexStore:
     def keyword_search(self, query: str, k: int = 10, filters: dict | None = None,
                        phrases: list[str] | tuple = ()) -> list[dict]:
         """Top-k rows by BM25 over name and description (``phrases``: synonym expansions), each with all
-        metadata and ``score`` (BM25, higher is better); ``filters`` restrict the candidates inside the engine."""
+        metadata and ``score`` (BM25, higher is better); ``filters`` admit the ids the keyword search may return."""
         conditions = parse_filters(filters, FILTER_COLUMNS)
         state = self._state
         if state.version is None:

@@ -252,7 +252,8 @@ class SearchSettings(Section):
     fusion_weights: dict[Literal["keyword", "text", "image", "hybrid"], Annotated[float, BeforeValidator(
         _non_negative)]] = Field({"keyword": 3.0, "text": 1.0, "image": 1.0, "hybrid": 0.0},
                                  description="weight of each retriever in fused mode (0 or missing leaves it out); "
-                                             "keyword 3 was best on the tuning part of the query set")
+                                             "keyword 3: on the tuning queries, 3 to 5 beat equal weights by "
+                                             "0.04-0.06 P@10 (README, 'Search that understands shoppers')")
     fusion_k: NonNegative = Field(60, description="the RRF constant: score = sum weight / (k + rank)")
     fusion_candidates: Count = Field(100, description="results each retriever hands to the fusion")
     boost_weight: Number = Field(1.0, description="a result naming a boosted colour or type gains this many "

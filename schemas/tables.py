@@ -123,6 +123,8 @@ METADATA_COLUMNS: list[str] = PRODUCT_COLUMNS + ["embedding_model", "embedding_e
 # What the keyword index reads of each product (search.keyword_index): its name and the description
 # the text encoder saw, so the keyword and the text vector index read the same words.
 KEYWORD_COLUMNS: list[str] = ["product_display_name", "description"]
+# What a search index keeps besides the metadata so keyword queries can read it.
+KEYWORD_EXTRA_COLUMNS: list[str] = [c for c in KEYWORD_COLUMNS if c not in METADATA_COLUMNS]
 # Columns a search filter may name, with the kind of value each takes. Not image_path: a server path
 # is never shown to clients, so it cannot be probed through filters either (image_hash: no use).
 FILTER_COLUMNS: dict[str, str] = {

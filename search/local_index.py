@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_COLUMNS, METADATA_COLUMNS
+from schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_EXTRA_COLUMNS, METADATA_COLUMNS
 from schemas.change_feed import final_changes
 from search.ann import AnnIndex, AnnParams
 from search.filters import evaluate, parse_filters
@@ -377,8 +377,7 @@ class LocalIndexStore:
 def _columns(available: set[str]) -> list[str]:
     """The columns the index reads: metadata, vectors, and the keyword columns the table has (a table
     written before descriptions were kept is indexed by name only)."""
-    return METADATA_COLUMNS + list(INDEX_KINDS.values()) + [
-        c for c in KEYWORD_COLUMNS if c not in METADATA_COLUMNS and c in available]
+    return METADATA_COLUMNS + list(INDEX_KINDS.values()) + [c for c in KEYWORD_EXTRA_COLUMNS if c in available]
 
 
 def _plain_types(table: pa.Table) -> pa.Table:

@@ -8,7 +8,7 @@ import datetime
 import logging
 
 from conf import Config, ConfigError
-from schemas import INDEX_KINDS, KEYWORD_COLUMNS, METADATA_COLUMNS
+from schemas import INDEX_KINDS, KEYWORD_EXTRA_COLUMNS, METADATA_COLUMNS
 from vectorsearch.client import make_client
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ def create_indexes(client, endpoint_name: str, index_names: dict[str, str], sour
     filters can use any of them (the vector column too, so a product's vector can be read back),
     and the description, which keyword and hybrid queries search with the name.
     """
-    text_columns = [c for c in KEYWORD_COLUMNS if c not in METADATA_COLUMNS]
     for kind, column in INDEX_KINDS.items():
         name = index_names[kind]
         if client.index_exists(endpoint_name=endpoint_name, index_name=name):
@@ -43,7 +42,7 @@ def create_indexes(client, endpoint_name: str, index_names: dict[str, str], sour
         client.create_delta_sync_index(
             endpoint_name=endpoint_name, index_name=name, primary_key="product_id",
             source_table_name=source_table, pipeline_type=pipeline_type, embedding_dimension=dimension,
-            embedding_vector_column=column, columns_to_sync=METADATA_COLUMNS + text_columns + [column])
+            embedding_vector_column=column, columns_to_sync=METADATA_COLUMNS + KEYWORD_EXTRA_COLUMNS + [column])
     states = {}
     for kind in INDEX_KINDS:
         index = client.get_index(endpoint_name=endpoint_name, index_name=index_names[kind])

@@ -85,12 +85,17 @@ class DatabricksStore:
                                                         index_name=self.index_names[kind])
         return self._indexes[kind]
 
-    def _query(self, kind: str, query, k: int, filters: dict | None, columns: list[str]) -> list[dict]:
+    def _vector(self, query) -> list[float]:
+        """A query vector as Vector Search takes it, checked against the index dimension before any call."""
         vector = [float(x) for x in np.asarray(query, dtype=np.float64).reshape(-1)]
         if len(vector) != self.dim:
             raise ValueError(f"query has {len(vector)} dimensions, the index {self.dim}")
+        return vector
+
+    def _query(self, kind: str, query, k: int, filters: dict | None, columns: list[str]) -> list[dict]:
         response = self._index(kind).similarity_search(
-            query_vector=vector, columns=columns, filters=_with_vector_filter(kind, filters), num_results=k)
+            query_vector=self._vector(query), columns=columns, filters=_with_vector_filter(kind, filters),
+            num_results=k)
         rows = rows_from_response(response)
         for row in rows:
             row["score"] = cosine_from_score(row.pop("score", 0.0))
@@ -99,7 +104,7 @@ class DatabricksStore:
     def _text_query(self, kind: str, query_type: str, text: str, k: int, filters: dict | None,
                     vector=None) -> list[dict]:
         parse_filters(filters, FILTER_COLUMNS)
-        extra = {} if vector is None else {"query_vector": [float(x) for x in np.asarray(vector).reshape(-1)]}
+        extra = {} if vector is None else {"query_vector": self._vector(vector)}
         response = self._index(kind).similarity_search(
             query_text=text, query_type=query_type, query_columns=KEYWORD_COLUMNS, columns=METADATA_COLUMNS,
             filters=_with_vector_filter(kind, filters), num_results=k, **extra)

@@ -23,6 +23,13 @@ class IndexStore(Protocol):
                exact: bool | None = None) -> list[dict]:
         """Top-k products of index ``kind`` by cosine to ``query``, each with every metadata column and ``score``."""
 
+    def keyword_search(self, query: str, k: int = 10, filters: dict | None = None,
+                       phrases: list[str] | tuple = ()) -> list[dict]:
+        """Top-k products by keyword relevance over name and description (``phrases``: synonym expansions),
+        each with every metadata column and the backend's own ``score``. A backend with a native hybrid
+        query also sets ``native_hybrid`` and has ``hybrid_search(kind, vector, query, k, filters, phrases)``
+        (see :mod:`search.text_search`)."""
+
     def get(self, product_id: int) -> dict | None:
         """Every metadata column of one product, or None."""
 

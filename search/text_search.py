@@ -196,11 +196,8 @@ class TextSearch:
         return self.queries.text_embedding(reading.vector_text)
 
     def _boosted(self, rows: list[dict], boosts: dict) -> list[dict]:
-        """Rows reordered by rank score plus boosts (the rows' own ``score`` is kept)."""
-        k, weight = self.fusion.k, self.fusion.boost_weight
-        keyed = [(1.0 / (k + rank) + weight * boost_matches(row, boosts) / (k + 1), -rank, row)
-                 for rank, row in enumerate(rows, 1)]
-        return [row for *_, row in sorted(keyed, key=lambda t: (t[0], t[1]), reverse=True)]
+        """One retriever's rows reordered by the fusion's rank score plus boosts (their own ``score`` kept)."""
+        return [row for row, _score, _ranks in self._fuse({"single": rows}, {"single": 1.0}, boosts)]
 
     def rankings(self, reading: Reading, k: int) -> dict[str, list[dict]]:
         """Each active retriever's rows, best first (the store's native hybrid query where it has one)."""
@@ -220,9 +217,11 @@ class TextSearch:
                 out[name] = store.search(name, vector, k, reading.filters)
         return out
 
-    def _fused(self, reading: Reading, limit: int) -> list[dict]:
-        k = max(limit, self.fusion.candidates)
-        lists = self.rankings(reading, k)
+    def _fuse(self, lists: dict[str, list[dict]], weights: dict[str, float],
+              boosts: dict) -> list[tuple[dict, float, dict[str, int]]]:
+        """(row, RRF score plus boosts, each retriever's rank), best first; equal scores keep RRF's order.
+
+        A product's row is the first retriever's that returned it."""
         rows: dict[int, dict] = {}
         ranks: dict[int, dict[str, int]] = {}
         for name, found in lists.items():
@@ -230,17 +229,14 @@ class TextSearch:
                 pid = int(row["product_id"])
                 rows.setdefault(pid, row)
                 ranks.setdefault(pid, {}).setdefault(name, rank)
-        weights = self.fusion.active()
         fused = reciprocal_rank_fusion({n: [int(r["product_id"]) for r in found] for n, found in lists.items()},
                                        weights, k=self.fusion.k)
-        scored = []
-        for pid, score in fused:
-            score += self.fusion.boost_weight * boost_matches(rows[pid], reading.boosts) / (self.fusion.k + 1)
-            scored.append((score, pid))
-        # Stable on fusion's own deterministic order for equal scores.
-        order = sorted(range(len(scored)), key=lambda i: (-scored[i][0], i))
-        out = []
-        for i in order[:limit]:
-            score, pid = scored[i]
-            out.append(dict(rows[pid], score=score, ranks=ranks[pid]))
-        return out
+        bonus = self.fusion.boost_weight / (self.fusion.k + 1)
+        scored = [(rows[pid], score + bonus * boost_matches(rows[pid], boosts), ranks[pid]) for pid, score in fused]
+        order = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
+        return [scored[i] for i in order]
+
+    def _fused(self, reading: Reading, limit: int) -> list[dict]:
+        lists = self.rankings(reading, max(limit, self.fusion.candidates))
+        return [dict(row, score=score, ranks=ranks)
+                for row, score, ranks in self._fuse(lists, self.fusion.active(), reading.boosts)[:limit]]

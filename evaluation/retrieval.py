@@ -165,10 +165,12 @@ def _personas(test: pd.DataFrame, img: np.ndarray, txt: np.ndarray, hyb: np.ndar
             "max_overlap": round(max(overlap["pairs"].values(), default=0.0), 4)}
 
 
-def evaluate_encoder(encoder, test: pd.DataFrame, limits, text_weight: float, min_support: int) -> dict:
-    """Every metric of the report for one encoder on the test frame."""
+def evaluate_encoder(encoder, test: pd.DataFrame, limits, text_weight: float, min_support: int,
+                     embedded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
+    """Every metric of the report for one encoder on the test frame (``embedded``: its vectors, when already
+    computed, as :func:`embed_frame` returns them)."""
     started = time.perf_counter()
-    img, txt, ok = embed_frame(encoder, test, limits)
+    img, txt, ok = embedded if embedded is not None else embed_frame(encoder, test, limits)
     test, img, txt = test[ok].reset_index(drop=True), img[ok], txt[ok]
     hyb = hybrid_vector(txt, img, text_weight)
     report = {
@@ -191,10 +193,11 @@ def evaluate_encoder(encoder, test: pd.DataFrame, limits, text_weight: float, mi
     return report
 
 
-def _natural_language(config: Config, encoder, frame: pd.DataFrame, limits, weight: float, min_support: int) -> dict:
+def _natural_language(config: Config, encoder, frame: pd.DataFrame, embedded: tuple, limits, weight: float,
+                      min_support: int) -> dict:
     """The natural-language query report over every product with a readable image (all splits)."""
     started = time.perf_counter()
-    img, txt, ok = embed_frame(encoder, frame, limits)
+    img, txt, ok = embedded
     frame = frame[ok].reset_index(drop=True)
     vectors = {"image": img[ok], "text": txt[ok], "hybrid": hybrid_vector(txt[ok], img[ok], weight)}
     report = natural_language_report(config, encoder, frame, vectors, (frame["split"] == "test").to_numpy(), limits,
@@ -259,8 +262,12 @@ def evaluate(spark, config: Config, out_dir: str | None = None, min_support: int
         "min_support": min_support,
     }
     trained = ClipEncoder(model_dir, precision="fp32")
-    report["trained"] = evaluate_encoder(trained, test, limits, weight, min_support)
-    report["natural_language"] = _natural_language(config, trained, frame, limits, weight, min_support)
+    # The whole catalogue is embedded once: the natural-language report reads every split, the rest the test one.
+    embedded = embed_frame(trained, frame, limits)
+    in_test = (frame["split"] == "test").to_numpy()
+    report["trained"] = evaluate_encoder(trained, test, limits, weight, min_support,
+                                         tuple(part[in_test] for part in embedded))
+    report["natural_language"] = _natural_language(config, trained, frame, embedded, limits, weight, min_support)
     with tempfile.TemporaryDirectory() as tmp:
         floor = ClipEncoder(build_random_floor(model_dir, tmp), precision="fp32")
         report["random_floor"] = evaluate_encoder(floor, test, limits, weight, min_support)

@@ -211,9 +211,13 @@ class StreamSettings(Section):
     small_batch_max_rows: NonNegative = Field(
         64, description="micro-batches of at most this many change rows (an editor's edits) are planned and "
                         "encoded in the process that runs the batch, with no Spark job for the model (0: never)")
+    max_rows_per_file: Count = Field(
+        1000, description="large batches write the embeddings table in files of at most this many rows, "
+                          "ordered by product_id, so a MERGE or a lookup of a few products reads a few small "
+                          "files (file skipping on product_id statistics) instead of every big one")
     warm_up: bool = Field(True, description="processingTime streams: before the first trigger, load the encoder, "
-                                            "run one text and one image through it, and run the tiny-batch plan "
-                                            "query and an empty MERGE (nothing is committed), so the first edit "
+                                            "run one text and one image through it, and run the tiny-batch road "
+                                            "on a scratch table (the real table sees nothing), so the first edit "
                                             "after a start is fast")
 
     @field_validator("starting_version", mode="before")

@@ -37,12 +37,16 @@ def ensure_table(spark: SparkSession, ref: TableRef, schema: TableSchema, change
         spark.sql(f"ALTER TABLE {ref.sql} ADD COLUMNS ({cols})")
 
 
+def ensure_embeddings_table(spark: SparkSession, ref: TableRef) -> None:
+    """Create the embeddings table (Change Data Feed and deletion vectors on) if it does not exist."""
+    # Deletion vectors let a small MERGE write only the changed rows, not rewrite whole files.
+    ensure_table(spark, ref, PRODUCT_EMBEDDINGS, extra_properties={"delta.enableDeletionVectors": "true"})
+
+
 def ensure_all_tables(spark: SparkSession, config: Config) -> None:
     """Create products, embeddings and quarantine tables (CDF on for the first two)."""
     ensure_table(spark, config.tables.products, PRODUCTS)
-    # Deletion vectors let a small MERGE write only the changed rows, not rewrite whole files.
-    ensure_table(spark, config.tables.embeddings, PRODUCT_EMBEDDINGS,
-                 extra_properties={"delta.enableDeletionVectors": "true"})
+    ensure_embeddings_table(spark, config.tables.embeddings)
     ensure_table(spark, config.tables.quarantine, QUARANTINE, change_data_feed=False)
 
 

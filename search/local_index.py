@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakehouse.direct import plain_types
 from schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_EXTRA_COLUMNS, METADATA_COLUMNS
 from schemas.change_feed import final_changes
 from search.ann import AnnIndex, AnnParams
@@ -206,14 +207,14 @@ class LocalIndexStore:
         snap = DeltaTable(self.table_path, version=version)
         cols = ", ".join(f"`{c}`" for c in _columns({f.name for f in snap.schema().fields}))
         # QueryBuilder (DataFusion) reads deletion vectors, which the pyarrow dataset path does not.
-        data = _plain_types(pa.table(QueryBuilder().register("t", snap).execute(f"SELECT {cols} FROM t").read_all()))
+        data = plain_types(pa.table(QueryBuilder().register("t", snap).execute(f"SELECT {cols} FROM t").read_all()))
         self._buffers = {}
         state = replace(self._append(_empty_state(self.dim), data, fresh=True), version=version, table_id=table_id)
         log.info("local index loaded %d rows at version %d", data.num_rows, version)
         return state
 
     def _apply_changes(self, state: _State, table, start: int, end: int) -> _State:
-        changes = _plain_types(pa.table(table.load_cdf(starting_version=start, ending_version=end).read_all()))
+        changes = plain_types(pa.table(table.load_cdf(starting_version=start, ending_version=end).read_all()))
         final = final_changes(changes.select(["product_id", "_change_type", "_commit_version"]).to_pandas())
         alive, slots = state.alive.copy(), dict(state.slot)
         for pid in final["product_id"]:
@@ -378,20 +379,6 @@ def _columns(available: set[str]) -> list[str]:
     """The columns the index reads: metadata, vectors, and the keyword columns the table has (a table
     written before descriptions were kept is indexed by name only)."""
     return METADATA_COLUMNS + list(INDEX_KINDS.values()) + [c for c in KEYWORD_EXTRA_COLUMNS if c in available]
-
-
-def _plain_types(table: pa.Table) -> pa.Table:
-    """Cast the view types delta-rs may return (string_view, list_view) to the plain ones pyarrow kernels take."""
-    fields = []
-    for f in table.schema:
-        t = f.type
-        if pa.types.is_string_view(t) or pa.types.is_large_string(t):
-            t = pa.string()
-        elif pa.types.is_list_view(t) or pa.types.is_large_list(t) or pa.types.is_large_list_view(t):
-            t = pa.list_(pa.float64())
-        fields.append(pa.field(f.name, t, f.nullable))
-    schema = pa.schema(fields)
-    return table if schema == table.schema else table.cast(schema)
 
 
 def _arrow_strings(meta: pd.DataFrame) -> pd.DataFrame:

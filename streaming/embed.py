@@ -27,6 +27,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from encoders.images import ImageLimits
 from schemas import PRODUCT_COLUMNS
 from schemas.spark import VECTOR_TYPE
+from udfs.columns import reusable_columns
 from udfs.encoding import (
     RETRYABLE_IMAGE_ERRORS,
     RETRYABLE_TEXT_ERRORS,
@@ -176,32 +177,45 @@ def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) ->
 
 
 def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | None, vector_type,
-                  model_id: str, dimension: int, text_weight: float) -> DataFrame:
-    """The MERGE source: new vectors joined by hash, the stored ones kept, the hybrid rebuilt, errors merged."""
+                  model_id: str, dimension: int, text_weight: float, carries_vectors: bool = False) -> DataFrame:
+    """The MERGE source: new vectors joined by hash, the stored ones kept, the hybrid rebuilt, errors merged.
+
+    ``carries_vectors``: the plan holds the stored vectors (``_old_text``, ``_old_image``: tiny batches);
+    otherwise ``old`` has them for the partial updates, or None when there are none.
+    """
+    rows = (todo.join(F.broadcast(encoded.texts.drop("_worker")), "text_hash", "left")
+            .join(F.broadcast(encoded.images.drop("_worker")), "image_hash", "left"))
+    if old is not None:
+        rows = rows.join(old, "product_id", "left")
+    elif not carries_vectors:
+        rows = rows.withColumns(_no_stored_vectors(vector_type))
+    rows = with_hybrid(rows.withColumns(_full_columns()), "_text_full", "_image_full", text_weight)
+    return rows.select(*_merge_source_columns(model_id, dimension))
+
+
+@reusable_columns
+def _no_stored_vectors(vector_type) -> dict:
+    return {"_old_text": F.lit(None).cast(vector_type), "_old_image": F.lit(None).cast(vector_type)}
+
+
+@reusable_columns
+def _full_columns() -> dict:
+    """Each modality's vector after this batch (new where re-encoded, else stored) and the image error."""
     # Image error codes (IMAGE_*) are kept apart from text ones (TEXT_*) so that re-encoding one side keeps
     # the other's code.
     stored_image_error = F.array_join(F.filter(
         F.split(F.coalesce(F.col("cur_embedding_error"), F.lit("")), ","), lambda code: code.startswith("IMAGE_")), ",")
-    rows = (todo.join(F.broadcast(encoded.texts.drop("_worker")), "text_hash", "left")
-            .join(F.broadcast(encoded.images.drop("_worker")), "image_hash", "left"))
-    if old is None and "_old_text" in todo.columns:
-        pass  # the plan carries the stored vectors (tiny batches)
-    elif old is None:
-        rows = (rows.withColumn("_old_text", F.lit(None).cast(vector_type))
-                .withColumn("_old_image", F.lit(None).cast(vector_type)))
-    else:
-        rows = rows.join(old, "product_id", "left")
-    rows = (
-        rows
-        .withColumn("_text_full", F.when(F.col("_need_text"), F.col("_new_text")).otherwise(F.col("_old_text")))
-        .withColumn("_image_full", F.when(F.col("_need_image"), F.col("_new_image")).otherwise(F.col("_old_image")))
-        .withColumn(
-            "_image_err",
-            F.when(F.col("_need_image"), F.coalesce(F.col("_image_read_error"), F.col("_image_error")))
-            .otherwise(F.when(stored_image_error != "", stored_image_error)),
-        )
-    )
-    rows = with_hybrid(rows, "_text_full", "_image_full", text_weight)
+    return {
+        "_text_full": F.when(F.col("_need_text"), F.col("_new_text")).otherwise(F.col("_old_text")),
+        "_image_full": F.when(F.col("_need_image"), F.col("_new_image")).otherwise(F.col("_old_image")),
+        "_image_err": F.when(F.col("_need_image"), F.coalesce(F.col("_image_read_error"), F.col("_image_error")))
+        .otherwise(F.when(stored_image_error != "", stored_image_error)),
+    }
+
+
+@reusable_columns
+def _merge_source_columns(model_id: str, dimension: int) -> list:
+    """The MERGE source's columns: new vectors only where re-encoded (the MERGE keeps the stored ones)."""
     any_new = F.col("_need_text") | F.col("_need_image")
     error = F.concat_ws(",", F.col("_image_err"), F.when(F.col("_need_text"), F.col("_text_error")))
     # A model call that failed in this batch counts one more attempt; an encode that worked starts over.
@@ -209,41 +223,46 @@ def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | 
                   | (F.col("_need_image") & F.col("_image_error").isin(*RETRYABLE_IMAGE_ERRORS)))
     attempts = (F.when(failed_now, F.coalesce(F.col("cur_failed_attempts"), F.lit(0)) + 1)
                 .when(any_new, F.lit(0)).otherwise(F.col("cur_failed_attempts")))
-    return rows.select(
-        *PRODUCT_COLUMNS,
+    return [
+        *[F.col(c) for c in PRODUCT_COLUMNS],
         F.when(F.col("_need_image"), F.col("_new_image")).alias("image_embedding"),
         F.when(F.col("_need_text"), F.col("_new_text")).alias("text_embedding"),
         F.when(any_new, F.col("hybrid_embedding")).alias("hybrid_embedding"),
         F.lit(model_id).alias("embedding_model"),
         F.lit(dimension).alias("embedding_dimension"),
-        "description",
-        "text_hash",
-        "image_hash",
+        F.col("description"),
+        F.col("text_hash"),
+        F.col("image_hash"),
         F.when(error != "", error).alias("embedding_error"),
         F.when(any_new, F.col("hybrid_source")).alias("hybrid_source"),
-        "source_commit_version",
+        F.col("source_commit_version"),
         attempts.cast("int").alias("failed_attempts"),
-        "_deleted",
-        "_need_text",
-        "_need_image",
-    )
+        F.col("_deleted"),
+        F.col("_need_text"),
+        F.col("_need_image"),
+    ]
+
+
+@reusable_columns
+def _writes():
+    return F.col("_action").isin(*WRITE_ACTIONS)
 
 
 def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dimension: int,
                 text_weight: float, encode_partitions: int, has_updates: bool = True,
-                encode=None) -> EncodedBatch:
+                encode=None, carries_vectors: bool = False) -> EncodedBatch:
     """Encode what ``plan`` flags and assemble the rows to MERGE.
 
     ``udfs`` has ``text`` and ``image`` pandas UDFs (see :mod:`udfs.encoding`).
     ``has_updates=False`` (the plan holds no "update" rows) skips looking up stored
     vectors: only updates re-encode one modality. ``encode`` (no arguments, returns
-    :class:`EncodedModalities`) replaces the UDF encoding: the tiny-batch path.
+    :class:`EncodedModalities`) replaces the UDF encoding: the tiny-batch path. ``carries_vectors``:
+    the plan holds the stored vectors (``plan_changes(..., with_vectors=True)``), so none are looked up.
     """
-    todo = plan.filter(F.col("_action").isin(*WRITE_ACTIONS))
+    todo = plan.filter(_writes())
     encoded = encode() if encode is not None else encode_modalities(todo, udfs, encode_partitions)
-    old = None if "_old_text" in todo.columns else stored_vectors(todo, embeddings, has_updates)
-    rows = assemble_rows(todo, encoded, old, embeddings.schema["text_embedding"].dataType, model_id, dimension,
-                         text_weight)
+    old = None if carries_vectors else stored_vectors(todo, embeddings, has_updates)
+    rows = assemble_rows(todo, encoded, old, VECTOR_TYPE, model_id, dimension, text_weight, carries_vectors)
     return EncodedBatch(rows, encoded.texts_encoded, encoded.images_encoded, [encoded.texts, encoded.images],
                         text_seconds=encoded.text_seconds, image_seconds=encoded.image_seconds,
                         workers=encoded.workers)

@@ -10,6 +10,10 @@ starts the stream, and runs the same processor for backfills.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,21 +25,24 @@ import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_type
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import BooleanType, LongType, StructField, StructType
 
-from conf import Config
+from conf import Config, TableRef
 from encoders.factory import EncoderSpec
 from encoders.images import ImageLimits
-from lakehouse.tables import ensure_all_tables, read_table
+from lakehouse.direct import local_path
+from lakehouse.tables import ensure_all_tables, ensure_embeddings_table, read_table
 from schemas import PRODUCT_COLUMNS
 from schemas.change_feed import DELETE, final_changes, has_tied_survivors
+from schemas.spark import PRODUCTS_SCHEMA
 from streaming import metrics as batch_metrics
 from streaming.embed import WRITE_ACTIONS, encode_modalities_in_process, encode_plan
 from streaming.metrics import BatchMetrics
-from streaming.planner import literal_lookup, plan_changes
+from streaming.planner import literal_lookup, plan_changes, stored_rows
 from streaming.reader import final_state, read_product_changes
-from streaming.writer import clear_write_identity, merge_embeddings
+from streaming.writer import clear_write_identity, merge_embeddings, resolve_snapshot
 from udfs.encoding import image_hashes, make_image_hash_udf, make_image_udf, make_text_udf
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,11 @@ def _state_schema(products_schema: StructType) -> StructType:
                       + [StructField("_deleted", BooleanType()), StructField("source_commit_version", LongType())])
 
 
+# The change-row columns the tiny-batch road reads, for the warm-up's made-up edits.
+_WARM_UP_CDF = pa.schema([pa.field(f.name, to_arrow_type(f.dataType)) for f in PRODUCTS_SCHEMA.fields]
+                         + [pa.field("_change_type", pa.string()), pa.field("_commit_version", pa.int64())])
+
+
 @dataclass(frozen=True)
 class TinyBatch:
     """What the tiny-batch path computes from the change rows it holds: image hashes and product ids."""
@@ -94,12 +106,13 @@ class BatchProcessor:
         self._app_id: str | None = None
         self._sync = None
         self._encoder = None
+        self._resolving: threading.Thread | None = None
         self.warmed_up_s: float | None = None  # seconds the last Spark warm-up took (None: none ran)
 
     def __getstate__(self) -> dict:
         # UDF objects, the encoder, the sync thread and history stay in the process that made them.
         return {"config": self.config, "run_id": self.run_id, "history": [], "_udfs": None, "_app_id": None,
-                "_sync": None, "_encoder": None, "warmed_up_s": None}
+                "_sync": None, "_encoder": None, "_resolving": None, "warmed_up_s": None}
 
     @property
     def encoder(self):
@@ -174,12 +187,12 @@ class BatchProcessor:
             phases[name] = round(now - mark[0], 3)
             mark[0] = now
 
-        embeddings = read_table(spark, cfg.tables.embeddings, check=False)
         max_attempts = None if retry_failed else cfg.stream.max_encode_attempts
         tiny = tiny_batch is not None
         if tiny:
-            ids = tiny_batch.product_ids
-            stored = embeddings.filter(F.col("product_id").isin(ids))  # file skipping on product_id stats
+            # No Spark read of the table: the stored rows of the batch's few products come as a local relation.
+            embeddings = None
+            stored = stored_rows(spark, cfg.tables.embeddings, tiny_batch.product_ids)
             planned = plan_changes(state, stored, cfg.model.id, literal_lookup(tiny_batch.image_hashes),
                                    max_attempts, with_vectors=True)
             plan_table = planned.toArrow()
@@ -187,6 +200,7 @@ class BatchProcessor:
             counted = plan_table.group_by("_action").aggregate([("_action", "count")]).to_pylist()
             actions = {r["_action"]: r["_action_count"] for r in counted}
         else:
+            embeddings = read_table(spark, cfg.tables.embeddings, check=False)
             plan = plan_changes(state, embeddings, cfg.model.id, self.udfs.image_hash, max_attempts).persist()
         try:
             if not tiny:
@@ -223,7 +237,7 @@ class BatchProcessor:
         cfg = self.config
         encoded = encode_plan(plan, embeddings, None if encode else self.udfs, cfg.model.id, cfg.model.dimension,
                               cfg.hybrid_text_weight, cfg.model.encode_partitions, has_updates=metrics.updates > 0,
-                              encode=encode)
+                              encode=encode, carries_vectors=encode is not None)
         lap("encode")
         phases["encode_text"] = round(encoded.text_seconds, 3)
         phases["encode_image"] = round(encoded.image_seconds, 3)
@@ -238,13 +252,30 @@ class BatchProcessor:
             metrics.latency_s = round(time.perf_counter() - started, 3)
             inserts_only = metrics.inserts == to_write
             metrics.merge = merge_embeddings(spark, cfg.tables.embeddings, rows, txn, inserts_only,
-                                             commit_metadata=metrics.commit_metadata(), target_ids=target_ids)
+                                             commit_metadata=metrics.commit_metadata(), target_ids=target_ids,
+                                             max_rows_per_file=None if encode else cfg.stream.max_rows_per_file)
             lap("merge")
+            if encode is not None and metrics.merge.get("num_affected_rows", 1):
+                self._resolve_snapshot_soon(spark)
             if self.sync_trigger is not None and metrics.merge.get("num_affected_rows", 1):
                 self.sync_trigger.request()
         finally:
             rows.unpersist()
             encoded.release()
+
+    def _resolve_snapshot_soon(self, spark: SparkSession) -> None:
+        """After a tiny batch's commit: compute the new snapshot in the background (see resolve_snapshot)."""
+        if self._resolving is not None and self._resolving.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                resolve_snapshot(spark, self.config.tables.embeddings)
+            except Exception as exc:  # noqa: BLE001 - only a head start: the next MERGE computes it anyway
+                log.debug("snapshot resolution after the commit failed: %s", exc)
+
+        self._resolving = threading.Thread(target=run, daemon=True, name="resolve-snapshot")
+        self._resolving.start()
 
     def _materialize(self, spark: SparkSession, rows: DataFrame, expected_rows: int) -> tuple[DataFrame, int, int]:
         """The MERGE source computed once and cut from its lineage, its row count and image errors.
@@ -259,10 +290,15 @@ class BatchProcessor:
         if expected_rows <= self.config.stream.local_merge_source_max_rows:
             import pyarrow.compute as pc
 
-            table = rows.toArrow()
+            table = rows.toArrow().sort_by("product_id")  # files in id order, as below
             errors = pc.sum(pc.and_(table["_need_image"], pc.is_valid(table["embedding_error"]))).as_py() or 0
             return spark.createDataFrame(table, schema=rows.schema), table.num_rows, int(errors)
-        rows = rows.localCheckpoint(eager=True)
+        # Ordered by product_id in ranges of at most max_rows_per_file rows: the MERGE writes files that each
+        # hold a narrow id range (and caps them at that size), so a later edit's MERGE and lookup read one
+        # small file instead of every big one (a seed written hash-partitioned spans all ids in each file).
+        per_file = self.config.stream.max_rows_per_file
+        rows = (rows.repartitionByRange(max(1, -(-expected_rows // per_file)), "product_id")
+                .sortWithinPartitions("product_id").localCheckpoint(eager=True))
         counts = rows.agg(F.count(F.lit(1)).alias("n"), F.count(F.when(
             F.col("_need_image") & F.col("embedding_error").isNotNull(), 1)).alias("errors")).first()
         return rows, int(counts["n"]), int(counts["errors"])
@@ -279,30 +315,65 @@ class BatchProcessor:
         return encode
 
     def warm_up_spark(self, spark: SparkSession) -> float:
-        """Run the tiny-batch road once on no rows: the plan query and a MERGE of an empty source.
+        """Run the tiny-batch road before the first edit; returns the seconds spent.
 
-        A fresh JVM pays seconds for its first Delta scan and MERGE (class loading, code generation);
-        paying them here keeps them off the first edit after a start. An empty-source MERGE commits
-        nothing (Delta writes no version), so the table, its history and its followers see no change.
+        A fresh JVM pays seconds the first time it plans these queries and runs each kind of MERGE
+        (class loading, JIT, code generation); paying them here keeps them off the first edit after a
+        start. Nothing reaches the embeddings table: with the table on this machine's file system the
+        road runs end to end on a scratch table beside it (an insert, a text-only update writing
+        deletion vectors and change data, a delete); elsewhere (a catalog table, an object store) it
+        runs the plan on no rows and a MERGE of an empty source, which Delta does not commit.
         """
-        cfg = self.config
         t0 = time.perf_counter()
-        products = read_table(spark, cfg.tables.products, check=False)
-        state = spark.createDataFrame([], _state_schema(products.schema))
-        embeddings = read_table(spark, cfg.tables.embeddings, check=False)
+        if local_path(self.config.tables.embeddings.path) is not None:
+            self._warm_up_on_scratch(spark)
+            what = "the tiny-batch road on a scratch table: insert, update, delete"
+        else:
+            self._warm_up_empty_merge(spark)
+            what = "plan query and an empty MERGE, nothing committed"
+        seconds = round(time.perf_counter() - t0, 3)
+        log.info("Spark warmed up in %.2f s (%s)", seconds, what)
+        self.warmed_up_s = seconds
+        return seconds
+
+    def _warm_up_on_scratch(self, spark: SparkSession) -> None:
+        """Three made-up edits of one product down the tiny-batch road, on a throwaway local table."""
+        scratch_dir = tempfile.mkdtemp(prefix="embedder-warm-up-")
+        try:
+            ref = TableRef(path=scratch_dir)
+            ensure_embeddings_table(spark, ref)
+            cfg = self.config.model_copy(update={
+                "tables": self.config.tables.model_copy(update={"embeddings": ref}),
+                "vector_search": self.config.vector_search.model_copy(update={"sync_from_stream": False})})
+            scratch = BatchProcessor(cfg, self.run_id)
+            scratch._encoder = self.encoder
+            edits = [("insert", "Warm-up shirt"), ("update_postimage", "Warm-up shirt, renamed"),
+                     ("delete", "Warm-up shirt, renamed")]
+            for version, (change, name) in enumerate(edits, 1):
+                row = {c: None for c in PRODUCT_COLUMNS} | {
+                    "product_id": 1, "product_display_name": name, "price": 10.0,
+                    "image_path": os.path.join(scratch_dir, "no-image.jpg"),
+                    "_change_type": change, "_commit_version": version}
+                head = pa.Table.from_pylist([row], schema=_WARM_UP_CDF)
+                scratch._apply_tiny(spark, head, PRODUCTS_SCHEMA, -version, None, time.perf_counter())
+            if scratch._resolving is not None:
+                scratch._resolving.join()
+        finally:
+            shutil.rmtree(scratch_dir, ignore_errors=True)
+
+    def _warm_up_empty_merge(self, spark: SparkSession) -> None:
+        """The plan on no rows and a MERGE of an empty source into the embeddings table (nothing committed)."""
+        cfg = self.config
+        state = spark.createDataFrame([], _state_schema(PRODUCTS_SCHEMA))
         nobody = [-1]
-        planned = plan_changes(state, embeddings.filter(F.col("product_id").isin(nobody)), cfg.model.id,
+        planned = plan_changes(state, stored_rows(spark, cfg.tables.embeddings, nobody), cfg.model.id,
                                literal_lookup({}), cfg.stream.max_encode_attempts, with_vectors=True)
         plan_table = planned.toArrow()
         metrics = BatchMetrics(batch_id=-1, run_id=self.run_id, app_id=None)
         # to_write=1 with no inserts: the full MERGE (update and delete clauses too), on an empty source.
         plan = spark.createDataFrame(plan_table, schema=planned.schema)
-        self._encode_and_merge(spark, plan, embeddings, metrics, {}, lambda _: None,
-                               1, None, t0, self._in_process_encode(spark, plan_table), nobody)
-        seconds = round(time.perf_counter() - t0, 3)
-        log.info("Spark warmed up in %.2f s (plan query and an empty MERGE, nothing committed)", seconds)
-        self.warmed_up_s = seconds
-        return seconds
+        self._encode_and_merge(spark, plan, None, metrics, {}, lambda _: None,
+                               1, None, time.perf_counter(), self._in_process_encode(spark, plan_table), nobody)
 
     @staticmethod
     def _tiny_state(spark: SparkSession, head: pa.Table, schema) -> DataFrame:
@@ -319,6 +390,19 @@ class BatchProcessor:
         rows = rows.append_column("_deleted", pa.array(~final["_live"].to_numpy(), pa.bool_()))
         rows = rows.append_column("source_commit_version", pa.array(final["_commit_version"].to_numpy(), pa.int64()))
         return spark.createDataFrame(rows, schema=_state_schema(schema))
+
+    def _apply_tiny(self, spark: SparkSession, head: pa.Table, schema: StructType, batch_id: int,
+                    txn: tuple[str, int] | None, started: float) -> BatchMetrics:
+        """The tiny-batch road for change rows already in this process (``head``, Arrow, CDF columns)."""
+        limits = ImageLimits.from_config(self.config)
+        live = head.filter(pc.invert(pc.equal(head["_change_type"], DELETE)))
+        paths = pd.Series(pc.unique(live["image_path"]).to_pylist(), dtype=object)
+        hashes = dict(zip(paths, image_hashes(paths, limits), strict=True))
+        read_s = round(time.perf_counter() - started, 3)
+        state = self._tiny_state(spark, head, schema)
+        tiny = TinyBatch(hashes, pc.unique(head["product_id"]).to_pylist())
+        return self.apply_state(spark, state, batch_id, txn, rows_in=head.num_rows, started=started,
+                                phases={"cdf_read": read_s}, tiny_batch=tiny)
 
     # -- the stream ----------------------------------------------------------------------------
     def app_id(self, spark: SparkSession) -> str:
@@ -350,15 +434,7 @@ class BatchProcessor:
             if head.num_rows == 0:
                 return
             if head.num_rows <= small:
-                limits = ImageLimits.from_config(self.config)
-                live = head.filter(pc.invert(pc.equal(head["_change_type"], DELETE)))
-                paths = pd.Series(pc.unique(live["image_path"]).to_pylist(), dtype=object)
-                hashes = dict(zip(paths, image_hashes(paths, limits), strict=True))
-                read_s = round(time.perf_counter() - started, 3)
-                state = self._tiny_state(spark, head, batch.schema)
-                tiny = TinyBatch(hashes, pc.unique(head["product_id"]).to_pylist())
-                self.apply_state(spark, state, batch_id, (self.app_id(spark), batch_id), rows_in=head.num_rows,
-                                 started=started, phases={"cdf_read": read_s}, tiny_batch=tiny)
+                self._apply_tiny(spark, head, batch.schema, batch_id, (self.app_id(spark), batch_id), started)
                 return
         batch = batch.persist()
         try:

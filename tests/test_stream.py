@@ -453,3 +453,43 @@ def test_tiny_batches_write_what_spark_tasks_write(spark, tmp_path, tiny_model_d
             assert (a is None) == (b is None), (row.product_id, col)
             if a is not None:
                 np.testing.assert_allclose(a, b, atol=1e-6, err_msg=f"{row.product_id} {col}")
+
+
+# -- the tiny road's lookups and the table's file layout ------------------------------------------
+def test_stored_rows_read_without_spark_equal_the_spark_read_deletion_vectors_included(spark, workspace):
+    """The tiny road reads its products' stored rows with delta-rs: the same rows and values as Spark reads,
+    after a MERGE that wrote deletion vectors and after a delete; an id nobody has gives no row."""
+    from lakehouse.direct import local_path
+    from streaming.planner import STORED_READ, stored_rows
+
+    config = workspace.config()
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
+    append_products(spark, config, [product(i, imgs[i % 3]) for i in range(1, 7)])
+    embedder = Embedder(spark, config)
+    stream_once(embedder)
+    _sql_update(spark, config, "product_display_name = 'Renamed'", "product_id IN (2, 5)")
+    _sql_delete(spark, config, "product_id = 3")
+    stream_once(embedder)
+    ref = config.tables.embeddings
+    assert local_path(ref.path) == ref.path
+    ids = [1, 2, 3, 5, 99]
+    direct = stored_rows(spark, ref, ids)
+    via_spark = read_table(spark, ref).filter(F.col("product_id").isin(ids)).select(*STORED_READ)
+    assert sorted(r.product_id for r in direct.collect()) == [1, 2, 5]
+    assert_df_equality(direct, via_spark, ignore_row_order=True, ignore_nullable=True)
+    assert stored_rows(spark, ref, [99]).count() == 0
+
+
+def test_large_batches_write_files_of_narrow_id_ranges(spark, workspace):
+    """A large batch writes files of at most stream.max_rows_per_file rows whose product_id ranges do not overlap,
+    so a later lookup or MERGE of one product reads one small file."""
+    config = workspace.config(stream__max_rows_per_file=4, stream__small_batch_max_rows=0,
+                              stream__local_merge_source_max_rows=0)
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
+    append_products(spark, config, [product(i, imgs[i % 3]) for i in range(1, 15)])
+    stream_once(Embedder(spark, config))
+    files = (read_table(spark, config.tables.embeddings).groupBy(F.input_file_name().alias("f"))
+             .agg(F.count(F.lit(1)).alias("n"), F.min("product_id").alias("lo"), F.max("product_id").alias("hi"))
+             .orderBy("lo").collect())
+    assert sum(f.n for f in files) == 14 and max(f.n for f in files) <= 4 and len(files) >= 4
+    assert all(a.hi < b.lo for a, b in zip(files, files[1:], strict=False)), files

@@ -10,6 +10,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from schemas.description import PRICE_TIERS, TOP_TIER, price_tier
+from udfs.columns import reusable_columns
 
 __all__ = ["description_expr", "price_tier", "price_tier_expr"]
 
@@ -28,6 +29,7 @@ def _clean(col: str) -> Column:
     return F.when(c == "", F.lit(None)).otherwise(c)
 
 
+@reusable_columns
 def description_expr() -> Column:
     """Build the description from name, article type, colour, category, gender, season, usage, tier.
 

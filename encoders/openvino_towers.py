@@ -89,6 +89,8 @@ def _quantize(text, image, calibration: tuple[list, list] | None):
 
     import nncf
 
+    from encoders.onnx_int8 import has_vnni
+
     if not calibration:
         raise ValueError("openvino-int8 needs calibration inputs (encoders.probe)")
     _token_batches, pixel_batches = calibration
@@ -96,8 +98,12 @@ def _quantize(text, image, calibration: tuple[list, list] | None):
     # NNCF logs (INFO) and draws progress bars on stdout, which jobs and benchmarks keep for their output.
     logging.getLogger("nncf").setLevel(logging.WARNING)
     with contextlib.redirect_stdout(io.StringIO()):
+        # Without VNNI, int8 kernels can saturate: NNCF's overflow fix (7-bit weights) on every layer.
+        advanced = (None if has_vnni() else
+                    nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE))
         image = nncf.quantize(image, image_data, subset_size=len(pixel_batches),
-                              model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED)
+                              model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
+                              advanced_parameters=advanced)
         text = nncf.compress_weights(text, mode=nncf.CompressWeightsMode.INT8_ASYM)
     return text, image
 
@@ -107,9 +113,11 @@ IR_VERSION = 2
 
 
 def _folder(name_or_path: str, precision: str) -> str:
-    from encoders.onnx_int8 import model_cache_dir
+    from encoders.onnx_int8 import has_vnni, model_cache_dir
 
-    return model_cache_dir(name_or_path, f"{precision}-v{IR_VERSION}")  # <model>/openvino-int8-v2
+    # An int8 model quantised for a CPU without VNNI (overflow fix) is kept apart from one quantised with it.
+    machine = "" if precision != "openvino-int8" or has_vnni() else "-no-vnni"
+    return model_cache_dir(name_or_path, f"{precision}-v{IR_VERSION}{machine}")  # <model>/openvino-int8-v2
 
 
 def _saved_models_exist(folder: str) -> bool:

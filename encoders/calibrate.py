@@ -50,9 +50,12 @@ def _cache_path(encoder) -> str:
         ov_version = openvino.__version__
     except ImportError:  # pragma: no cover - pinned
         ov_version = "none"
+    from encoders.onnx_int8 import has_vnni
     from encoders.openvino_towers import IR_VERSION
 
+    # "AMD EPYC" names AVX2-only and AVX-512 VNNI parts alike; their int8 paths differ (encoders/onnx_int8.py).
     key = [f"ir{IR_VERSION}", encoder.name_or_path, encoder.device, str(encoder._threads), _processor_name(),
+           f"vnni={has_vnni()}",
            str(os.cpu_count()), torch.__version__, ov_version]
     if os.path.isdir(encoder.name_or_path):
         for f in sorted(os.listdir(encoder.name_or_path)):

@@ -30,5 +30,4 @@ def reusable_columns(build: Callable[..., T]) -> Callable[..., T]:
             cache[key] = build(*args)
         return cache[key]
 
-    cached.cache_clear = cache.clear  # type: ignore[attr-defined]
     return cached

@@ -7,8 +7,9 @@ the new vectors (null where a modality was not re-encoded; the MERGE then keeps
 the stored one). :func:`encode_plan` chains them.
 
 Tiny batches (a catalog editor's single edit) skip the Spark jobs of the encode step:
-:func:`encode_modalities_in_process` runs the same encoding functions as the UDFs, in
-the process that runs the batch, on the plan it already holds as Arrow.
+:func:`encode_in_process` runs the same encoding functions as the UDFs, in the process
+that runs the batch, on the plan it already holds as Arrow, and attaches the vectors to
+its rows; :func:`assemble_columns` (the assembly's rules, shared) then needs no join.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
 
 from encoders.images import ImageLimits
 from schemas import PRODUCT_COLUMNS
@@ -114,30 +114,39 @@ def encode_modalities(todo: DataFrame, udfs, encode_partitions: int) -> EncodedM
                              sorted(set(text_workers) | set(image_workers)))
 
 
-def _encoded_frame(spark: SparkSession, hash_column: str, hashes: list, frame, vector: str, error: str,
-                   worker: str) -> DataFrame:
-    """A local DataFrame shaped like :func:`encode_modalities`' results (hash, vector, error, worker)."""
-    schema = StructType([StructField(hash_column, StringType()), StructField(vector, VECTOR_TYPE),
-                         StructField(error, StringType()), StructField("_worker", StringType())])
-    if not hashes:
-        return spark.createDataFrame([], schema)
-    vectors = [None if v is None else [float(x) for x in v] for v in frame["embedding"]]
-    table = pa.table({hash_column: pa.array(hashes, pa.string()),
-                      vector: pa.array(vectors, pa.list_(pa.float64())),  # VECTOR_TYPE: array<double>
-                      error: pa.array(list(frame["error"]), pa.string()),
-                      "_worker": pa.array([worker] * len(hashes), pa.string())})
-    return spark.createDataFrame(table, schema=schema)
+@dataclass
+class EncodedInProcess:
+    """A tiny batch's rows to write with their new vectors attached, and what encoding them took."""
+
+    rows: pa.Table
+    texts_encoded: int
+    images_encoded: int
+    text_seconds: float
+    image_seconds: float
+    workers: list[str]
 
 
-def encode_modalities_in_process(spark: SparkSession, plan: pa.Table, encoder, limits: ImageLimits,
-                                 text_batch_size: int, image_batch_size: int) -> EncodedModalities:
-    """:func:`encode_modalities` for a tiny batch whose plan is already here as Arrow: no Spark job.
+def _attach(rows: pa.Table, hash_column: str, hashes: list, frame, vector: str, error: str) -> pa.Table:
+    """Add ``vector`` and ``error`` columns: each row gets its hash's result (null where none was encoded)."""
+    found = dict(zip(hashes, zip(frame["embedding"], frame["error"], strict=True), strict=True)) if hashes else {}
+    need = [found.get(h, (None, None)) for h in rows[hash_column].to_pylist()]
+    vectors = [None if v is None else [float(x) for x in v] for v, _ in need]
+    rows = rows.append_column(vector, pa.array(vectors, pa.list_(pa.float64())))  # VECTOR_TYPE: array<double>
+    return rows.append_column(error, pa.array([e for _, e in need], pa.string()))
 
-    Same selection (each distinct flagged description and readable image once) and the
-    same encoding functions as the UDFs, run with ``encoder`` (loaded and warmed once
-    per process); the results come back as local DataFrames for :func:`assemble_rows`.
+
+def encode_in_process(plan: pa.Table, encoder, limits: ImageLimits, text_batch_size: int,
+                      image_batch_size: int) -> EncodedInProcess:
+    """Encode a tiny batch's plan (Arrow, in this process) and attach the new vectors to its rows to write.
+
+    Same selection as :func:`encode_modalities` (each distinct flagged description and readable image
+    once) and the same encoding functions as the UDFs, run with ``encoder`` (loaded and warmed once per
+    process). The rows come back with ``_new_text``, ``_text_error``, ``_new_image``, ``_image_error``:
+    what the joins of :func:`assemble_rows` add, so :func:`assemble_columns` needs no join.
     """
-    todo = plan.filter(pc.is_in(plan["_action"], pa.array(WRITE_ACTIONS))).to_pandas()
+    rows = plan.filter(pc.is_in(plan["_action"], pa.array(WRITE_ACTIONS)))
+    todo = rows.select(["text_hash", "description", "image_hash", "image_path", "_need_text", "_need_image",
+                        "_image_read_error"]).to_pandas()
     texts = todo[todo["_need_text"]].drop_duplicates("text_hash")
     images = todo[todo["_need_image"] & todo["_image_read_error"].isna()].drop_duplicates("image_hash")
     t0 = time.perf_counter()
@@ -146,13 +155,12 @@ def encode_modalities_in_process(spark: SparkSession, plan: pa.Table, encoder, l
     image_frame = (encode_image_frame(encoder, images["image_path"], limits, image_batch_size)
                    if len(images) else None)
     t2 = time.perf_counter()
+    rows = _attach(rows, "text_hash", list(texts["text_hash"]), text_frame, "_new_text", "_text_error")
+    rows = _attach(rows, "image_hash", list(images["image_hash"]), image_frame, "_new_image", "_image_error")
     # This process, named so a batch's metrics say the model ran here and not in a Spark task.
     worker = f"{socket.gethostname()}:{os.getpid()}:batch-process"
-    return EncodedModalities(
-        _encoded_frame(spark, "text_hash", list(texts["text_hash"]), text_frame, "_new_text", "_text_error", worker),
-        _encoded_frame(spark, "image_hash", list(images["image_hash"]), image_frame, "_new_image", "_image_error",
-                       worker),
-        len(texts), len(images), t1 - t0, t2 - t1, [worker] if len(texts) or len(images) else [])
+    return EncodedInProcess(rows, len(texts), len(images), t1 - t0, t2 - t1,
+                            [worker] if len(texts) or len(images) else [])
 
 
 def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) -> DataFrame | None:
@@ -177,18 +185,26 @@ def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) ->
 
 
 def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | None, vector_type,
-                  model_id: str, dimension: int, text_weight: float, carries_vectors: bool = False) -> DataFrame:
+                  model_id: str, dimension: int, text_weight: float) -> DataFrame:
     """The MERGE source: new vectors joined by hash, the stored ones kept, the hybrid rebuilt, errors merged.
 
-    ``carries_vectors``: the plan holds the stored vectors (``_old_text``, ``_old_image``: tiny batches);
-    otherwise ``old`` has them for the partial updates, or None when there are none.
+    ``old`` has the stored vectors of the partial updates, or None when there are none.
     """
     rows = (todo.join(F.broadcast(encoded.texts.drop("_worker")), "text_hash", "left")
             .join(F.broadcast(encoded.images.drop("_worker")), "image_hash", "left"))
     if old is not None:
         rows = rows.join(old, "product_id", "left")
-    elif not carries_vectors:
+    else:
         rows = rows.withColumns(_no_stored_vectors(vector_type))
+    return assemble_columns(rows, model_id, dimension, text_weight)
+
+
+def assemble_columns(rows: DataFrame, model_id: str, dimension: int, text_weight: float) -> DataFrame:
+    """The MERGE source from rows that hold the new and the stored vectors: the hybrid rebuilt, errors merged.
+
+    Projections only: over a tiny batch's local relation Spark evaluates them while optimising the
+    query, with no job to run.
+    """
     rows = with_hybrid(rows.withColumns(_full_columns()), "_text_full", "_image_full", text_weight)
     return rows.select(*_merge_source_columns(model_id, dimension))
 
@@ -249,20 +265,18 @@ def _writes():
 
 
 def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dimension: int,
-                text_weight: float, encode_partitions: int, has_updates: bool = True,
-                encode=None, carries_vectors: bool = False) -> EncodedBatch:
-    """Encode what ``plan`` flags and assemble the rows to MERGE.
+                text_weight: float, encode_partitions: int, has_updates: bool = True) -> EncodedBatch:
+    """Encode what ``plan`` flags (Spark tasks run the models) and assemble the rows to MERGE.
 
     ``udfs`` has ``text`` and ``image`` pandas UDFs (see :mod:`udfs.encoding`).
     ``has_updates=False`` (the plan holds no "update" rows) skips looking up stored
-    vectors: only updates re-encode one modality. ``encode`` (no arguments, returns
-    :class:`EncodedModalities`) replaces the UDF encoding: the tiny-batch path. ``carries_vectors``:
-    the plan holds the stored vectors (``plan_changes(..., with_vectors=True)``), so none are looked up.
+    vectors: only updates re-encode one modality. Tiny batches take :func:`encode_in_process`
+    and :func:`assemble_columns` instead.
     """
     todo = plan.filter(_writes())
-    encoded = encode() if encode is not None else encode_modalities(todo, udfs, encode_partitions)
-    old = None if carries_vectors else stored_vectors(todo, embeddings, has_updates)
-    rows = assemble_rows(todo, encoded, old, VECTOR_TYPE, model_id, dimension, text_weight, carries_vectors)
+    encoded = encode_modalities(todo, udfs, encode_partitions)
+    old = stored_vectors(todo, embeddings, has_updates)
+    rows = assemble_rows(todo, encoded, old, VECTOR_TYPE, model_id, dimension, text_weight)
     return EncodedBatch(rows, encoded.texts_encoded, encoded.images_encoded, [encoded.texts, encoded.images],
                         text_seconds=encoded.text_seconds, image_seconds=encoded.image_seconds,
                         workers=encoded.workers)

@@ -74,7 +74,8 @@ class BatchMetrics:
         metrics.commit_version = int(version)
         metrics.merge = {k: int(v) for k, v in (operation_metrics or {}).items() if str(v).isdigit()}
         # The commit was written before its MERGE ran: add the MERGE's own time.
-        merge_s = metrics.merge.get("executionTimeMs", 0) / 1000.0
+        # Spark names it executionTimeMs, delta-rs execution_time_ms.
+        merge_s = metrics.merge.get("executionTimeMs", metrics.merge.get("execution_time_ms", 0)) / 1000.0
         metrics.phases_s = dict(metrics.phases_s, merge=round(merge_s, 3))
         metrics.latency_s = round(metrics.latency_s + merge_s, 3)
         return metrics

@@ -7,9 +7,10 @@ identical are dropped, so a replayed or no-op change writes nothing.
 
 from __future__ import annotations
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from conf import TableRef
 from encoders.images import ERROR_HASH_PREFIX
@@ -46,6 +47,12 @@ STORED_READ = ["product_id", *_STORED, "text_embedding", "image_embedding"]
 _STORED_SCHEMA = StructType([PRODUCT_EMBEDDINGS_SCHEMA[c] for c in STORED_READ])
 
 
+def stored_arrow(ref: TableRef, product_ids: list[int]) -> pa.Table | None:
+    """The stored rows (:data:`STORED_READ`) of ``product_ids`` read without Spark; None when the table is not local."""
+    path = local_path(ref.path)
+    return None if path is None else rows_by_key(path, "product_id", product_ids, STORED_READ)
+
+
 def stored_rows(spark: SparkSession, ref: TableRef, product_ids: list[int]) -> DataFrame:
     """The stored rows of ``product_ids`` (a tiny batch's products), for :func:`plan_changes`.
 
@@ -62,19 +69,45 @@ def stored_rows(spark: SparkSession, ref: TableRef, product_ids: list[int]) -> D
 
 def current_state(embeddings: DataFrame, with_vectors: bool = False) -> DataFrame:
     """Light projection of the embeddings table, prefixed ``cur_`` (plus the stored vectors if asked)."""
-    return embeddings.select(*_current_columns(with_vectors))
+    return embeddings.select(F.col("product_id"), *_current_columns(with_vectors, ""))
 
 
 @reusable_columns
-def _current_columns(with_vectors: bool) -> list:
-    vectors = ([F.col("text_embedding").alias("_old_text"), F.col("image_embedding").alias("_old_image")]
-               if with_vectors else [])
+def _current_columns(with_vectors: bool, prefix: str) -> list:
+    """The stored row's columns as the plan compares them, read from ``<prefix><column>`` (product_id aside)."""
+    def stored(c: str):
+        return F.col(prefix + c)
+
+    vectors = [stored("text_embedding").alias("_old_text"), stored("image_embedding").alias("_old_image")]
     return [
-        F.col("product_id"),
-        *[F.col(c).alias(f"cur_{c}") for c in _STORED],
-        F.col("text_embedding").isNotNull().alias("cur_has_text"),
-        *vectors,
+        *[stored(c).alias(f"cur_{c}") for c in _STORED],
+        stored("text_embedding").isNotNull().alias("cur_has_text"),
+        *(vectors if with_vectors else []),
     ]
+
+
+# A tiny batch's stored columns, beside its state's columns in one local relation.
+_STORED_PREFIX = "_stored_"
+
+
+def plan_tiny_changes(spark: SparkSession, state: pa.Table, state_schema: StructType, stored: pa.Table,
+                      model_id: str, image_hashes: dict, max_attempts: int | None = 3) -> DataFrame:
+    """:func:`plan_changes` (``with_vectors=True``) for a tiny batch whose states and stored rows are here (Arrow).
+
+    Each state row gets its product's stored row (:data:`STORED_READ`, from :func:`stored_rows`'s local
+    read) here, so Spark sees one local relation and only projections over it, which it evaluates while
+    optimising the query (no join, no job). ``image_hashes`` maps each image path of the batch to its hash.
+    """
+    at = {pid: i for i, pid in enumerate(stored["product_id"].to_pylist())}
+    picked = stored.take(pa.array([at.get(pid) for pid in state["product_id"].to_pylist()], pa.int64()))
+    joined = state
+    fields = list(state_schema.fields)
+    for f in _STORED_SCHEMA.fields[1:]:
+        joined = joined.append_column(_STORED_PREFIX + f.name, picked[f.name])
+        fields.append(StructField(_STORED_PREFIX + f.name, f.dataType))
+    rows = _with_source(spark.createDataFrame(joined, schema=StructType(fields)), literal_lookup(image_hashes))
+    current = rows.select("*", *_current_columns(True, _STORED_PREFIX))
+    return _decide(current.drop(*[_STORED_PREFIX + c for c in STORED_READ[1:]]), model_id, max_attempts)
 
 
 def literal_lookup(values: dict):
@@ -111,15 +144,23 @@ def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_h
     * deletes of products never embedded, stale changes (older than the stored
       row) and rows identical to the stored ones are dropped.
     """
+    joined = _with_source(state, image_hash_udf).join(current_state(embeddings, with_vectors), "product_id", "left")
+    return _decide(joined, model_id, max_attempts)
+
+
+def _with_source(state: DataFrame, image_hash_udf) -> DataFrame:
+    """States plus what the plan compares: the description, its hash and the image's hash (live rows only)."""
     description, text_hash = _source_columns()
-    src = state.withColumns({
+    return state.withColumns({
         "description": description,
         "text_hash": text_hash,
         "image_hash": F.when(~F.col("_deleted"), image_hash_udf(F.col("image_path"))),
     })
-    joined = src.join(current_state(embeddings, with_vectors), "product_id", "left")
-    planned = joined.withColumns(_decision_columns(model_id, max_attempts))
-    return planned.drop(*_DROPPED)
+
+
+def _decide(joined: DataFrame, model_id: str, max_attempts: int | None) -> DataFrame:
+    """The plan's flags and action over states joined with their stored rows (``cur_`` columns)."""
+    return joined.withColumns(_decision_columns(model_id, max_attempts)).drop(*_DROPPED)
 
 
 @reusable_columns

@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_type
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.types import BooleanType, LongType, StructField, StructType
+from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType
 
 from conf import Config, TableRef
 from encoders.factory import EncoderSpec
@@ -36,13 +36,13 @@ from lakehouse.direct import local_path
 from lakehouse.tables import ensure_all_tables, ensure_embeddings_table, read_table
 from schemas import PRODUCT_COLUMNS
 from schemas.change_feed import DELETE, final_changes, has_tied_survivors
-from schemas.spark import PRODUCTS_SCHEMA
+from schemas.spark import PRODUCTS_SCHEMA, VECTOR_TYPE
 from streaming import metrics as batch_metrics
-from streaming.embed import WRITE_ACTIONS, encode_modalities_in_process, encode_plan
+from streaming.embed import WRITE_ACTIONS, assemble_columns, encode_in_process, encode_plan
 from streaming.metrics import BatchMetrics
-from streaming.planner import literal_lookup, plan_changes, stored_rows
+from streaming.planner import literal_lookup, plan_changes, plan_tiny_changes, stored_arrow, stored_rows
 from streaming.reader import final_state, read_product_changes
-from streaming.writer import clear_write_identity, merge_embeddings, resolve_snapshot
+from streaming.writer import clear_write_identity, merge_embeddings, merge_embeddings_direct, resolve_snapshot
 from udfs.encoding import image_hashes, make_image_hash_udf, make_image_udf, make_text_udf
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,25 @@ _WARM_UP_CDF = pa.schema([pa.field(f.name, to_arrow_type(f.dataType)) for f in P
                          + [pa.field("_change_type", pa.string()), pa.field("_commit_version", pa.int64())])
 
 
+# The columns encode_in_process attaches to a tiny batch's rows, in its order.
+_ENCODED_FIELDS = [StructField("_new_text", VECTOR_TYPE), StructField("_text_error", StringType()),
+                   StructField("_new_image", VECTOR_TYPE), StructField("_image_error", StringType())]
+
+
+def _image_errors(rows: pa.Table) -> int:
+    """MERGE-source rows whose image was (re-)encoded and failed."""
+    return int(pc.sum(pc.and_(rows["_need_image"], pc.is_valid(rows["embedding_error"]))).as_py() or 0)
+
+
 @dataclass(frozen=True)
 class TinyBatch:
-    """What the tiny-batch path computes from the change rows it holds: image hashes and product ids."""
+    """What the tiny-batch path computes from the change rows it holds: image hashes, product ids and,
+    unless a tie sent them to the Spark rule, the final states (Arrow, columns of ``schema``)."""
 
     image_hashes: dict
     product_ids: list[int]
+    state: pa.Table | None = None
+    schema: StructType | None = None
 
 
 class BatchProcessor:
@@ -190,13 +203,17 @@ class BatchProcessor:
         max_attempts = None if retry_failed else cfg.stream.max_encode_attempts
         tiny = tiny_batch is not None
         if tiny:
-            # No Spark read of the table: the stored rows of the batch's few products come as a local relation.
             embeddings = None
-            stored = stored_rows(spark, cfg.tables.embeddings, tiny_batch.product_ids)
-            planned = plan_changes(state, stored, cfg.model.id, literal_lookup(tiny_batch.image_hashes),
-                                   max_attempts, with_vectors=True)
-            plan_table = planned.toArrow()
-            plan = spark.createDataFrame(plan_table, schema=planned.schema)
+            stored = stored_arrow(cfg.tables.embeddings, tiny_batch.product_ids)
+            if stored is not None and tiny_batch.state is not None:
+                # States and stored rows are both here: one local relation, the plan's rules as projections.
+                planned = plan_tiny_changes(spark, tiny_batch.state, _state_schema(tiny_batch.schema), stored,
+                                            cfg.model.id, tiny_batch.image_hashes, max_attempts)
+            else:
+                planned = plan_changes(state, stored_rows(spark, cfg.tables.embeddings, tiny_batch.product_ids),
+                                       cfg.model.id, literal_lookup(tiny_batch.image_hashes), max_attempts,
+                                       with_vectors=True)
+            plan_table, plan = planned.toArrow(), None
             counted = plan_table.group_by("_action").aggregate([("_action", "count")]).to_pylist()
             actions = {r["_action"]: r["_action_count"] for r in counted}
         else:
@@ -215,16 +232,15 @@ class BatchProcessor:
             metrics.stale = actions.get("stale", 0)
             lap("plan")
             to_write = metrics.inserts + metrics.updates + metrics.metadata_only + metrics.deletes
-            if to_write:
-                encode = target_ids = None
-                if tiny:
-                    writes = plan_table.filter(pc.is_in(plan_table["_action"], pa.array(WRITE_ACTIONS)))
-                    target_ids = writes["product_id"].to_pylist()
-                    encode = self._in_process_encode(spark, plan_table)
-                self._encode_and_merge(spark, plan, embeddings, metrics, phases, lap, to_write, txn, started,
-                                       encode, target_ids)
+            if to_write and tiny:
+                writes = plan_table.filter(pc.is_in(plan_table["_action"], pa.array(WRITE_ACTIONS)))
+                self._encode_and_merge_tiny(spark, plan_table, planned.schema, metrics, phases, lap, to_write, txn,
+                                            started, writes["product_id"].to_pylist())
+            elif to_write:
+                self._encode_and_merge(spark, plan, embeddings, metrics, phases, lap, to_write, txn, started)
         finally:
-            plan.unpersist()
+            if plan is not None:
+                plan.unpersist()
         metrics.latency_s = round(time.perf_counter() - started, 3)
         metrics.phases_s = phases
         self.history.append(metrics)
@@ -232,12 +248,11 @@ class BatchProcessor:
         return metrics
 
     def _encode_and_merge(self, spark, plan, embeddings, metrics: BatchMetrics, phases: dict, lap,
-                          to_write: int, txn, started: float, encode=None,
-                          target_ids: list[int] | None = None) -> None:
+                          to_write: int, txn, started: float) -> None:
+        """Encode in Spark tasks, then MERGE with Spark: batches above ``stream.small_batch_max_rows``."""
         cfg = self.config
-        encoded = encode_plan(plan, embeddings, None if encode else self.udfs, cfg.model.id, cfg.model.dimension,
-                              cfg.hybrid_text_weight, cfg.model.encode_partitions, has_updates=metrics.updates > 0,
-                              encode=encode, carries_vectors=encode is not None)
+        encoded = encode_plan(plan, embeddings, self.udfs, cfg.model.id, cfg.model.dimension,
+                              cfg.hybrid_text_weight, cfg.model.encode_partitions, has_updates=metrics.updates > 0)
         lap("encode")
         phases["encode_text"] = round(encoded.text_seconds, 3)
         phases["encode_image"] = round(encoded.image_seconds, 3)
@@ -250,18 +265,54 @@ class BatchProcessor:
             lap("assemble")
             metrics.phases_s = dict(phases)
             metrics.latency_s = round(time.perf_counter() - started, 3)
-            inserts_only = metrics.inserts == to_write
-            metrics.merge = merge_embeddings(spark, cfg.tables.embeddings, rows, txn, inserts_only,
-                                             commit_metadata=metrics.commit_metadata(), target_ids=target_ids,
-                                             max_rows_per_file=None if encode else cfg.stream.max_rows_per_file)
+            metrics.merge = merge_embeddings(spark, cfg.tables.embeddings, rows, txn, metrics.inserts == to_write,
+                                             commit_metadata=metrics.commit_metadata(),
+                                             max_rows_per_file=cfg.stream.max_rows_per_file)
             lap("merge")
-            if encode is not None and metrics.merge.get("num_affected_rows", 1):
-                self._resolve_snapshot_soon(spark)
             if self.sync_trigger is not None and metrics.merge.get("num_affected_rows", 1):
                 self.sync_trigger.request()
         finally:
             rows.unpersist()
             encoded.release()
+
+    def _encode_and_merge_tiny(self, spark: SparkSession, plan: pa.Table, plan_schema: StructType,
+                               metrics: BatchMetrics, phases: dict, lap, to_write: int, txn, started: float,
+                               target_ids: list[int]) -> None:
+        """Encode in this process, assemble over one local relation, MERGE: a tiny batch whose plan is here.
+
+        A table on this file system is merged by delta-rs (same clauses and write ids, tens of
+        milliseconds); a catalog table or one on an object store by a Spark MERGE of the assembled rows.
+        """
+        cfg = self.config
+        spec = EncoderSpec.from_config(cfg)
+        encoded = encode_in_process(plan, self.encoder, ImageLimits.from_config(cfg), spec.text_batch_size,
+                                    spec.image_batch_size)
+        lap("encode")
+        phases["encode_text"] = round(encoded.text_seconds, 3)
+        phases["encode_image"] = round(encoded.image_seconds, 3)
+        metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
+        metrics.encoder_workers = encoded.workers
+        rows = spark.createDataFrame(encoded.rows, schema=StructType([*plan_schema.fields, *_ENCODED_FIELDS]))
+        source = assemble_columns(rows, cfg.model.id, cfg.model.dimension, cfg.hybrid_text_weight)
+        table = source.toArrow().sort_by("product_id")
+        metrics.rows_written, metrics.image_errors = table.num_rows, _image_errors(table)
+        lap("assemble")
+        metrics.phases_s = dict(phases)
+        metrics.latency_s = round(time.perf_counter() - started, 3)
+        inserts_only = metrics.inserts == to_write
+        path = local_path(cfg.tables.embeddings.path)
+        if path is not None:
+            metrics.merge = merge_embeddings_direct(path, table, txn, inserts_only,
+                                                    commit_metadata=metrics.commit_metadata(), target_ids=target_ids)
+        else:
+            metrics.merge = merge_embeddings(spark, cfg.tables.embeddings,
+                                             spark.createDataFrame(table, schema=source.schema), txn, inserts_only,
+                                             commit_metadata=metrics.commit_metadata(), target_ids=target_ids)
+            if metrics.merge.get("num_affected_rows", 1):
+                self._resolve_snapshot_soon(spark)
+        lap("merge")
+        if self.sync_trigger is not None and metrics.merge.get("num_affected_rows", 1):
+            self.sync_trigger.request()
 
     def _resolve_snapshot_soon(self, spark: SparkSession) -> None:
         """After a tiny batch's commit: compute the new snapshot in the background (see resolve_snapshot)."""
@@ -288,11 +339,8 @@ class BatchProcessor:
         checkpointed on the executors.
         """
         if expected_rows <= self.config.stream.local_merge_source_max_rows:
-            import pyarrow.compute as pc
-
             table = rows.toArrow().sort_by("product_id")  # files in id order, as below
-            errors = pc.sum(pc.and_(table["_need_image"], pc.is_valid(table["embedding_error"]))).as_py() or 0
-            return spark.createDataFrame(table, schema=rows.schema), table.num_rows, int(errors)
+            return spark.createDataFrame(table, schema=rows.schema), table.num_rows, _image_errors(table)
         # Ordered by product_id in ranges of at most max_rows_per_file rows: the MERGE writes files that each
         # hold a narrow id range (and caps them at that size), so a later edit's MERGE and lookup read one
         # small file instead of every big one (a seed written hash-partitioned spans all ids in each file).
@@ -302,17 +350,6 @@ class BatchProcessor:
         counts = rows.agg(F.count(F.lit(1)).alias("n"), F.count(F.when(
             F.col("_need_image") & F.col("embedding_error").isNotNull(), 1)).alias("errors")).first()
         return rows, int(counts["n"]), int(counts["errors"])
-
-    def _in_process_encode(self, spark: SparkSession, plan_table: pa.Table):
-        """The tiny-batch encode step: this process's encoder on the plan it holds (see encode_plan's ``encode``)."""
-        spec = EncoderSpec.from_config(self.config)
-        encoder, limits = self.encoder, ImageLimits.from_config(self.config)
-
-        def encode():
-            return encode_modalities_in_process(spark, plan_table, encoder, limits, spec.text_batch_size,
-                                                spec.image_batch_size)
-
-        return encode
 
     def warm_up_spark(self, spark: SparkSession) -> float:
         """Run the tiny-batch road before the first edit; returns the seconds spent.
@@ -368,28 +405,25 @@ class BatchProcessor:
         nobody = [-1]
         planned = plan_changes(state, stored_rows(spark, cfg.tables.embeddings, nobody), cfg.model.id,
                                literal_lookup({}), cfg.stream.max_encode_attempts, with_vectors=True)
-        plan_table = planned.toArrow()
         metrics = BatchMetrics(batch_id=-1, run_id=self.run_id, app_id=None)
         # to_write=1 with no inserts: the full MERGE (update and delete clauses too), on an empty source.
-        plan = spark.createDataFrame(plan_table, schema=planned.schema)
-        self._encode_and_merge(spark, plan, None, metrics, {}, lambda _: None,
-                               1, None, time.perf_counter(), self._in_process_encode(spark, plan_table), nobody)
+        self._encode_and_merge_tiny(spark, planned.toArrow(), planned.schema, metrics, {}, lambda _: None, 1, None,
+                                    time.perf_counter(), nobody)
 
     @staticmethod
-    def _tiny_state(spark: SparkSession, head: pa.Table, schema) -> DataFrame:
-        """Final product states of a tiny batch's change rows: the pandas rule here, no window over Spark.
+    def _tiny_state(head: pa.Table) -> pa.Table | None:
+        """Final product states of a tiny batch's change rows (Arrow): the pandas rule here, no window over Spark.
 
-        A batch where one commit holds two surviving rows of one product (duplicate ids in an insert)
-        goes to the Spark rule instead, whose deterministic tie-break a replay repeats.
+        None when one commit holds two surviving rows of one product (duplicate ids in an insert): such a
+        batch goes to the Spark rule, whose deterministic tie-break a replay repeats.
         """
         frame = head.select(["product_id", "_change_type", "_commit_version"]).to_pandas()
         if has_tied_survivors(frame):
-            return final_state(spark.createDataFrame(head, schema=schema))
+            return None
         final = final_changes(frame)
         rows = head.take(pa.array(final["_row"].to_numpy())).select(PRODUCT_COLUMNS)
         rows = rows.append_column("_deleted", pa.array(~final["_live"].to_numpy(), pa.bool_()))
-        rows = rows.append_column("source_commit_version", pa.array(final["_commit_version"].to_numpy(), pa.int64()))
-        return spark.createDataFrame(rows, schema=_state_schema(schema))
+        return rows.append_column("source_commit_version", pa.array(final["_commit_version"].to_numpy(), pa.int64()))
 
     def _apply_tiny(self, spark: SparkSession, head: pa.Table, schema: StructType, batch_id: int,
                     txn: tuple[str, int] | None, started: float) -> BatchMetrics:
@@ -399,9 +433,11 @@ class BatchProcessor:
         paths = pd.Series(pc.unique(live["image_path"]).to_pylist(), dtype=object)
         hashes = dict(zip(paths, image_hashes(paths, limits), strict=True))
         read_s = round(time.perf_counter() - started, 3)
-        state = self._tiny_state(spark, head, schema)
-        tiny = TinyBatch(hashes, pc.unique(head["product_id"]).to_pylist())
-        return self.apply_state(spark, state, batch_id, txn, rows_in=head.num_rows, started=started,
+        rows = self._tiny_state(head)
+        states = (spark.createDataFrame(rows, schema=_state_schema(schema)) if rows is not None
+                  else final_state(spark.createDataFrame(head, schema=schema)))
+        tiny = TinyBatch(hashes, pc.unique(head["product_id"]).to_pylist(), rows, schema)
+        return self.apply_state(spark, states, batch_id, txn, rows_in=head.num_rows, started=started,
                                 phases={"cdf_read": read_s}, tiny_batch=tiny)
 
     # -- the stream ----------------------------------------------------------------------------

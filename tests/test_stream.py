@@ -493,3 +493,61 @@ def test_large_batches_write_files_of_narrow_id_ranges(spark, workspace):
              .orderBy("lo").collect())
     assert sum(f.n for f in files) == 14 and max(f.n for f in files) <= 4 and len(files) >= 4
     assert all(a.hi < b.lo for a, b in zip(files, files[1:], strict=False)), files
+
+
+def test_delta_rs_and_spark_merges_interleave_on_one_table(spark, tmp_path):
+    """The tiny road's delta-rs MERGE and the Spark MERGE share a table: same clauses, each sees the other's
+    deletion vectors, idempotent-write ids and checkpoints, and Spark reads delta-rs's change data and metadata."""
+    from pyspark.sql.types import BooleanType, StructField, StructType
+
+    from conf import TableRef
+    from lakehouse.tables import ensure_embeddings_table
+    from schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA
+    from streaming.writer import merge_embeddings, merge_embeddings_direct
+
+    ref = TableRef(path=str(tmp_path / "embeddings"))
+    ensure_embeddings_table(spark, ref)
+    schema = StructType([f for f in PRODUCT_EMBEDDINGS_SCHEMA.fields if f.name != "updated_at"]
+                        + [StructField(c, BooleanType()) for c in ("_deleted", "_need_text", "_need_image")])
+
+    def source(ids, name, version, deleted=False, image=(1.0, 0.0)):
+        rows = [{f.name: None for f in schema.fields} | {
+            "product_id": i, "product_display_name": name, "price": 10.0, "image_embedding": list(image),
+            "text_embedding": [0.0, 1.0], "hybrid_embedding": [0.6, 0.8], "embedding_model": "m",
+            "embedding_dimension": 2, "source_commit_version": version, "failed_attempts": 0,
+            "_deleted": deleted, "_need_text": True, "_need_image": False} for i in ids]
+        return spark.createDataFrame(rows, schema).coalesce(1)
+
+    def table():
+        return read_table(spark, ref).select("product_id", "product_display_name", "source_commit_version",
+                                             "image_embedding")
+
+    merge_embeddings(spark, ref, source(range(1, 7), "a", 1), txn=("app", 0), inserts_only=True)
+    merge_embeddings(spark, ref, source([2], "b", 2), txn=("app", 1))  # a deletion vector in the only file
+    assert DeltaTable.forPath(spark, ref.path).detail().first()["numFiles"] == 1
+    # Text re-encoded only: the image vector in the source is not the stored one, and must not land.
+    edits = source([3], "c", 3, image=(9.0, 9.0)).union(source([4], "c", 3, deleted=True)).toArrow()
+    done = merge_embeddings_direct(ref.path, edits, txn=("app", 2), commit_metadata='{"by": "delta-rs"}',
+                                   target_ids=[3, 4])
+    assert (done["num_updated_rows"], done["num_deleted_rows"], done["num_inserted_rows"]) == (1, 1, 0)
+    version = latest_version(spark, ref)
+    assert merge_embeddings_direct(ref.path, edits, txn=("app", 2))["num_affected_rows"] == 0  # a replay
+    merge_embeddings(spark, ref, source([5], "replayed", 9), txn=("app", 2))  # Spark skips delta-rs's batch
+    assert latest_version(spark, ref) == version
+    from deltalake import DeltaTable as RsTable
+
+    RsTable(ref.path).create_checkpoint()
+    merge_embeddings(spark, ref, source([5], "e", 4), txn=("app", 3))
+    expected = spark.createDataFrame(
+        [(1, "a", 1), (2, "b", 2), (3, "c", 3), (5, "e", 4), (6, "a", 1)],
+        "product_id int, product_display_name string, source_commit_version long")
+    got = table()
+    assert_df_equality(got.drop("image_embedding"), expected, ignore_row_order=True, ignore_nullable=True)
+    # An update that re-encoded text only kept the stored image vector, on both roads.
+    assert {r.product_id: r.image_embedding for r in got.collect()}[3] == [1.0, 0.0]
+    changes = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", version)
+               .option("endingVersion", version).load(ref.path))
+    assert sorted((r._change_type, r.product_id) for r in changes.collect()) == [
+        ("delete", 4), ("update_postimage", 3), ("update_preimage", 3)]
+    meta = spark.sql(f"DESCRIBE HISTORY delta.`{ref.path}`").filter(F.col("version") == version).first()
+    assert meta["userMetadata"] == '{"by": "delta-rs"}'

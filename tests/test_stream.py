@@ -7,6 +7,7 @@ import shutil
 import time
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
@@ -522,9 +523,12 @@ def test_delta_rs_and_spark_merges_interleave_on_one_table(spark, tmp_path):
         return read_table(spark, ref).select("product_id", "product_display_name", "source_commit_version",
                                              "image_embedding")
 
+    from deltalake import DeltaTable as RsTable
+
     merge_embeddings(spark, ref, source(range(1, 7), "a", 1), txn=("app", 0), inserts_only=True)
-    merge_embeddings(spark, ref, source([2], "b", 2), txn=("app", 1))  # a deletion vector in the only file
     assert DeltaTable.forPath(spark, ref.path).detail().first()["numFiles"] == 1
+    merge_embeddings(spark, ref, source([2], "b", 2), txn=("app", 1))  # a deletion vector in that file
+    assert pa.table(RsTable(ref.path).deletion_vectors()).num_rows == 1
     # Text re-encoded only: the image vector in the source is not the stored one, and must not land.
     edits = source([3], "c", 3, image=(9.0, 9.0)).union(source([4], "c", 3, deleted=True)).toArrow()
     done = merge_embeddings_direct(ref.path, edits, txn=("app", 2), commit_metadata='{"by": "delta-rs"}',
@@ -533,9 +537,9 @@ def test_delta_rs_and_spark_merges_interleave_on_one_table(spark, tmp_path):
     version = latest_version(spark, ref)
     assert merge_embeddings_direct(ref.path, edits, txn=("app", 2))["num_affected_rows"] == 0  # a replay
     merge_embeddings(spark, ref, source([5], "replayed", 9), txn=("app", 2))  # Spark skips delta-rs's batch
+    replay_of_spark = source([2], "replayed", 9).toArrow()
+    assert merge_embeddings_direct(ref.path, replay_of_spark, txn=("app", 1))["num_affected_rows"] == 0  # and back
     assert latest_version(spark, ref) == version
-    from deltalake import DeltaTable as RsTable
-
     RsTable(ref.path).create_checkpoint()
     merge_embeddings(spark, ref, source([5], "e", 4), txn=("app", 3))
     expected = spark.createDataFrame(

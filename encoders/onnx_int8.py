@@ -8,6 +8,7 @@ cached next to the model (or under ~/.cache when that folder is read-only).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -23,12 +24,13 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "FASHION_ONNX_CACHE"
 
 
+@functools.cache
 def has_vnni() -> bool:
     """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX), from /proc/cpuinfo.
 
     Without them onnxruntime's u8s8 int8 kernels can saturate their 16-bit intermediates: on an
     AVX2-only EPYC a tiny CLIP's text vectors fell to cosine 0.94 with fp32. Unknown (no
-    /proc/cpuinfo): False, the safe answer.
+    /proc/cpuinfo): False, the safe answer. Read once per process (the start-up asks it several times).
     """
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

@@ -53,18 +53,20 @@ def stored_arrow(ref: TableRef, product_ids: list[int]) -> pa.Table | None:
     return None if path is None else rows_by_key(path, "product_id", product_ids, STORED_READ)
 
 
-def stored_rows(spark: SparkSession, ref: TableRef, product_ids: list[int]) -> DataFrame:
+def stored_rows(spark: SparkSession, ref: TableRef, product_ids: list[int],
+                read: pa.Table | None = None) -> DataFrame:
     """The stored rows of ``product_ids`` (a tiny batch's products), for :func:`plan_changes`.
 
-    A table on this machine's file system is read without a Spark query (``lakehouse.direct``:
-    tens of milliseconds instead of a query's ~0.5 s), the rows handed to Spark as a local
-    relation; a catalog table or one on an object store is read by Spark, which skips files by
-    their product_id statistics. Both read the table's latest version.
+    A table on this machine's file system is read without a Spark query (:func:`stored_arrow`:
+    tens of milliseconds instead of a query's ~0.5 s; ``read`` when the caller already has those
+    rows), the rows handed to Spark as a local relation; a catalog table or one on an object store
+    is read by Spark, which skips files by their product_id statistics. Both read the table's
+    latest version.
     """
-    path = local_path(ref.path)
-    if path is None:
+    table = read if read is not None else stored_arrow(ref, product_ids)
+    if table is None:
         return read_table(spark, ref, check=False).filter(F.col("product_id").isin(product_ids))
-    return spark.createDataFrame(rows_by_key(path, "product_id", product_ids, STORED_READ), schema=_STORED_SCHEMA)
+    return spark.createDataFrame(table, schema=_STORED_SCHEMA)
 
 
 def current_state(embeddings: DataFrame, with_vectors: bool = False) -> DataFrame:
@@ -94,9 +96,9 @@ def plan_tiny_changes(spark: SparkSession, state: pa.Table, state_schema: Struct
                       model_id: str, image_hashes: dict, max_attempts: int | None = 3) -> DataFrame:
     """:func:`plan_changes` (``with_vectors=True``) for a tiny batch whose states and stored rows are here (Arrow).
 
-    Each state row gets its product's stored row (:data:`STORED_READ`, from :func:`stored_rows`'s local
-    read) here, so Spark sees one local relation and only projections over it, which it evaluates while
-    optimising the query (no join, no job). ``image_hashes`` maps each image path of the batch to its hash.
+    Each state row gets its product's stored row (:data:`STORED_READ`, from :func:`stored_arrow`) here,
+    so Spark sees one local relation and only projections over it, which it evaluates while optimising
+    the query (no join, no job). ``image_hashes`` maps each image path of the batch to its hash.
     """
     at = {pid: i for i, pid in enumerate(stored["product_id"].to_pylist())}
     picked = stored.take(pa.array([at.get(pid) for pid in state["product_id"].to_pylist()], pa.int64()))

@@ -97,6 +97,14 @@ def _image_errors(rows: pa.Table) -> int:
     return int(pc.sum(pc.and_(rows["_need_image"], pc.is_valid(rows["embedding_error"]))).as_py() or 0)
 
 
+def _record_encoding(metrics: BatchMetrics, phases: dict, encoded) -> None:
+    """Per-modality encode seconds, counts and the processes that ran the model (either road's result)."""
+    phases["encode_text"] = round(encoded.text_seconds, 3)
+    phases["encode_image"] = round(encoded.image_seconds, 3)
+    metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
+    metrics.encoder_workers = encoded.workers
+
+
 @dataclass(frozen=True)
 class TinyBatch:
     """What the tiny-batch path computes from the change rows it holds: image hashes, product ids and,
@@ -178,7 +186,7 @@ class BatchProcessor:
         return self._udfs
 
     # -- one batch ---------------------------------------------------------------------------
-    def apply_state(self, spark: SparkSession, state: DataFrame, batch_id: int, txn: tuple[str, int] | None,
+    def apply_state(self, spark: SparkSession, state: DataFrame | None, batch_id: int, txn: tuple[str, int] | None,
                     rows_in: int | None = None, started: float | None = None,
                     phases: dict[str, float] | None = None, retry_failed: bool = False,
                     tiny_batch: TinyBatch | None = None) -> BatchMetrics:
@@ -187,7 +195,8 @@ class BatchProcessor:
         ``started`` and ``phases`` let the caller count its own earlier work (the CDF read) in the batch;
         ``retry_failed`` re-plans failed encodes whatever their attempts (``reembed --failed``).
         ``tiny_batch`` (its ids and image hashes, computed by the caller) marks a tiny batch: its plan
-        comes to this process once, and the models run here instead of in Spark tasks.
+        comes to this process once, and the models run here instead of in Spark tasks; ``state`` may then
+        be None when ``tiny_batch`` holds the states.
         """
         cfg = self.config
         started = started or time.perf_counter()
@@ -210,9 +219,11 @@ class BatchProcessor:
                 planned = plan_tiny_changes(spark, tiny_batch.state, _state_schema(tiny_batch.schema), stored,
                                             cfg.model.id, tiny_batch.image_hashes, max_attempts)
             else:
-                planned = plan_changes(state, stored_rows(spark, cfg.tables.embeddings, tiny_batch.product_ids),
-                                       cfg.model.id, literal_lookup(tiny_batch.image_hashes), max_attempts,
-                                       with_vectors=True)
+                if state is None:
+                    state = spark.createDataFrame(tiny_batch.state, schema=_state_schema(tiny_batch.schema))
+                stored_df = stored_rows(spark, cfg.tables.embeddings, tiny_batch.product_ids, read=stored)
+                planned = plan_changes(state, stored_df, cfg.model.id, literal_lookup(tiny_batch.image_hashes),
+                                       max_attempts, with_vectors=True)
             plan_table, plan = planned.toArrow(), None
             counted = plan_table.group_by("_action").aggregate([("_action", "count")]).to_pylist()
             actions = {r["_action"]: r["_action_count"] for r in counted}
@@ -254,10 +265,7 @@ class BatchProcessor:
         encoded = encode_plan(plan, embeddings, self.udfs, cfg.model.id, cfg.model.dimension,
                               cfg.hybrid_text_weight, cfg.model.encode_partitions, has_updates=metrics.updates > 0)
         lap("encode")
-        phases["encode_text"] = round(encoded.text_seconds, 3)
-        phases["encode_image"] = round(encoded.image_seconds, 3)
-        metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
-        metrics.encoder_workers = encoded.workers
+        _record_encoding(metrics, phases, encoded)
         # The MERGE source comes to this process once (Arrow) and goes back as one local relation: planning
         # the MERGE over the assembly's joins, twice, costs more than this copy even for a tiny batch.
         rows, metrics.rows_written, metrics.image_errors = self._materialize(spark, encoded.rows, to_write)
@@ -288,10 +296,7 @@ class BatchProcessor:
         encoded = encode_in_process(plan, self.encoder, ImageLimits.from_config(cfg), spec.text_batch_size,
                                     spec.image_batch_size)
         lap("encode")
-        phases["encode_text"] = round(encoded.text_seconds, 3)
-        phases["encode_image"] = round(encoded.image_seconds, 3)
-        metrics.texts_encoded, metrics.images_encoded = encoded.texts_encoded, encoded.images_encoded
-        metrics.encoder_workers = encoded.workers
+        _record_encoding(metrics, phases, encoded)
         rows = spark.createDataFrame(encoded.rows, schema=StructType([*plan_schema.fields, *_ENCODED_FIELDS]))
         source = assemble_columns(rows, cfg.model.id, cfg.model.dimension, cfg.hybrid_text_weight)
         table = source.toArrow().sort_by("product_id")
@@ -434,8 +439,9 @@ class BatchProcessor:
         hashes = dict(zip(paths, image_hashes(paths, limits), strict=True))
         read_s = round(time.perf_counter() - started, 3)
         rows = self._tiny_state(head)
-        states = (spark.createDataFrame(rows, schema=_state_schema(schema)) if rows is not None
-                  else final_state(spark.createDataFrame(head, schema=schema)))
+        # The Spark frame of the states only when the Spark rule must pick them; else apply_state builds one
+        # only if its plan needs it (a table that is not local).
+        states = None if rows is not None else final_state(spark.createDataFrame(head, schema=schema))
         tiny = TinyBatch(hashes, pc.unique(head["product_id"]).to_pylist(), rows, schema)
         return self.apply_state(spark, states, batch_id, txn, rows_in=head.num_rows, started=started,
                                 phases={"cdf_read": read_s}, tiny_batch=tiny)

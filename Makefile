@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo cluster-demo test lint bench clean browser wheel serving-env-check
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+$(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -16,11 +16,11 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m jobs.demo
+	$(PY) -m fashion_catalog.jobs.demo
 
 # The stream on a local standalone cluster: master + 2 workers on 127.0.0.1, encoding in executor processes.
 cluster-demo: $(STAMP)
-	SPARK_LOCAL_IP=127.0.0.1 $(PY) -m jobs.cluster_demo --set storage.root=data/cluster-demo
+	SPARK_LOCAL_IP=127.0.0.1 $(PY) -m fashion_catalog.jobs.cluster_demo --set storage.root=data/cluster-demo
 
 # The registered encoder served from a clean environment built from its own requirements (slow: torch again).
 serving-env-check: $(STAMP)

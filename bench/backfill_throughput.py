@@ -36,7 +36,7 @@ DEFAULT_SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "
 
 
 def _raw_throughput(encoder, paths: list[str], texts: list[str], limits, image_bs: int, text_bs: int) -> dict:
-    from encoders.images import ImageError, load_image
+    from fashion_catalog.encoders.images import ImageError, load_image
 
     # Warm-up (the first calls pay allocator and kernel start-up).
     encoder.encode_images([load_image(p, limits) for p in paths[:image_bs]], image_bs)
@@ -118,17 +118,17 @@ def main(argv: list[str] | None = None) -> None:
 
     from pyspark.sql import functions as F
 
-    from catalog.loader import load_catalog
-    from catalog.parser import parse_styles_csv
-    from conf import load_config
-    from encoders.clip import ClipEncoder
-    from encoders.images import ImageLimits, image_content_hash
-    from encoders.random_clip import build_random_clip
-    from lakehouse.session import get_spark
-    from lakehouse.tables import read_table
-    from streaming.backfill import backfill
-    from streaming.runner import Embedder
-    from udfs.description import description_expr
+    from fashion_catalog.catalog.loader import load_catalog
+    from fashion_catalog.catalog.parser import parse_styles_csv
+    from fashion_catalog.conf import load_config
+    from fashion_catalog.encoders.clip import ClipEncoder
+    from fashion_catalog.encoders.images import ImageLimits, image_content_hash
+    from fashion_catalog.encoders.random_clip import build_random_clip
+    from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import read_table
+    from fashion_catalog.streaming.backfill import backfill
+    from fashion_catalog.streaming.runner import Embedder
+    from fashion_catalog.udfs.description import description_expr
 
     work = os.path.abspath(args.work_dir)
     model_dir = os.path.join(work, "models", f"clip-{args.shape}-random-catalog-tokenizer")
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
             result["calibration"] = encoder.calibration
         if args.precision != "fp32":
             # Fidelity of the fast path against fp32 on the same 64 images and texts.
-            from encoders.images import load_image
+            from fashion_catalog.encoders.images import load_image
 
             ref = ClipEncoder(model_dir, precision="fp32", torch_threads=args.threads, device=args.device)
             imgs = [load_image(p, limits) for p in paths[:64]]

@@ -3,8 +3,8 @@
 What a catalog editor sees. On the real sample (9,583 products; the demo catalog when the sample is absent):
 
 1. load the products table and embed it once (the stream, availableNow);
-2. start the search service (``python -m app.main``) following the embeddings table;
-3. for each path, start the continuous embedder as the platform team does (``python -m jobs.stream``,
+2. start the search service (``python -m fashion_catalog.app.main``) following the embeddings table;
+3. for each path, start the continuous embedder as the platform team does (``python -m fashion_catalog.jobs.stream``,
    processing-time trigger, its own process) and, as soon as it says it is running, commit edits one
    at a time from here: half update a product's name and price (the text is re-encoded), half insert
    a new product (text and image). An edit is visible when the service's index serves the product
@@ -63,14 +63,14 @@ def _set_args(overrides: dict) -> list[str]:
 
 
 class StreamProcess:
-    """``python -m jobs.stream --trigger processingTime`` in its own process; running once it logs so."""
+    """``python -m fashion_catalog.jobs.stream --trigger processingTime`` in its own process; running once it logs."""
 
     def __init__(self, overrides: dict, log_path: str, timeout_s: float = 300):
         self.started = time.perf_counter()
         self.log_path = log_path
         self.log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.stream", "--trigger", "processingTime", *_set_args(overrides)],
+            [sys.executable, "-m", "fashion_catalog.jobs.stream", "--trigger", "processingTime", *_set_args(overrides)],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1", SPARK_LOCAL_IP="127.0.0.1"))
         deadline = time.time() + timeout_s
@@ -146,7 +146,7 @@ def _wait_visible(session, url: str, pid: int, name: str, price: float, t0: floa
 
 def _phases(spark, table: str, after_version: int) -> dict:
     """Median batch phases (seconds) of the stream commits after ``after_version``."""
-    from streaming.metrics import BatchMetrics
+    from fashion_catalog.streaming.metrics import BatchMetrics
 
     rows = (spark.sql(f"DESCRIBE HISTORY {table}").filter(f"version > {after_version} AND userMetadata IS NOT NULL")
             .select("version", "userMetadata", "operationMetrics").collect())
@@ -174,13 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from catalog.loader import load_catalog
-    from conf import load_config
-    from encoders.random_clip import build_random_clip
-    from lakehouse.session import get_spark
-    from lakehouse.tables import latest_version, read_table
-    from streaming.runner import Embedder
-    from udfs.description import description_expr
+    from fashion_catalog.catalog.loader import load_catalog
+    from fashion_catalog.conf import load_config
+    from fashion_catalog.encoders.random_clip import build_random_clip
+    from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import latest_version, read_table
+    from fashion_catalog.streaming.runner import Embedder
+    from fashion_catalog.udfs.description import description_expr
 
     work = os.path.abspath(args.work_dir)
     shutil.rmtree(work, ignore_errors=True)

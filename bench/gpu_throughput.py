@@ -42,7 +42,7 @@ def fast_decode(path: str, size: int):
 
 
 def _image_paths(sample_dir: str, limit: int) -> list[str]:
-    from catalog.parser import parse_styles_csv
+    from fashion_catalog.catalog.parser import parse_styles_csv
 
     rows = parse_styles_csv(os.path.join(sample_dir, "styles.csv"), os.path.join(sample_dir, "images")).rows
     paths = [r["image_path"] for r in rows if r["image_path"] and os.path.isfile(r["image_path"])]
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from encoders.clip import ClipEncoder
-    from encoders.random_clip import build_random_clip
+    from fashion_catalog.encoders.clip import ClipEncoder
+    from fashion_catalog.encoders.random_clip import build_random_clip
 
     work = os.path.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)

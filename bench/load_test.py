@@ -4,7 +4,7 @@ Mixed shopper traffic (``bench/locustfile.py``: text 40 %, image 20 %, hybrid 20
 from 1 and from 8 concurrent clients (closed loop), in one run, side by side:
 
 * ``idle``: the index follows a table nobody writes;
-* ``streaming``: the continuous embedder runs (``python -m jobs.stream``) while an editor changes
+* ``streaming``: the continuous embedder runs (``python -m fashion_catalog.jobs.stream``) while an editor changes
   products every ``--edit-interval`` seconds, and the service syncs the index from the change feed;
 
 each with query batching (``search.batch_queries``) off (the default) and on.
@@ -38,7 +38,7 @@ QUERIES = ["red dress", "black leather jacket", "blue jeans", "white sports shoe
 
 def _catalog(work: str, sample_dir: str, products: int) -> tuple[str, str]:
     """A catalog folder of ``products`` rows: the real sample's first rows when present, else a drawn one."""
-    from catalog.demo import generate_demo_catalog
+    from fashion_catalog.catalog.demo import generate_demo_catalog
 
     catalog = os.path.join(work, "catalog")
     if os.path.isfile(os.path.join(sample_dir, "styles.csv")):
@@ -178,13 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from bench.service import ServiceProcess
-    from catalog.loader import load_catalog
-    from conf import load_config
-    from encoders.random_clip import build_random_clip
-    from lakehouse.session import get_spark
-    from lakehouse.tables import read_table
-    from personalization.features import build_user_features
-    from streaming.runner import Embedder
+    from fashion_catalog.catalog.loader import load_catalog
+    from fashion_catalog.conf import load_config
+    from fashion_catalog.encoders.random_clip import build_random_clip
+    from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import read_table
+    from fashion_catalog.personalization.features import build_user_features
+    from fashion_catalog.streaming.runner import Embedder
 
     work = os.path.abspath(args.work_dir)
     model_dir = os.path.join(work, "..", "bench-models", "clip-vit-b-32-random")
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
                 stream = editor = None
                 if phase == "streaming":
                     stream = subprocess.Popen(
-                        [sys.executable, "-m", "jobs.stream", "--trigger", "processingTime"]
+                        [sys.executable, "-m", "fashion_catalog.jobs.stream", "--trigger", "processingTime"]
                         + [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")],
                         stdout=open(os.path.join(work, "stream.log"), "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
                         start_new_session=True)

@@ -7,7 +7,7 @@ Prints one JSON object:
   5 % filter, and recall@10 of approximate vs exact; and the text-search modes over the same rows
   (``modes``: keyword BM25, and fused = keyword + text + image retrievers with RRF, query reading
   included, query encoding left out) beside one vector search, as ratios;
-* api: POST /api/v1/search/text latency through the service (``python -m app.main``, its own
+* api: POST /api/v1/search/text latency through the service (``python -m fashion_catalog.app.main``, its own
   process) on loopback, query encoding included (ViT-B/32-shaped CLIP by default), per mode
   (vector in the image index, keyword, fused with understanding);
 * freshness: product inserted into `products` while the stream runs (processingTime
@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from search.ann import ANN_KINDS, AnnParams
+from fashion_catalog.search.ann import ANN_KINDS, AnnParams
 
 
 def _pct(values, q) -> float:
@@ -33,7 +33,7 @@ def _pct(values, q) -> float:
 
 
 def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_max: int, seed: int = 0) -> dict:
-    from search.local_index import LocalIndexStore
+    from fashion_catalog.search.local_index import LocalIndexStore
 
     rng = np.random.default_rng(seed)
     dim = 512
@@ -80,9 +80,9 @@ BRANDS = ["Puma", "Nike", "Adidas", "Wrangler", "Baggit", "Catwalk", "Fastrack",
 
 def mode_latency(store, qs: np.ndarray, rng) -> dict:
     """Keyword and fused text search vs one vector search over the same rows, measured side by side."""
-    from search.queries import QueryEncoder
-    from search.service import SearchService
-    from search.text_search import TextSearch
+    from fashion_catalog.search.queries import QueryEncoder
+    from fashion_catalog.search.service import SearchService
+    from fashion_catalog.search.text_search import TextSearch
 
     class Vectors:  # query encoding is the API benchmark's part; here every text gets a prepared vector
         def __init__(self):
@@ -116,14 +116,14 @@ def api_and_freshness(model_dir: str, precision: str, edits: int, api_queries: i
     from delta.tables import DeltaTable  # noqa: F401
 
     from bench.service import ServiceProcess
-    from catalog.demo import generate_demo_catalog
-    from catalog.loader import load_catalog
-    from conf import load_config
-    from lakehouse.session import get_spark
-    from lakehouse.tables import read_table, write_table
-    from schemas import PRODUCT_COLUMNS
-    from schemas.spark import PRODUCTS_SCHEMA
-    from streaming.runner import Embedder
+    from fashion_catalog.catalog.demo import generate_demo_catalog
+    from fashion_catalog.catalog.loader import load_catalog
+    from fashion_catalog.conf import load_config
+    from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import read_table, write_table
+    from fashion_catalog.schemas import PRODUCT_COLUMNS
+    from fashion_catalog.schemas.spark import PRODUCTS_SCHEMA
+    from fashion_catalog.streaming.runner import Embedder
 
     work = os.path.abspath("data/bench-search")
     import shutil
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
                         for n in args.sizes.split(",")]
     if not args.skip_api:
         if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
-            from encoders.random_clip import build_random_clip
+            from fashion_catalog.encoders.random_clip import build_random_clip
 
             build_random_clip(args.model_dir, shape="vit-b-32")
         out.update(api_and_freshness(os.path.abspath(args.model_dir), args.precision, args.edits,

@@ -1,4 +1,4 @@
-"""Start the search service as a user would (``python -m app.main --set ...``) in its own process, on loopback."""
+"""Start the search service as a user would (``python -m fashion_catalog.app.main --set ...``), on loopback."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """``python -m app.main`` with ``--set`` overrides; ready once /health answers with a synced index."""
+    """``python -m fashion_catalog.app.main`` with ``--set`` overrides; ready once /health shows a synced index."""
 
     def __init__(self, overrides: dict[str, object], log_path: str, timeout_s: float = 300):
         import requests
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "app.main", "--set", "search.host=127.0.0.1", "--set", f"search.port={self.port}"]
+        args = [sys.executable, "-m", "fashion_catalog.app.main", "--set", "search.host=127.0.0.1",
+                "--set", f"search.port={self.port}"]
         for key, value in overrides.items():
             args += ["--set", f"{key}={value}"]
         self.log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()

@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args(argv)
 
-    from catalog.parser import parse_styles_csv
-    from conf import load_config
-    from encoders.clip import ClipEncoder
-    from encoders.endpoint import EndpointEncoder
-    from encoders.images import ImageLimits, load_image
-    from encoders.random_clip import build_random_clip
-    from encoders.registry import register_model
+    from fashion_catalog.catalog.parser import parse_styles_csv
+    from fashion_catalog.conf import load_config
+    from fashion_catalog.encoders.clip import ClipEncoder
+    from fashion_catalog.encoders.endpoint import EndpointEncoder
+    from fashion_catalog.encoders.images import ImageLimits, load_image
+    from fashion_catalog.encoders.random_clip import build_random_clip
+    from fashion_catalog.encoders.registry import register_model
 
     work = os.path.abspath(args.work_dir)
     rows = parse_styles_csv(os.path.join(args.sample_dir, "styles.csv")).rows

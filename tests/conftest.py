@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conf import load_config
+from fashion_catalog.conf import load_config
 
 logging.getLogger("py4j").setLevel(logging.WARNING)
 
@@ -19,7 +19,7 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A tiny CLIP (random weights, locally built tokenizer) saved with save_pretrained."""
-    from encoders.random_clip import build_random_clip
+    from fashion_catalog.encoders.random_clip import build_random_clip
 
     return build_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", shape="tiny", seed=0)
 
@@ -47,7 +47,7 @@ def make_config(root: str, model_dir: str, **overrides):
 @pytest.fixture(scope="session")
 def spark(session_root, tiny_model_dir):
     """One Delta-enabled local Spark session for the whole test run."""
-    from lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.session import get_spark
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     config = make_config(session_root, tiny_model_dir)
@@ -60,7 +60,7 @@ def spark(session_root, tiny_model_dir):
 @pytest.fixture(scope="session")
 def connect_server(tmp_path_factory):
     """One local Spark Connect server (with Delta) on 127.0.0.1 for the whole test run."""
-    from lakehouse.local_cluster import ConnectServer
+    from fashion_catalog.lakehouse.local_cluster import ConnectServer
 
     server = ConnectServer(str(tmp_path_factory.mktemp("connect-server")))
     yield server
@@ -78,7 +78,7 @@ def connect_spark(connect_server, session_root, tiny_model_dir, spark):
     ``pyspark.sql.functions`` build Connect expressions. This test process also runs the
     classic session, so the mark is set only while a Connect test runs (``any_spark``).
     """
-    from lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.session import get_spark
 
     session = get_spark(make_config(session_root, tiny_model_dir, spark__remote=connect_server.url))
     os.environ.pop(CONNECT_MODE_ENV, None)

@@ -8,9 +8,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from lakehouse.tables import ensure_all_tables, read_table
-from schemas import PRODUCT_COLUMNS
-from schemas.spark import PRODUCTS_SCHEMA
+from fashion_catalog.lakehouse.tables import ensure_all_tables, read_table
+from fashion_catalog.schemas import PRODUCT_COLUMNS
+from fashion_catalog.schemas.spark import PRODUCTS_SCHEMA
 
 COLOURS = [(200, 30, 40), (20, 30, 90), (40, 140, 60), (235, 200, 40), (110, 50, 140), (20, 20, 20)]
 
@@ -91,7 +91,7 @@ def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clu
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from search.local_index import INDEX_KINDS, METADATA_COLUMNS
+    from fashion_catalog.search.local_index import INDEX_KINDS, METADATA_COLUMNS
 
     rng = np.random.default_rng(seed)
     vecs = rng.normal(size=(n, dim))

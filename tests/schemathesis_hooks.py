@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.models import FILTERS_SCHEMA
+from fashion_catalog.app.models import FILTERS_SCHEMA
 
 _NUMBER = st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
 _TEXT = st.text(min_size=0, max_size=20)

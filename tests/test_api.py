@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.main import create_app, refresh
-from personalization.features import build_user_features
-from streaming.runner import Embedder
+from fashion_catalog.app.main import create_app, refresh
+from fashion_catalog.personalization.features import build_user_features
+from fashion_catalog.streaming.runner import Embedder
 from tests.conftest import make_config
 from tests.helpers import append_products, draw_image, product, stream_once
 
@@ -77,9 +77,9 @@ def env(request, prepared, spark, tiny_model_dir):
         with TestClient(app) as client:
             yield client, config, embedder, app
         return
-    from search.local_index import LocalIndexStore
+    from fashion_catalog.search.local_index import LocalIndexStore
+    from fashion_catalog.vectorsearch.lifecycle import create_configured_indexes
     from tests.vector_search_standin import WorkspaceStandIn
-    from vectorsearch.lifecycle import create_configured_indexes
 
     store = LocalIndexStore(config.tables.embeddings.path)
     store.sync()
@@ -223,8 +223,8 @@ def test_zero_shot_classification(env):
     assert body["label_set"] == "article_type" and len(probs) == len(types) and abs(sum(probs) - 1) < 1e-6
     assert sorted(p["label"] for p in body["predictions"]) == types
     # The winner is the label whose prompt (the evaluated wording) is nearest to the product's image vector.
-    from encoders.clip import get_encoder
-    from encoders.prompts import zero_shot_prompt
+    from fashion_catalog.encoders.clip import get_encoder
+    from fashion_catalog.encoders.prompts import zero_shot_prompt
 
     config = env[1]
     encoder = get_encoder(config.model.name_or_path, "fp32", 1, 512)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from encoders.batching import BatchingEncoder
+from fashion_catalog.encoders.batching import BatchingEncoder
 
 
 class RecordingEncoder:

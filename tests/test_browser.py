@@ -11,9 +11,9 @@ import time
 import pytest
 import uvicorn
 
-from app.main import create_app
-from personalization.features import build_user_features
-from streaming.runner import Embedder
+from fashion_catalog.app.main import create_app
+from fashion_catalog.personalization.features import build_user_features
+from fashion_catalog.streaming.runner import Embedder
 from tests.conftest import make_config
 from tests.helpers import append_products, draw_image, product, stream_once
 from tests.test_api import CATALOG

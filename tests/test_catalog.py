@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from catalog.parser import CatalogFormatError, derive_price, parse_line, parse_styles_csv
+from fashion_catalog.catalog.parser import CatalogFormatError, derive_price, parse_line, parse_styles_csv
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dirty_styles.csv"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoders.clip import ClipEncoder, ModelLoadError, get_encoder
-from encoders.vectors import hybrid_vector
+from fashion_catalog.encoders.clip import ClipEncoder, ModelLoadError, get_encoder
+from fashion_catalog.encoders.vectors import hybrid_vector
 
 TEXTS = ["red party dress for women", "black formal leather shoes", "blue denim jeans, casual wear", ""]
 
@@ -47,7 +47,7 @@ def test_openvino_int8_is_calibrated_on_the_probe_set_and_stays_close_elsewhere(
     """The image tower is statically quantised (calibrated on the probe photos), the text tower's weights only:
     text stays within 0.999 everywhere; images within 0.999 on the probe set (what ``auto`` checks) and close
     elsewhere (a random tiny model has no typical activations to calibrate for)."""
-    from encoders.probe import probe_images
+    from fashion_catalog.encoders.probe import probe_images
 
     fp32 = ClipEncoder(tiny_model_dir, precision="fp32")
     fast = ClipEncoder(tiny_model_dir, precision="openvino-int8")

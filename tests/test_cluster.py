@@ -11,18 +11,18 @@ from urllib.parse import urlparse
 import pytest
 from chispa import assert_df_equality
 
-from lakehouse.local_cluster import loopback_env
-from lakehouse.tables import read_table
-from schemas import PRODUCT_COLUMNS
-from streaming.metrics import history
-from streaming.runner import Embedder, checkpoint_query_id
+from fashion_catalog.lakehouse.local_cluster import loopback_env
+from fashion_catalog.lakehouse.tables import read_table
+from fashion_catalog.schemas import PRODUCT_COLUMNS
+from fashion_catalog.streaming.metrics import history
+from fashion_catalog.streaming.runner import Embedder, checkpoint_query_id
 from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
 
 
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
     """A Spark standalone master and two workers on 127.0.0.1 (one core each), for the whole test run."""
-    from lakehouse.local_cluster import StandaloneCluster
+    from fashion_catalog.lakehouse.local_cluster import StandaloneCluster
 
     cluster = StandaloneCluster(workers=2, cores_per_worker=1, memory_per_worker="2g",
                                 work_dir=str(tmp_path_factory.mktemp("standalone")))
@@ -38,7 +38,7 @@ def test_stream_runs_on_a_standalone_cluster_with_encoding_in_executor_processes
                                     for i in range(6)])
     # The job as the platform runs it: its own driver process, the cluster's executors, the model at a
     # path every executor reads (never shipped from the driver's memory).
-    args = [sys.executable, "-m", "jobs.stream", "--trigger", "availableNow",
+    args = [sys.executable, "-m", "fashion_catalog.jobs.stream", "--trigger", "availableNow",
             "--set", f"storage.root={workspace.path}/data", "--set", f"images.allowed_roots=[{workspace.path}]",
             "--set", f"model.name_or_path={tiny_model_dir}",
             "--set", "model.id=tiny-clip-test", "--set", "model.torch_threads=1", "--set", "model.encode_partitions=2",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from udfs.columns import reusable_columns
+from fashion_catalog.udfs.columns import reusable_columns
 
 
 def test_built_once_per_arguments_and_per_spark_mode(spark, monkeypatch):
@@ -28,7 +28,7 @@ def test_built_once_per_arguments_and_per_spark_mode(spark, monkeypatch):
 
 
 def test_cached_expressions_work_in_any_dataframe(spark):
-    from udfs.description import description_expr
+    from fashion_catalog.udfs.description import description_expr
 
     a = spark.createDataFrame([(1, "Red Shirt", 10.0)], "product_id int, product_display_name string, price double")
     b = spark.createDataFrame([(2, "Blue Shirt", 200.0)], "product_id int, product_display_name string, price double")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conf import ConfigError, load_config
-from conf.config import parse_override
+from fashion_catalog.conf import ConfigError, load_config
+from fashion_catalog.conf.config import parse_override
 
 
 def test_local_profile_resolves_paths_under_storage_root(tmp_path):

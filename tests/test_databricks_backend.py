@@ -8,15 +8,15 @@ import time
 import numpy as np
 import pytest
 
-from conf import load_config
-from search.databricks_index import DatabricksStore as DatabricksVectorIndex
-from search.filters import FilterError
-from search.local_index import METADATA_COLUMNS, LocalIndexStore
+from fashion_catalog.conf import load_config
+from fashion_catalog.search.databricks_index import DatabricksStore as DatabricksVectorIndex
+from fashion_catalog.search.filters import FilterError
+from fashion_catalog.search.local_index import METADATA_COLUMNS, LocalIndexStore
+from fashion_catalog.vectorsearch import client as databricks_index
+from fashion_catalog.vectorsearch.client import client_class
+from fashion_catalog.vectorsearch.lifecycle import create_configured_indexes
 from tests.helpers import write_synthetic_embeddings
 from tests.vector_search_standin import VectorSearchStandIn
-from vectorsearch import client as databricks_index
-from vectorsearch.client import client_class
-from vectorsearch.lifecycle import create_configured_indexes
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_queries_match_the_local_backend_with_all_columns_and_filters(env):
 
 
 def test_keyword_and_fused_text_search_map_to_full_text_and_hybrid_queries(env):
-    from search.service import SearchService
-    from search.text_search import FusionSettings, TextSearch
+    from fashion_catalog.search.service import SearchService
+    from fashion_catalog.search.text_search import FusionSettings, TextSearch
 
     server, store, vecs, config = env
     create_configured_indexes(config, timeout_s=10)
@@ -169,7 +169,7 @@ def _table_with_failed_images(path: str, n: int = 30, failed: tuple[int, ...] = 
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from schemas import METADATA_COLUMNS
+    from fashion_catalog.schemas import METADATA_COLUMNS
 
     rng = np.random.default_rng(4)
     vecs = rng.normal(size=(n, 512))
@@ -216,7 +216,7 @@ def test_the_sync_trigger_is_not_idle_while_a_round_runs_and_retries_a_failed_on
     """wait_idle must not return in the middle of a round (CI once saw it return before the failure landed)."""
     import threading
 
-    from vectorsearch.sync import IndexSyncTrigger
+    from fashion_catalog.vectorsearch.sync import IndexSyncTrigger
 
     release, calls = threading.Event(), []
 
@@ -239,7 +239,7 @@ def test_the_sync_trigger_is_not_idle_while_a_round_runs_and_retries_a_failed_on
 
 
 def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, workspace, standin, monkeypatch):
-    from streaming.runner import Embedder
+    from fashion_catalog.streaming.runner import Embedder
     from tests.helpers import append_products, draw_image, product, stream_once
 
     server, store, _ = standin
@@ -268,9 +268,9 @@ def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, work
 
 def test_volume_photos_are_read_through_the_files_api_and_only_under_the_allowed_roots(tmp_path, monkeypatch):
     """files.get_metadata + files.download for /Volumes paths; nothing outside images.allowed_roots is requested."""
-    from encoders.images import ImageError, ImageLimits
-    from search.images import ImageReader
-    from search.workspace import VolumeFiles, workspace_client
+    from fashion_catalog.encoders.images import ImageError, ImageLimits
+    from fashion_catalog.search.images import ImageReader
+    from fashion_catalog.search.workspace import VolumeFiles, workspace_client
     from tests.helpers import draw_image
     from tests.vector_search_standin import WorkspaceStandIn
 

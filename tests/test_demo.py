@@ -6,15 +6,15 @@ import os
 import subprocess
 import sys
 
-from catalog.demo import generate_demo_catalog
-from lakehouse.local_cluster import loopback_env
+from fashion_catalog.catalog.demo import generate_demo_catalog
+from fashion_catalog.lakehouse.local_cluster import loopback_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_demo_speaks_plainly_and_logs_the_rest(tmp_path, tiny_model_dir):
     catalog = generate_demo_catalog(str(tmp_path / "catalog"), n_products=24)
-    args = [sys.executable, "-m", "jobs.demo", "--set", f"storage.root={tmp_path}/data",
+    args = [sys.executable, "-m", "fashion_catalog.jobs.demo", "--set", f"storage.root={tmp_path}/data",
             "--set", f"catalog.source_dir={catalog}", "--set", f"images.allowed_roots=[{tmp_path}]",
             "--set", f"model.name_or_path={tiny_model_dir}", "--set", "model.id=tiny-clip-test",
             "--set", "model.torch_threads=1"]

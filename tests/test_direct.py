@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from lakehouse.direct import local_path, plain_types, rows_by_key
+from fashion_catalog.lakehouse.direct import local_path, plain_types, rows_by_key
 
 
 @pytest.mark.parametrize(("path", "expected"), [

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from encoders.endpoint import EndpointEncoder, EndpointError, EndpointResponseError, parse_predictions
+from fashion_catalog.encoders.endpoint import EndpointEncoder, EndpointError, EndpointResponseError, parse_predictions
 from tests.loopback import JsonServer
 
 
@@ -169,7 +169,7 @@ def test_requests_stay_below_the_byte_bound_and_an_oversized_row_is_refused_loca
 
 
 def test_udf_rows_keep_their_vectors_when_the_endpoint_rejects_one():
-    from udfs.encoding import TEXT_REJECTED, encode_rows
+    from fashion_catalog.udfs.encoding import TEXT_REJECTED, encode_rows
 
     with _DynamicServer(_reject_bad) as srv:
         enc = EndpointEncoder(srv.url, token_env=None, batch_size=8, backoff_base_s=0.01)
@@ -236,7 +236,7 @@ class _OAuthWorkspace:
 def test_oauth_m2m_token_is_refreshed_after_expiry(monkeypatch):
     import time
 
-    from encoders.auth import endpoint_auth
+    from fashion_catalog.encoders.auth import endpoint_auth
 
     workspace = _OAuthWorkspace(lifetime_s=2)
     try:

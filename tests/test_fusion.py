@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.fusion import reciprocal_rank_fusion
+from fashion_catalog.search.fusion import reciprocal_rank_fusion
 
 
 def test_scores_are_the_sum_of_weighted_reciprocal_ranks():

@@ -10,9 +10,9 @@ import sys
 import pytest
 from PIL import Image
 
-from catalog.demo import generate_demo_catalog
-from conf import ConfigError, load_config
-from lakehouse.local_cluster import loopback_env
+from fashion_catalog.catalog.demo import generate_demo_catalog
+from fashion_catalog.conf import ConfigError, load_config
+from fashion_catalog.lakehouse.local_cluster import loopback_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_gpu_settings_are_validated_and_a_missing_gpu_is_said_plainly(tiny_model_dir):
     import torch
 
-    from encoders.clip import ClipEncoder, ModelLoadError
+    from fashion_catalog.encoders.clip import ClipEncoder, ModelLoadError
 
     with pytest.raises(ConfigError, match="fp16 runs on a GPU only"):
         load_config("local", overrides={"model.precision": "fp16"})

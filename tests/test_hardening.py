@@ -8,14 +8,14 @@ import shutil
 import pytest
 from chispa import assert_df_equality
 
-from catalog.loader import load_catalog
-from catalog.parser import parse_styles_csv
-from encoders.clip import get_encoder
-from lakehouse.tables import read_table
-from schemas import PRODUCT_COLUMNS
-from streaming import backfill as backfill_module
-from streaming.backfill import backfill, reembed
-from streaming.runner import Embedder
+from fashion_catalog.catalog.loader import load_catalog
+from fashion_catalog.catalog.parser import parse_styles_csv
+from fashion_catalog.encoders.clip import get_encoder
+from fashion_catalog.lakehouse.tables import read_table
+from fashion_catalog.schemas import PRODUCT_COLUMNS
+from fashion_catalog.streaming import backfill as backfill_module
+from fashion_catalog.streaming.backfill import backfill, reembed
+from fashion_catalog.streaming.runner import Embedder
 from tests.encoder_server import EncoderServer
 from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
 
@@ -102,7 +102,7 @@ def test_a_new_checkpoint_reconciles_products_deleted_while_the_stream_was_down(
 
 
 def test_reconcile_job_removes_orphans(spark, workspace):
-    from streaming.reconcile import reconcile
+    from fashion_catalog.streaming.reconcile import reconcile
 
     config = workspace.config()
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(2)]
@@ -115,7 +115,7 @@ def test_reconcile_job_removes_orphans(spark, workspace):
 
 def test_a_backfill_planned_from_an_older_snapshot_never_resurrects_a_deleted_product(spark, workspace,
                                                                                      monkeypatch):
-    from lakehouse.tables import latest_version
+    from fashion_catalog.lakehouse.tables import latest_version
 
     config = workspace.config()
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
@@ -140,7 +140,7 @@ def test_duplicate_ids_in_products_leave_one_row_per_product(spark, workspace):
 
 
 def test_seeded_image_vectors_never_duplicate_a_row_the_stream_wrote(spark, workspace, monkeypatch):
-    from schemas.spark import IMAGE_EMBEDDINGS_SCHEMA
+    from fashion_catalog.schemas.spark import IMAGE_EMBEDDINGS_SCHEMA
 
     img_table = f"{workspace.path}/delta/image_embeddings"
     config = workspace.config(tables__image_embeddings={"path": img_table})
@@ -219,7 +219,7 @@ def _write(path, ids, mode="append"):
 
 
 def test_the_index_reloads_when_the_table_is_recreated(tmp_path):
-    from search.local_index import LocalIndexStore
+    from fashion_catalog.search.local_index import LocalIndexStore
 
     path = str(tmp_path / "emb")
     _write(path, [1, 2, 3])
@@ -240,7 +240,7 @@ def test_the_index_reloads_when_the_table_is_recreated(tmp_path):
 def test_the_index_reloads_when_the_change_feed_is_gone(tmp_path, monkeypatch):
     from deltalake import DeltaTable
 
-    from search.local_index import LocalIndexStore
+    from fashion_catalog.search.local_index import LocalIndexStore
 
     path = str(tmp_path / "emb")
     _write(path, [1, 2])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoders import images
-from encoders.images import ImageError, ImageLimits, image_content_hash, load_image, resolve_path
+from fashion_catalog.encoders import images
+from fashion_catalog.encoders.images import ImageError, ImageLimits, image_content_hash, load_image, resolve_path
 
 LIMITS = ImageLimits(max_bytes=5_000_000, max_pixels=4_000_000)
 

@@ -8,12 +8,12 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from schemas import PRODUCT_COLUMNS
-from schemas.spark import PRODUCTS_SCHEMA
-from search.ann import AnnParams
-from search.filters import FilterError, evaluate, parse_filters
-from search.local_index import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
-from streaming.runner import Embedder
+from fashion_catalog.schemas import PRODUCT_COLUMNS
+from fashion_catalog.schemas.spark import PRODUCTS_SCHEMA
+from fashion_catalog.search.ann import AnnParams
+from fashion_catalog.search.filters import FilterError, evaluate, parse_filters
+from fashion_catalog.search.local_index import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
+from fashion_catalog.streaming.runner import Embedder
 from tests.helpers import (
     append_products,
     draw_image,
@@ -165,8 +165,8 @@ def test_approximate_search_recall_against_exact(tmp_path, ann, clusters):
 
 def test_final_state_rule_is_the_same_in_spark_and_pandas(spark, workspace):
     """streaming.reader.final_state (Spark) and search.local_index.final_changes (pandas) agree on one change feed."""
-    from search.local_index import final_changes
-    from streaming.reader import final_state
+    from fashion_catalog.search.local_index import final_changes
+    from fashion_catalog.streaming.reader import final_state
 
     config = workspace.config()
     path = config.tables.products.path

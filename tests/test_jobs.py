@@ -9,14 +9,14 @@ import numpy as np
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from catalog.loader import load_catalog
-from lakehouse.tables import read_table
-from schemas import PRODUCT_COLUMNS
-from schemas.spark import IMAGE_EMBEDDINGS_SCHEMA, PRODUCTS_SCHEMA
-from streaming.backfill import backfill, reembed
-from streaming.runner import Embedder
+from fashion_catalog.catalog.loader import load_catalog
+from fashion_catalog.lakehouse.tables import read_table
+from fashion_catalog.schemas import PRODUCT_COLUMNS
+from fashion_catalog.schemas.spark import IMAGE_EMBEDDINGS_SCHEMA, PRODUCTS_SCHEMA
+from fashion_catalog.streaming.backfill import backfill, reembed
+from fashion_catalog.streaming.runner import Embedder
+from fashion_catalog.udfs.description import description_expr, price_tier, price_tier_expr
 from tests.helpers import append_products, calls, draw_image, embedding_rows, product, stream_once
-from udfs.description import description_expr, price_tier, price_tier_expr
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dirty_styles.csv"
 

@@ -6,10 +6,11 @@ import os
 
 import pytest
 
-from search.keyword_index import KeywordIndex, match_expression, query_terms
-from search.synonyms import SynonymError, Synonyms
+from fashion_catalog.search.keyword_index import KeywordIndex, match_expression, query_terms
+from fashion_catalog.search.synonyms import SynonymError, Synonyms
 
-CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "synonyms.txt")
+CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "fashion_catalog", "conf",
+                    "synonyms.txt")
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ import pytest
 import requests
 from PIL import Image
 
-from conf import load_config
-from encoders.clip import ClipEncoder
-from encoders.endpoint import EndpointEncoder
-from encoders.registry import register_model
-from encoders.vectors import hybrid_vector
-from streaming.runner import Embedder
+from fashion_catalog.conf import load_config
+from fashion_catalog.encoders.clip import ClipEncoder
+from fashion_catalog.encoders.endpoint import EndpointEncoder
+from fashion_catalog.encoders.registry import register_model
+from fashion_catalog.encoders.vectors import hybrid_vector
+from fashion_catalog.streaming.runner import Embedder
 from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
 
 TEXTS = ["red party dress", "black leather formal shoes", "blue denim jeans"]
@@ -193,7 +193,7 @@ def test_pyfunc_predicts_in_a_process_where_pyspark_cannot_be_imported(registere
 def test_registration_points_the_champion_alias_and_the_embedder_loads_it(registered, direct):
     import mlflow
 
-    from encoders.factory import EncoderSpec, load_encoder
+    from fashion_catalog.encoders.factory import EncoderSpec, load_encoder
 
     config, info = registered
     assert info["alias"] == "champion" and info["alias_uri"] == "models:/clip_multimodal_encoder@champion"
@@ -209,7 +209,7 @@ def test_registration_points_the_champion_alias_and_the_embedder_loads_it(regist
 
 
 def test_serving_requirements_are_explicit_pins_without_spark(registered):
-    from encoders.registry import serving_requirements
+    from fashion_catalog.encoders.registry import serving_requirements
 
     reqs = serving_requirements()
     assert all("==" in r for r in reqs)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conf import load_config
-from evaluation.nl_queries import (
+from fashion_catalog.conf import load_config
+from fashion_catalog.evaluation.nl_queries import (
     KINDS,
     MODES,
     JudgedQuery,

@@ -14,9 +14,9 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 import tests.schemathesis_hooks  # noqa: E402,F401 - registers formats and media types
-from app.main import create_app  # noqa: E402
-from personalization.features import build_user_features  # noqa: E402
-from streaming.runner import Embedder  # noqa: E402
+from fashion_catalog.app.main import create_app  # noqa: E402
+from fashion_catalog.personalization.features import build_user_features  # noqa: E402
+from fashion_catalog.streaming.runner import Embedder  # noqa: E402
 from tests.conftest import make_config  # noqa: E402
 from tests.helpers import append_products, draw_image, product, stream_once  # noqa: E402
 

@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conf import load_config, parse_override
+from fashion_catalog.conf import load_config, parse_override
 
 ROOT = Path(__file__).resolve().parent.parent
+ROOT_PACKAGE = "fashion_catalog"
+# Top-level modules a Databricks Runtime 17.3 LTS ML cluster pre-installs (from the runtime's library list).
+DBR_ML_MODULES = Path(__file__).parent / "fixtures" / "dbr_ml_top_level_modules.txt"
 VAR = re.compile(r"\$\{var\.(\w+)\}")
 
 
@@ -45,14 +48,40 @@ def test_wheel_carries_every_package_its_data_and_entry_points(wheel):
     for needed in ("conf/local.yaml", "conf/databricks.yaml", "conf/synonyms.txt", "app/static/index.html",
                    "personalization/data/personas.json", "streaming/runner.py", "encoders/pyfunc.py",
                    "udfs/encoding.py", "jobs/stream.py", "evaluation/query_set.yaml", "search/text_search.py"):
-        assert needed in names, needed
+        assert f"{ROOT_PACKAGE}/{needed}" in names, needed
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
     # The runtime's own Spark and Delta are never shadowed: they are extras only.
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert not any(("pyspark" in r or "delta-spark" in r) and "extra ==" not in r for r in requires)
     scripts = _entry_points(wheel)
     for job in ("load_catalog", "stream", "backfill", "reembed", "register_model", "create_indexes"):
-        assert any(target == f"jobs.{job}:main" for target in scripts.values()), job
+        assert any(target == f"{ROOT_PACKAGE}.jobs.{job}:main" for target in scripts.values()), job
+
+
+def _top_level_names(wheel: Path) -> set[str]:
+    """What a wheel puts at the top of site-packages: first path parts (a dist-info folder aside)."""
+    with zipfile.ZipFile(wheel) as z:
+        parts = {n.split("/", 1)[0] for n in z.namelist()}
+    return {p.removesuffix(".py") for p in parts if not p.endswith((".dist-info", ".data"))}
+
+
+def test_wheel_installs_one_import_root_that_no_databricks_ml_runtime_package_has(wheel):
+    """The wheel's only top-level name is the product's import root, and a Databricks Runtime ML cluster has no
+    package of that name (mosaicml-streaming's `streaming` broke the old layout of sixteen generic names)."""
+    preinstalled = {line.strip() for line in DBR_ML_MODULES.read_text().splitlines()
+                    if line.strip() and not line.startswith("#")}
+    assert {"streaming", "simulation", "tests", "app"} <= preinstalled
+    assert _top_level_names(wheel) == {ROOT_PACKAGE}
+    assert not _top_level_names(wheel) & preinstalled
+
+
+def test_a_generic_name_in_the_project_venv_imports_no_project_code(tmp_path):
+    """`import streaming` in the project's environment finds nothing of ours (only an unrelated package could)."""
+    for name in ("streaming", "conf", "schemas", "jobs", "app", "search"):
+        done = subprocess.run([sys.executable, "-c", f"import importlib.util as u; s = u.find_spec({name!r}); "
+                               "print(s.origin if s else None)"], capture_output=True, text=True, cwd=tmp_path,
+                              check=True)
+        assert str(ROOT) not in done.stdout, (name, done.stdout)
 
 
 def test_installed_wheel_runs_its_entry_point_in_a_clean_venv(wheel, tmp_path):
@@ -70,7 +99,8 @@ def test_installed_wheel_runs_its_entry_point_in_a_clean_venv(wheel, tmp_path):
                           timeout=120, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert "incremental embedder stream" in done.stdout and "--trigger" in done.stdout
-    where = subprocess.run([str(python), "-c", "import conf, streaming.runner; print(conf.__file__)"],
+    where = subprocess.run([str(python), "-c", "import fashion_catalog.conf as conf, fashion_catalog.streaming.runner; "
+                            "print(conf.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
     assert where.startswith(site), f"conf imported from {where}, not from the installed wheel"
 

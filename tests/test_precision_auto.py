@@ -8,9 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from encoders import calibrate
-from encoders.clip import ClipEncoder
-from encoders.probe import probe_images, probe_texts
+from fashion_catalog.encoders import calibrate
+from fashion_catalog.encoders.clip import ClipEncoder
+from fashion_catalog.encoders.probe import probe_images, probe_texts
 
 
 def test_the_probe_set_is_fixed_and_product_like():
@@ -35,7 +35,7 @@ def test_best_is_the_fastest_faithful_path_and_fp32_when_none_is():
 def test_auto_times_every_cpu_path_picks_a_faithful_one_and_caches_it(tiny_model_dir, tmp_path, monkeypatch,
                                                                      caplog):
     monkeypatch.setenv(calibrate.CACHE_ENV, str(tmp_path))
-    caplog.set_level(logging.INFO, logger="encoders.calibrate")
+    caplog.set_level(logging.INFO, logger="fashion_catalog.encoders.calibrate")
     enc = ClipEncoder(tiny_model_dir, precision="auto", torch_threads=1)
     rows = {r["precision"]: r for r in enc.calibration}
     assert list(rows) == list(calibrate.CPU_CANDIDATES)
@@ -63,7 +63,7 @@ def test_auto_times_every_cpu_path_picks_a_faithful_one_and_caches_it(tiny_model
 def test_a_path_that_fails_here_is_reported_and_skipped(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv(calibrate.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(calibrate, "CPU_CANDIDATES", ("fp32", "openvino-int8"))
-    import encoders.openvino_towers as ov
+    import fashion_catalog.encoders.openvino_towers as ov
 
     def broken(*args, **kwargs):
         raise RuntimeError("no OpenVINO CPU plugin here")

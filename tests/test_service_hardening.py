@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.main import create_app
-from personalization.features import build_user_features
-from search.local_index import LocalIndexStore
-from streaming.runner import Embedder
+from fashion_catalog.app.main import create_app
+from fashion_catalog.personalization.features import build_user_features
+from fashion_catalog.search.local_index import LocalIndexStore
+from fashion_catalog.streaming.runner import Embedder
 from tests.conftest import make_config
 from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
 
@@ -74,7 +74,7 @@ def test_paths_outside_allowed_roots_are_never_served_and_never_shown(client):
 def test_a_pathological_like_pattern_is_fast():
     import pandas as pd
 
-    from search.filters import evaluate, parse_filters
+    from fashion_catalog.search.filters import evaluate, parse_filters
 
     frame = pd.DataFrame({"product_display_name": ["a" * 40] * 2000})
     conditions = parse_filters({"product_display_name LIKE": "%a%a%a%a%a%a%a%a%a%a%b"},
@@ -137,7 +137,7 @@ def test_health_answers_while_a_slow_query_is_being_encoded(hostile):
             time.sleep(2.0)
             return self.inner.encode_images(images, batch_size)
 
-    from encoders.clip import get_encoder
+    from fashion_catalog.encoders.clip import get_encoder
 
     app = create_app(hostile, encoder=SlowEncoder(get_encoder(hostile.model.name_or_path, "fp32", 1, 512)),
                      background_sync=False)
@@ -186,7 +186,7 @@ def test_an_unknown_user_does_not_list_the_others(client):
 
 # -- 4. the syncer survives everything and /health tells the truth -------------------------------
 def test_the_index_syncer_survives_a_failing_refresh_and_health_reports_it(hostile, monkeypatch):
-    from search.users import UserDirectory
+    from fashion_catalog.search.users import UserDirectory
 
     app = create_app(hostile, background_sync=False)
     syncer = app.state.services.syncer
@@ -229,8 +229,8 @@ def test_the_schema_and_the_server_agree_on_blank_text():
     """schemathesis (CLI run) sent query="\\x1d": the old pattern \\S let it through, the server called it blank."""
     import re
 
-    from app.models import NON_BLANK
-    from search.queries import is_blank
+    from fashion_catalog.app.models import NON_BLANK
+    from fashion_catalog.search.queries import is_blank
 
     # The pattern read as Python reads it, and as JSON Schema's ECMA dialect does (\s without U+001C-1F, U+0085).
     ecma_ws = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"

@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from conf import load_config
+from fashion_catalog.conf import load_config
 
 pytestmark = [pytest.mark.serving_env, pytest.mark.skipif(
     os.environ.get("FASHION_SERVING_ENV_CHECK") != "1",
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.serving_env, pytest.mark.skipif(
 
 
 def test_alias_serves_from_a_clean_environment_built_from_the_models_requirements(tmp_path, tiny_model_dir):
-    from encoders.registry import register_model
+    from fashion_catalog.encoders.registry import register_model
 
     config = load_config("local", base_dir=tmp_path, overrides={"model.name_or_path": tiny_model_dir,
                                                                 "model.id": "tiny-clip-test"})

@@ -13,12 +13,12 @@ from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from encoders import images as image_codes
-from encoders.clip import get_encoder
-from encoders.vectors import hybrid_vector
-from lakehouse.tables import latest_version, read_table
-from schemas import PRODUCT_COLUMNS
-from streaming.runner import Embedder
+from fashion_catalog.encoders import images as image_codes
+from fashion_catalog.encoders.clip import get_encoder
+from fashion_catalog.encoders.vectors import hybrid_vector
+from fashion_catalog.lakehouse.tables import latest_version, read_table
+from fashion_catalog.schemas import PRODUCT_COLUMNS
+from fashion_catalog.streaming.runner import Embedder
 from tests.helpers import append_products, calls, draw_image, embedding_rows, product, stream_once, truncated_jpeg
 
 
@@ -196,7 +196,7 @@ def test_replay_is_skipped_by_the_delta_transaction_id(stream_env):
     spark, config, imgs = stream_env
     append_products(spark, config, [product(1, imgs[0])])
     embedder = Embedder(spark, config)
-    from streaming.reader import snapshot_as_state
+    from fashion_catalog.streaming.reader import snapshot_as_state
 
     products = read_table(spark, config.tables.products)
     embedder.apply_state(snapshot_as_state(products, 1), batch_id=7, txn=("replay-test", 7))
@@ -329,7 +329,7 @@ def assert_table_invariants(spark, config):
     """The table's schema is the one in schemas/, and every stored vector has norm 1 within 1e-9 (SQL, whole table)."""
     from chispa.schema_comparer import assert_schema_equality
 
-    from schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA
+    from fashion_catalog.schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA
 
     table = read_table(spark, config.tables.embeddings)
     assert_schema_equality(table.schema, PRODUCT_EMBEDDINGS_SCHEMA, ignore_nullable=False)
@@ -360,7 +360,7 @@ def test_hybrid_is_rebuilt_from_the_stored_other_modality_with_the_configured_we
 
 def test_a_batch_replayed_from_a_real_checkpoint_writes_nothing_and_a_reset_checkpoint_loses_nothing(spark,
                                                                                                     workspace):
-    from streaming.runner import checkpoint_query_id
+    from fashion_catalog.streaming.runner import checkpoint_query_id
 
     config = workspace.config()
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
@@ -395,7 +395,7 @@ def test_a_batch_replayed_from_a_real_checkpoint_writes_nothing_and_a_reset_chec
 
 
 def test_image_vectors_of_a_batch_with_failing_images_belong_to_their_own_rows(spark, workspace):
-    from encoders.images import load_image
+    from fashion_catalog.encoders.images import load_image
 
     config = workspace.config()
     base = f"{workspace.path}/img"
@@ -460,8 +460,8 @@ def test_tiny_batches_write_what_spark_tasks_write(spark, tmp_path, tiny_model_d
 def test_stored_rows_read_without_spark_equal_the_spark_read_deletion_vectors_included(spark, workspace):
     """The tiny road reads its products' stored rows with delta-rs: the same rows and values as Spark reads,
     after a MERGE that wrote deletion vectors and after a delete; an id nobody has gives no row."""
-    from lakehouse.direct import local_path
-    from streaming.planner import STORED_READ, stored_rows
+    from fashion_catalog.lakehouse.direct import local_path
+    from fashion_catalog.streaming.planner import STORED_READ, stored_rows
 
     config = workspace.config()
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
@@ -501,10 +501,10 @@ def test_delta_rs_and_spark_merges_interleave_on_one_table(spark, tmp_path):
     deletion vectors, idempotent-write ids and checkpoints, and Spark reads delta-rs's change data and metadata."""
     from pyspark.sql.types import BooleanType, StructField, StructType
 
-    from conf import TableRef
-    from lakehouse.tables import ensure_embeddings_table
-    from schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA
-    from streaming.writer import merge_embeddings, merge_embeddings_direct
+    from fashion_catalog.conf import TableRef
+    from fashion_catalog.lakehouse.tables import ensure_embeddings_table
+    from fashion_catalog.schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA
+    from fashion_catalog.streaming.writer import merge_embeddings, merge_embeddings_direct
 
     ref = TableRef(path=str(tmp_path / "embeddings"))
     ensure_embeddings_table(spark, ref)

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.filters import FilterError
-from search.local_index import LocalIndexStore
-from search.queries import BadQueryError, QueryEncoder
-from search.service import SearchService
-from search.synonyms import Synonyms
-from search.text_search import FusionSettings, SearchModeError, TextSearch, merge_filters
+from fashion_catalog.search.filters import FilterError
+from fashion_catalog.search.local_index import LocalIndexStore
+from fashion_catalog.search.queries import BadQueryError, QueryEncoder
+from fashion_catalog.search.service import SearchService
+from fashion_catalog.search.synonyms import Synonyms
+from fashion_catalog.search.text_search import FusionSettings, SearchModeError, TextSearch, merge_filters
 
 ROWS = [
     # id, name, article type, colour, gender, price
@@ -168,8 +168,8 @@ def test_bad_requests_are_refused_with_what_to_do(searcher):
 
 
 def test_the_configuration_is_checked_and_builds_the_search(tmp_path):
-    from conf import ConfigError, load_config
-    from search.text_search import load_synonyms
+    from fashion_catalog.conf import ConfigError, load_config
+    from fashion_catalog.search.text_search import load_synonyms
 
     with pytest.raises(ConfigError, match="search.fusion_weights.keyword.*must be a number >= 0"):
         load_config("local", overrides={"search.fusion_weights": {"keyword": -1.0}})

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.metrics import (
+from fashion_catalog.evaluation.metrics import (
     mean_pairwise_overlap,
     ndcg_at_k,
     precision_at_k,
@@ -19,8 +19,8 @@ from evaluation.metrics import (
     top_k,
     zero_shot_accuracy,
 )
-from evaluation.split import SPLITS, assign_splits, image_key
-from training.captions import (
+from fashion_catalog.evaluation.split import SPLITS, assign_splits, image_key
+from fashion_catalog.training.captions import (
     caption_targets,
     colour_type_query,
     label_caption,
@@ -148,7 +148,7 @@ def test_label_captions_are_positives_of_every_image_with_those_labels():
 def test_same_label_image_loss_prefers_images_grouped_by_type():
     import torch
 
-    from training.losses import same_label_image_loss
+    from fashion_catalog.training.losses import same_label_image_loss
 
     labels = ["dress", "dress", "watch", "watch"]
     grouped = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
@@ -160,7 +160,7 @@ def test_same_label_image_loss_prefers_images_grouped_by_type():
 def test_multi_positive_loss_treats_identical_captions_as_positives():
     import torch
 
-    from training.losses import multi_positive_loss
+    from fashion_catalog.training.losses import multi_positive_loss
 
     captions = ["red dresses", "red dresses", "black watches"]
     # Images 0 and 1 are equally close to both "red dresses" captions: ideal under multi-positive targets.
@@ -177,9 +177,9 @@ def test_multi_positive_loss_treats_identical_captions_as_positives():
 @pytest.fixture
 def trained(spark, workspace):
     """A small drawn catalog loaded into products, and a tiny CLIP trained on it for a few steps."""
-    from catalog.demo import generate_demo_catalog
-    from catalog.loader import load_catalog
-    from training.trainer import train_clip
+    from fashion_catalog.catalog.demo import generate_demo_catalog
+    from fashion_catalog.catalog.loader import load_catalog
+    from fashion_catalog.training.trainer import train_clip
 
     config = workspace.config(catalog__source_dir="catalog", training__init_shape="tiny", training__batch_size=8,
                               training__warmup_steps=1, training__precision="fp32", training__epochs=2)
@@ -193,9 +193,9 @@ def trained(spark, workspace):
 def test_trained_model_saves_logs_and_loads_through_the_embedder(trained):
     import mlflow
 
-    from encoders.clip import ClipEncoder
-    from encoders.model_card import read_model_card
-    from streaming.runner import Embedder
+    from fashion_catalog.encoders.clip import ClipEncoder
+    from fashion_catalog.encoders.model_card import read_model_card
+    from fashion_catalog.streaming.runner import Embedder
     from tests.helpers import embedding_rows, stream_once
 
     spark, workspace, config, result = trained
@@ -226,10 +226,10 @@ def test_trained_model_saves_logs_and_loads_through_the_embedder(trained):
 
 
 def test_training_refuses_an_empty_catalog(spark, workspace):
-    from training.trainer import train_clip
+    from fashion_catalog.training.trainer import train_clip
 
     config = workspace.config(training__init_shape="tiny")
-    from lakehouse.tables import ensure_all_tables
+    from fashion_catalog.lakehouse.tables import ensure_all_tables
 
     ensure_all_tables(spark, config)
     with pytest.raises(ValueError, match="load a catalog first"):
@@ -237,9 +237,9 @@ def test_training_refuses_an_empty_catalog(spark, workspace):
 
 
 def test_evaluate_and_analyze_latents_write_their_reports(trained):
-    from evaluation.latents import analyze
-    from evaluation.retrieval import evaluate
-    from streaming.runner import Embedder
+    from fashion_catalog.evaluation.latents import analyze
+    from fashion_catalog.evaluation.retrieval import evaluate
+    from fashion_catalog.streaming.runner import Embedder
     from tests.helpers import stream_once
 
     spark, workspace, config, result = trained
@@ -282,7 +282,7 @@ def test_evaluate_and_analyze_latents_write_their_reports(trained):
 
 
 def test_alignment_and_near_duplicates_hand_built():
-    from evaluation.latents import alignment_scores, near_duplicates, zero_shot_disagreements
+    from fashion_catalog.evaluation.latents import alignment_scores, near_duplicates, zero_shot_disagreements
 
     text = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     image = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
@@ -304,7 +304,7 @@ def test_alignment_and_near_duplicates_hand_built():
 
 
 def test_hybrid_comparison_leaves_the_query_photo_out():
-    from evaluation.retrieval import _hybrid_comparison
+    from fashion_catalog.evaluation.retrieval import _hybrid_comparison
 
     class FakeEncoder:  # "red dresses" points at the red dresses' corner of the space
         def encode_texts(self, texts):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas import FILTER_COLUMNS
-from search.filters import parse_filters
-from search.understanding import Vocabulary, interpret
+from fashion_catalog.schemas import FILTER_COLUMNS
+from fashion_catalog.search.filters import parse_filters
+from fashion_catalog.search.understanding import Vocabulary, interpret
 
 VOCAB = Vocabulary(colours=("Black", "Navy Blue", "White", "Red", "Off White"),
                    article_types=("Tshirts", "Casual Shoes", "Watches", "Handbags", "Jeans", "Dresses"),

@@ -23,9 +23,9 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from schemas import FILTER_COLUMNS, INDEX_KINDS
-from search.filters import FilterError, parse_filters
-from search.fusion import reciprocal_rank_fusion
+from fashion_catalog.schemas import FILTER_COLUMNS, INDEX_KINDS
+from fashion_catalog.search.filters import FilterError, parse_filters
+from fashion_catalog.search.fusion import reciprocal_rank_fusion
 
 
 def vector_search_score(cosine: float) -> float:

@@ -1,0 +1,106 @@
+"""Create, read, write and change the Delta tables named in the configuration.
+
+Everything here goes through the DataFrame API and Spark SQL (``MERGE INTO``,
+``DESCRIBE HISTORY``, ``UPDATE``), never through py4j or the ``DeltaTable`` class:
+the same code runs on a classic session, on Spark Connect (Databricks Standard
+access mode, serverless, Databricks Connect) and on a cluster.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+
+from fashion_catalog.conf import Config, TableRef
+from fashion_catalog.schemas import PRODUCT_EMBEDDINGS, PRODUCTS, QUARANTINE, TableSchema, create_table_ddl
+
+
+class TableMissingError(RuntimeError):
+    """A table the job reads does not exist yet."""
+
+
+def _missing(ref: TableRef) -> TableMissingError:
+    return TableMissingError(f"Delta table {ref} does not exist: "
+                             "run `python -m fashion_catalog.jobs.load_catalog` first")
+
+
+def ensure_table(spark: SparkSession, ref: TableRef, schema: TableSchema, change_data_feed: bool = True,
+                 extra_properties: dict[str, str] | None = None) -> None:
+    """Create the table from its schema if it does not exist; add the columns a newer schema has."""
+    spark.sql(create_table_ddl(ref.sql, schema, change_data_feed, extra_properties))
+    existing = {f.name for f in spark.read.format("delta").table(ref.name).schema} if ref.name else \
+        {f.name for f in spark.read.format("delta").load(ref.path).schema}
+    missing = [c for c in schema.columns if c.name not in existing]
+    if missing:
+        cols = ", ".join(f"`{c.name}` {c.type.upper()}" for c in missing)
+        spark.sql(f"ALTER TABLE {ref.sql} ADD COLUMNS ({cols})")
+
+
+def ensure_embeddings_table(spark: SparkSession, ref: TableRef) -> None:
+    """Create the embeddings table (Change Data Feed and deletion vectors on) if it does not exist."""
+    # Deletion vectors let a small MERGE write only the changed rows, not rewrite whole files.
+    ensure_table(spark, ref, PRODUCT_EMBEDDINGS, extra_properties={"delta.enableDeletionVectors": "true"})
+
+
+def ensure_all_tables(spark: SparkSession, config: Config) -> None:
+    """Create products, embeddings and quarantine tables (CDF on for the first two)."""
+    ensure_table(spark, config.tables.products, PRODUCTS)
+    ensure_embeddings_table(spark, config.tables.embeddings)
+    ensure_table(spark, config.tables.quarantine, QUARANTINE, change_data_feed=False)
+
+
+def table_exists(spark: SparkSession, ref: TableRef) -> bool:
+    """Whether the Delta table exists (by catalog name or at its path)."""
+    if ref.name:
+        return spark.catalog.tableExists(ref.name)
+    try:
+        # Resolving the schema analyses the read: "not a Delta table" or a missing path fail here.
+        spark.read.format("delta").load(ref.path).schema  # noqa: B018
+    except AnalysisException:
+        return False
+    return True
+
+
+def read_table(spark: SparkSession, ref: TableRef, version: int | None = None, check: bool = True) -> DataFrame:
+    """Batch-read a Delta table (optionally at a version); ``check=False`` skips the existence check."""
+    if check and not table_exists(spark, ref):
+        raise _missing(ref)
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.table(ref.name) if ref.name else reader.load(ref.path)
+
+
+def latest_version(spark: SparkSession, ref: TableRef) -> int:
+    """The table's current commit version."""
+    if not table_exists(spark, ref):
+        raise _missing(ref)
+    return int(spark.sql(f"DESCRIBE HISTORY {ref.sql} LIMIT 1").select("version").first()[0])
+
+
+def write_table(df: DataFrame, ref: TableRef, mode: str = "append", overwrite_schema: bool = False) -> None:
+    """Write a DataFrame to the Delta table ``ref`` (``saveAsTable`` by name, ``save`` by path)."""
+    writer = df.write.format("delta").mode(mode)
+    if overwrite_schema:
+        writer = writer.option("overwriteSchema", "true")
+    if ref.name:
+        writer.saveAsTable(ref.name)
+    else:
+        writer.save(ref.path)
+
+
+def merge_into(spark: SparkSession, target: TableRef, source: DataFrame, statement: str) -> dict[str, int]:
+    """Run ``MERGE INTO <target> t USING <source> s <statement>``; returns Delta's MERGE metrics.
+
+    The source is registered as a uniquely named temporary view for the statement
+    and dropped afterwards (the SQL form works on classic and Connect sessions alike).
+    """
+    view = f"_merge_source_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    try:
+        first = spark.sql(f"MERGE INTO {target.sql} t USING {view} s {statement}").first()
+    finally:
+        spark.catalog.dropTempView(view)
+    return {k: int(v) for k, v in first.asDict().items()} if first else {}

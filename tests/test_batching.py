@@ -18,6 +18,7 @@ class RecordingEncoder:
     def __init__(self):
         self.batches: list[list] = []
         self.model = "inner-model"
+        self.logit_scale = 42.0
 
     def encode_texts(self, texts, batch_size=64):
         self.batches.append(list(texts))
@@ -44,7 +45,7 @@ def test_concurrent_queries_share_forward_passes_and_each_gets_its_own_rows():
     for i, vec in enumerate(images):
         np.testing.assert_array_equal(vec, [[i, -i]])
     assert len(inner.batches) < 24 and max(len(b) for b in inner.batches) > 1
-    assert batcher.model == "inner-model"
+    assert batcher.logit_scale == 42.0  # declared by the Encoder protocol, read from the wrapped encoder
 
 
 def test_a_failing_item_fails_only_its_own_request():

@@ -28,12 +28,13 @@ from pydantic import (
     model_validator,
 )
 
+from fashion_catalog.conf.precisions import PRECISION_NAMES, device_error
+
 CONF_DIR = Path(__file__).resolve().parent
 PROFILE_ENV = "FASHION_CONF_PROFILE"
 _TABLE_NAME_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){0,2}$")
 _URI_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
-PRECISIONS = ("fp32", "bf16", "int8")
 TRIGGERS = ("availableNow", "processingTime")
 
 
@@ -139,7 +140,8 @@ class ModelSettings(Section):
     name_or_path: str = Field(description="hub id, CLIP folder (save_pretrained), models:/ URI or endpoint URL")
     id: str = Field(description="written to embedding_model")
     dimension: Count
-    precision: Literal["fp32", "bf16", "int8", "fp16", "openvino-bf16", "openvino-int8", "auto"] = Field(
+    # The allowed values are the back-ends of conf/precisions.py (one registry) and auto.
+    precision: Literal[PRECISION_NAMES] = Field(  # type: ignore[valid-type]
         description="fp32 reference; bf16 autocast (CPU or GPU); int8 ONNX Runtime (CPU); fp16 (GPU only); "
                     "openvino-bf16 / openvino-int8 (CPU; int8 calibrated with NNCF); auto: the fastest path on this "
                     "machine whose vectors keep cosine >= 0.999 to fp32 on the probe set (timed at load, cached)")
@@ -152,12 +154,9 @@ class ModelSettings(Section):
 
     @model_validator(mode="after")
     def _precision_fits_device(self) -> ModelSettings:
-        if self.precision == "fp16" and self.device != "cuda":
-            raise ValueError("precision fp16 runs on a GPU only: set model.device: cuda (or use bf16 on CPU)")
-        runtime = {"int8": "ONNX Runtime", "openvino-bf16": "OpenVINO", "openvino-int8": "OpenVINO"}
-        if self.precision in runtime and self.device != "cpu":
-            raise ValueError(f"precision {self.precision} ({runtime[self.precision]}) runs on CPU only: "
-                             "set model.device: cpu")
+        problem = device_error(self.precision, self.device)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -37,9 +37,10 @@ class BatchingEncoder:
         self.batches = 0  # forward passes run (a batch per kind per round)
         self.requests = 0
 
-    def __getattr__(self, name: str):
-        # model, logit scale, dimension... come from the wrapped encoder.
-        return getattr(self.encoder, name)
+    @property
+    def logit_scale(self) -> float | None:
+        """The wrapped encoder's (see :class:`encoders.protocols.Encoder`)."""
+        return self.encoder.logit_scale
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         return self._submit("text", list(texts))

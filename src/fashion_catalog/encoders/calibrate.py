@@ -22,11 +22,11 @@ import time
 
 import numpy as np
 
+from fashion_catalog.conf.precisions import candidates
+
 log = logging.getLogger(__name__)
 
 MIN_COSINE = 0.999
-CPU_CANDIDATES = ("fp32", "bf16", "int8", "openvino-bf16", "openvino-int8")
-CUDA_CANDIDATES = ("fp32", "fp16", "bf16")
 CACHE_ENV = "FASHION_CALIBRATION_CACHE"
 
 
@@ -133,8 +133,7 @@ def choose_precision(encoder) -> tuple[list[dict], str]:
         except (OSError, ValueError, KeyError):
             rows = None
     if rows is None:
-        candidates = CUDA_CANDIDATES if encoder.device == "cuda" else CPU_CANDIDATES
-        rows = calibrate(encoder, candidates)
+        rows = calibrate(encoder, candidates(encoder.device))
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, suffix=".tmp") as fh:

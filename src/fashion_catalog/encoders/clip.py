@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np
 
+from fashion_catalog.conf.precisions import device_error
 from fashion_catalog.encoders.model_card import read_model_card
+from fashion_catalog.encoders.towers import TorchTowers, TowerInputs, Towers, build_towers
 from fashion_catalog.encoders.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,9 @@ class ClipEncoder:
         if device == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError("model.device is cuda but torch sees no CUDA device on this machine "
                                  f"(torch {torch.__version__}); use model.device=cpu or a GPU machine")
-        if precision == "fp16" and device != "cuda":
-            raise ModelLoadError("model.precision fp16 runs on a GPU only: set model.device=cuda, or use bf16 on CPU")
-        runtime = {"int8": "ONNX Runtime", "openvino-bf16": "OpenVINO", "openvino-int8": "OpenVINO"}
-        if precision in runtime and device != "cpu":
-            raise ModelLoadError(f"model.precision {precision} ({runtime[precision]}) runs on CPU only: "
-                                 "set model.device=cpu")
+        problem = device_error(precision, device)
+        if problem:
+            raise ModelLoadError(f"model.{problem}")
         local = os.path.isdir(name_or_path)
         if not local and name_or_path.startswith(("/", ".")):
             raise ModelLoadError(
@@ -71,7 +69,7 @@ class ClipEncoder:
         self.precision = "fp32"
         self.device = device
         if device != "cpu":
-            # Half precision weights on the GPU: the autocast below then runs the matmuls in fp16/bf16.
+            # fp32 weights on the GPU: the fp16/bf16 back-ends autocast the matmuls there.
             self.model.to(device)
         self.dimension = int(self.model.config.projection_dim)
         if expected_dimension and self.dimension != expected_dimension:
@@ -93,7 +91,7 @@ class ClipEncoder:
         self._torch = torch
         self._image_config = self._read_image_config()
         self._threads = torch_threads
-        self._towers = None  # ONNX Runtime / OpenVINO towers; None: torch
+        self._towers: Towers = TorchTowers(TowerInputs(self.model, name_or_path, "fp32", device, torch_threads))
         self.calibration: list[dict] | None = None
         if precision == "auto":
             from fashion_catalog.encoders.calibrate import choose_precision
@@ -103,27 +101,19 @@ class ClipEncoder:
         else:
             self.use_precision(precision)
 
-    def use_precision(self, precision: str, calibration: tuple[list, list] | None = None) -> None:
-        """Switch the inference path: torch (fp32, bf16, fp16), ONNX Runtime int8, or OpenVINO bf16/int8."""
-        from fashion_catalog.encoders.openvino_towers import OPENVINO_PRECISIONS
-
-        self._towers = None
-        if precision in ("int8", *OPENVINO_PRECISIONS):
-            size = self._image_config["crop"]
-            example_ids = self.processor.tokenizer(["a red dress"], return_tensors="pt")["input_ids"]
-            example_pixels = self._torch.zeros(2, 3, size[0], size[1])
-            if precision == "int8":
-                from fashion_catalog.encoders.onnx_int8 import Int8Towers
-
-                self._towers = Int8Towers(self.model, self.name_or_path, self._threads, example_ids, example_pixels)
-            else:
-                from fashion_catalog.encoders.openvino_towers import OpenVinoTowers
-
-                if precision == "openvino-int8" and calibration is None:
-                    calibration = self.probe_inputs()
-                self._towers = OpenVinoTowers(self.model, self.name_or_path, precision, self._threads, example_ids,
-                                              example_pixels, calibration)
+    def use_precision(self, precision: str) -> None:
+        """Switch the inference back-end to the one :data:`PRECISIONS` names for ``precision`` (see towers.py)."""
+        size = self._image_config["crop"]
+        example_ids = self.processor.tokenizer(["a red dress"], return_tensors="pt")["input_ids"]
+        self._towers = build_towers(TowerInputs(
+            self.model, self.name_or_path, precision, self.device, self._threads, example_ids,
+            self._torch.zeros(2, 3, size[0], size[1]), calibration=self.probe_inputs))
         self.precision = precision
+
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's learned temperature (``exp(logit_scale)``), for zero-shot logits."""
+        return float(self.model.logit_scale.exp().item())
 
     def probe_inputs(self, batch_size: int = 16) -> tuple[list, list]:
         """The probe set (:mod:`encoders.probe`) as model inputs: token batches and pixel batches."""
@@ -158,15 +148,6 @@ class ClipEncoder:
             "scale": float(ip.rescale_factor),
         }
 
-    def _autocast(self):
-        if self.precision in ("bf16", "fp16"):
-            dtype = self._torch.bfloat16 if self.precision == "bf16" else self._torch.float16
-            return self._torch.autocast(self.device, dtype=dtype)
-        return nullcontext()
-
-    def _to_device(self, tensor):
-        return tensor if self.device == "cpu" else tensor.to(self.device, non_blocking=True)
-
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Encode texts to an (n, dim) array of unit vectors (in input order).
 
@@ -179,17 +160,9 @@ class ClipEncoder:
         for start in range(0, len(texts), batch_size):
             chunk = [texts[i] for i in order[start : start + batch_size]]
             tokens = self.processor.tokenizer(
-                chunk, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+                chunk, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="np"
             )
-            if self._towers is not None:
-                out.append(self._towers.encode_text(tokens["input_ids"].numpy(), tokens["attention_mask"].numpy()))
-                continue
-            with self._torch.inference_mode(), self._autocast():
-                feats = self.model.get_text_features(
-                    input_ids=self._to_device(tokens["input_ids"]),
-                    attention_mask=self._to_device(tokens["attention_mask"]),
-                )
-            out.append(feats.float().cpu().numpy())
+            out.append(self._towers.encode_text(tokens["input_ids"], tokens["attention_mask"]))
         if not out:
             return np.zeros((0, self.dimension))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float64)
@@ -223,12 +196,8 @@ class ClipEncoder:
         return self._torch.from_numpy((batch - cfg["mean"]) / cfg["std"])
 
     def encode_pixels(self, pixel_values) -> np.ndarray:
-        """Encode an already preprocessed pixel tensor."""
-        if self._towers is not None:
-            return self._towers.encode_image(pixel_values.numpy())
-        with self._torch.inference_mode(), self._autocast():
-            feats = self.model.get_image_features(pixel_values=self._to_device(pixel_values))
-        return feats.float().cpu().numpy()
+        """Encode an already preprocessed pixel batch (a CPU tensor or array), raw features."""
+        return self._towers.encode_image(np.asarray(pixel_values))
 
     def encode_images(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
         """Encode RGB PIL images to an (n, dim) array of unit vectors."""

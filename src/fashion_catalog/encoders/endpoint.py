@@ -167,6 +167,11 @@ class EndpointEncoder:
         self.session = session or requests.Session()
         self.dimension: int | None = None
 
+    @property
+    def logit_scale(self) -> float | None:
+        """Unknown: the endpoint returns vectors, not its model's temperature."""
+        return None
+
     @classmethod
     def for_databricks(cls, host: str, endpoint_name: str, **kwargs) -> EndpointEncoder:
         """Client for ``{host}/serving-endpoints/{endpoint_name}/invocations``."""

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from fashion_catalog.encoders.towers import tower_modules
+from fashion_catalog.encoders.towers import TowerInputs, tower_modules
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,11 @@ def _export(model, out_dir: str, example_ids, example_pixels, unsigned_weights: 
 class Int8Towers:
     """onnxruntime sessions for the quantised text and image towers of one CLIP."""
 
-    def __init__(self, model, name_or_path: str, threads: int | None, example_ids, example_pixels):
+    precision = "int8"
+
+    def __init__(self, inputs: TowerInputs):
+        model, name_or_path, threads = inputs.model, inputs.name_or_path, inputs.threads
+        example_ids, example_pixels = inputs.example_ids, inputs.example_pixels
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - it is a pinned requirement

@@ -19,26 +19,28 @@ import tempfile
 
 import numpy as np
 
-from fashion_catalog.encoders.towers import tower_modules
+from fashion_catalog.conf.precisions import PRECISIONS
+from fashion_catalog.encoders.towers import TowerInputs, tower_modules
 
 log = logging.getLogger(__name__)
 
-OPENVINO_PRECISIONS = ("openvino-bf16", "openvino-int8")
 
 
 class OpenVinoTowers:
     """Compiled OpenVINO text and image towers of one CLIP (``encode_text`` / ``encode_image`` on numpy)."""
 
-    def __init__(self, model, name_or_path: str, precision: str, threads: int | None, example_ids, example_pixels,
-                 calibration: tuple[list, list] | None = None):
+    def __init__(self, inputs: TowerInputs):
+        model, name_or_path, precision, threads = inputs.model, inputs.name_or_path, inputs.precision, inputs.threads
+        example_ids, example_pixels = inputs.example_ids, inputs.example_pixels
         try:
             import openvino as ov
         except ImportError as exc:  # pragma: no cover - it is a pinned requirement
             raise RuntimeError(f"model.precision {precision} needs openvino (pip install openvino nncf)") from exc
         import torch
 
-        if precision not in OPENVINO_PRECISIONS:
+        if PRECISIONS[precision].runtime != "OpenVINO":
             raise ValueError(f"not an OpenVINO precision: {precision!r}")
+        compute = PRECISIONS[precision].compute
 
         saved = _saved_models(name_or_path, precision)
         if saved is not None:
@@ -53,13 +55,13 @@ class OpenVinoTowers:
                 image = ov.convert_model(image_tower, example_input=(example_pixels,),
                                          input=[("pixel_values", ov.PartialShape([-1, *example_pixels.shape[1:]]),
                                                  ov.Type.f32)])
-            if precision == "openvino-int8":
-                text, image = _quantize(text, image, calibration)
+            if compute == "int8":
+                text, image = _quantize(text, image, inputs.calibration() if inputs.calibration else None)
             _save_models(name_or_path, precision, text, image)
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        if precision == "openvino-bf16":
+        if compute == "bf16":
             config["INFERENCE_PRECISION_HINT"] = "bf16"
         core = ov.Core()
         self.text = core.compile_model(text, "CPU", config)
@@ -116,7 +118,7 @@ def _folder(name_or_path: str, precision: str) -> str:
     from fashion_catalog.encoders.onnx_int8 import has_vnni, model_cache_dir
 
     # An int8 model quantised for a CPU without VNNI (overflow fix) is kept apart from one quantised with it.
-    machine = "" if precision != "openvino-int8" or has_vnni() else "-no-vnni"
+    machine = "" if PRECISIONS[precision].compute != "int8" or has_vnni() else "-no-vnni"
     return model_cache_dir(name_or_path, f"{precision}-v{IR_VERSION}{machine}")  # <model>/openvino-int8-v2
 
 

@@ -8,6 +8,8 @@ from fashion_catalog.encoders.images import ImageError, ImageLimits, decode_imag
 from fashion_catalog.encoders.prompts import zero_shot_prompt
 from fashion_catalog.encoders.vectors import hybrid_vector
 
+# CLIP's initial temperature (exp of ln 100); used when the encoder cannot say (a serving endpoint).
+DEFAULT_LOGIT_SCALE = 100.0
 MAX_QUERY_CHARS = 1000  # a shopper's query; CLIP reads 77 tokens of it anyway
 # Blank text: Python's whitespace plus the zero-width no-break space (U+FEFF, whitespace to JSON
 # Schema's ECMA regex). app.models.NON_BLANK says the same in the OpenAPI schema.
@@ -75,10 +77,9 @@ class QueryEncoder:
         return hybrid_vector(t, i, text_weight)
 
     def logit_scale(self) -> float:
-        model = getattr(self.encoder, "model", None)
-        if model is not None and hasattr(model, "logit_scale"):
-            return float(model.logit_scale.exp().item())
-        return 100.0
+        """The encoder's temperature; CLIP's usual 100 when it cannot say (a serving endpoint)."""
+        scale = self.encoder.logit_scale
+        return DEFAULT_LOGIT_SCALE if scale is None else float(scale)
 
     def classify(self, image_vector: np.ndarray, labels: list[str]) -> list[dict]:
         """Zero-shot: softmax over cosine(image, label prompt) * logit scale.

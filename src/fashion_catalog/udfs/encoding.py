@@ -26,6 +26,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from fashion_catalog.encoders.factory import EncoderSpec
 from fashion_catalog.encoders.images import ImageError, ImageLimits, image_content_hash, load_image
+from fashion_catalog.encoders.protocols import RowEncoder
 from fashion_catalog.schemas.spark import VECTOR_TYPE
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def encode_rows(encoder, kind: str, items: list, batch_size: int) -> tuple[list,
     n = len(items)
     failed_code = TEXT_ENCODE_FAILED if kind == "text" else IMAGE_ENCODE_FAILED
     try:
-        if hasattr(encoder, "embed_rows"):
+        if isinstance(encoder, RowEncoder):
             vectors, messages = encoder.embed_rows(kind, items, batch_size)
             for message in {m for m in messages if m}:
                 log.warning("%s encoder rejected a row: %s", kind, message)

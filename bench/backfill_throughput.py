@@ -127,7 +127,6 @@ def main(argv: list[str] | None = None) -> None:
     from fashion_catalog.lakehouse.session import get_spark
     from fashion_catalog.lakehouse.tables import read_table
     from fashion_catalog.streaming.backfill import backfill
-    from fashion_catalog.streaming.runner import Embedder
     from fashion_catalog.udfs.description import description_expr
 
     work = os.path.abspath(args.work_dir)
@@ -219,12 +218,11 @@ def main(argv: list[str] | None = None) -> None:
         del encoder
 
     # Warm the Spark Python worker (model load) on a few products outside the timed run.
-    embedder = Embedder(spark, config)
     warm_ids = products.select("product_id").orderBy("product_id").limit(8)
-    backfill(spark, config, product_ids=warm_ids, embedder=embedder, label="warmup")
+    backfill(spark, config, product_ids=warm_ids)  # Spark reuses its Python workers, and they keep the model
     spark.sql(f"DELETE FROM {config.tables.embeddings.sql}")
     t0 = time.perf_counter()
-    totals = backfill(spark, config, embedder=embedder, label="backfill")
+    totals = backfill(spark, config)
     wall = time.perf_counter() - t0
     e2e = {
         "products": totals["products"],

@@ -256,7 +256,7 @@ def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, work
     before = len(server.syncs)
     server.fail_syncs = 1  # the first sync round fails: it is retried, the stream goes on
     stream_once(embedder)
-    trigger = embedder.processor.sync_trigger
+    trigger = embedder.processor.tools.sync_trigger
     assert trigger.wait_idle(30), trigger.last_error
     assert trigger.failures == 1 and trigger.last_error is None
     assert sorted(server.syncs[before:][-3:]) == sorted(vs.indexes.values())  # the retry synced all three

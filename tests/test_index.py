@@ -163,9 +163,13 @@ def test_approximate_search_recall_against_exact(tmp_path, ann, clusters):
         assert len({r["product_id"] for r in filtered} & {r["product_id"] for r in exact}) >= 8
 
 
-def test_final_state_rule_is_the_same_in_spark_and_pandas(spark, workspace):
-    """streaming.reader.final_state (Spark) and search.local_index.final_changes (pandas) agree on one change feed."""
-    from fashion_catalog.search.local_index import final_changes
+def test_final_state_rule_is_the_same_in_spark_and_arrow_ties_included(spark, workspace):
+    """streaming.reader.final_state (Spark) and schemas.change_feed.final_states (Arrow) pick the same row of
+    every product on one change feed: updates, deletes, an overwrite, a re-insert, and duplicate ids in one
+    commit that differ only in a null, a NaN, an accent or a letter's case (rule 4's total order)."""
+    import math
+
+    from fashion_catalog.schemas.change_feed import final_states
     from fashion_catalog.streaming.reader import final_state
 
     config = workspace.config()
@@ -181,18 +185,33 @@ def test_final_state_rule_is_the_same_in_spark_and_pandas(spark, workspace):
         .write.format("delta").mode("overwrite").save(path)
     table.delete("product_id = 3")
     append_products(spark, config, [product(2, None, price=22.0)])  # re-inserted after its delete
+    # Duplicate ids in one append, each pair equal but for one column. Expected winners, worked out by hand
+    # from rule 4 (ASC NULLS LAST, greatest wins): null above a value, NaN above a number, 'é' (0xC3 0xA9) above
+    # 'z', 'a' above 'Z', the later column deciding only when the earlier ones are equal.
+    ties = [product(10, None, price=5.0), product(10, None, price=None),
+            product(11, None, price=7.0), product(11, None, price=math.nan),
+            product(12, None, product_display_name="Robe z"), product(12, None, product_display_name="Robe é"),
+            product(13, None, product_display_name="shirt"), product(13, None, product_display_name="Shirt"),
+            product(14, None, usage="Sports", year=2011), product(14, None, usage="Casual", year=2013),
+            product(15, None, season=None), product(15, None, season="Summer")]
+    append_products(spark, config, ties)
     cdf = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(path)
     cdf = cdf.orderBy("_commit_version", "product_id").persist()
-    from_spark = {r.product_id: (r._deleted, r.source_commit_version, r.price)
-                  for r in final_state(cdf).collect()}
-    frame = cdf.toPandas()
-    final = final_changes(frame)
-    from_pandas = {int(pid): (not live, int(frame.iloc[row]["_commit_version"]), float(frame.iloc[row]["price"]))
-                   for pid, row, live in zip(final["product_id"], final["_row"], final["_live"], strict=True)}
+
+    def key(row: dict) -> tuple:
+        return tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in row.values())
+
+    from_spark = sorted(key(r.asDict()) for r in final_state(cdf).collect())
+    from_arrow = sorted(key(r) for r in final_states(cdf.toArrow()).to_pylist())
     cdf.unpersist()
-    assert from_spark == from_pandas
-    assert {pid: (deleted, price) for pid, (deleted, _, price) in from_spark.items()} == {
+    assert from_spark == from_arrow
+    got = {r[0]: dict(zip([*PRODUCT_COLUMNS, "_deleted", "source_commit_version"], r, strict=True))
+           for r in from_arrow}
+    assert {pid: (r["_deleted"], r["price"]) for pid, r in got.items() if pid < 10} == {
         1: (False, 11.0), 2: (False, 22.0), 3: (True, 33.0), 4: (False, 45.0)}
+    assert got[10]["price"] is None and got[11]["price"] == "NaN"
+    assert got[12]["product_display_name"] == "Robe é" and got[13]["product_display_name"] == "shirt"
+    assert (got[14]["usage"], got[14]["year"]) == ("Casual", 2013) and got[15]["season"] is None
 
 
 def test_delete_then_reinsert_across_batches_reaches_the_index(spark, workspace):

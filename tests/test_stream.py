@@ -414,21 +414,30 @@ def test_image_vectors_of_a_batch_with_failing_images_belong_to_their_own_rows(s
     assert_table_invariants(spark, config)
 
 
-def test_tiny_batches_write_what_spark_tasks_write(spark, tmp_path, tiny_model_dir):
-    """The tiny-batch path (plan and models in the batch's process) and the Spark-task path agree row for row.
+def test_every_road_writes_the_same_table(spark, tmp_path, tiny_model_dir):
+    """The three roads (streaming.roads) write the same table, row for row, from the same change feed.
 
-    The same edits, in the same batches: inserts (one image missing, one truncated), a text-only
-    update, an image-only update, a price change inside its tier, a delete, a re-insert.
+    ``spark-tasks`` (plan, UDFs and assembly in Spark tasks, Spark MERGE), ``delta-rs`` (a tiny batch in this
+    process, merged by delta-rs) and ``spark-merge`` (a tiny batch in this process, merged by Spark: what a
+    tiny batch on a Unity Catalog table takes in production). The same edits, in the same batches: inserts
+    (one image missing, one truncated, one product id twice in one commit), a text-only update, an image-only
+    update, a price change inside its tier, a delete, a re-insert. Product columns, hashes, errors and
+    bookkeeping must be equal; vectors equal within float noise (the models run in different processes).
     """
     from tests.conftest import make_config
 
     imgs = [draw_image(f"{tmp_path}/img/{i}.jpg", i) for i in range(6)]
     broken = truncated_jpeg(f"{tmp_path}/img/broken.jpg")
+    roads = {"spark-tasks": {"stream__small_batch_max_rows": 0}, "delta-rs": {},
+             "spark-merge": {"stream__tiny_merge": "spark"}}
     tables, workers = {}, {}
-    for small in (0, 64):
-        config = make_config(str(tmp_path / f"small-{small}"), tiny_model_dir, stream__small_batch_max_rows=small)
+    for road, overrides in roads.items():
+        config = make_config(str(tmp_path / road), tiny_model_dir, **overrides)
+        # Product 7 twice in one commit: both roads must keep the same one (rule 4 of schemas.change_feed).
         append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1]), product(3, imgs[2], price=45.0),
-                                        product(4, imgs[3]), product(5, None), product(6, broken)])
+                                        product(4, imgs[3]), product(5, None), product(6, broken),
+                                        product(7, imgs[4], product_display_name="Twin B"),
+                                        product(7, imgs[5], product_display_name="Twin A")])
         embedder = Embedder(spark, config)
         batches = stream_once(embedder)
         _sql_update(spark, config, "product_display_name = 'Renamed Shirt'", "product_id = 1")
@@ -439,31 +448,94 @@ def test_tiny_batches_write_what_spark_tasks_write(spark, tmp_path, tiny_model_d
         append_products(spark, config, [product(4, imgs[5])])
         batches += stream_once(embedder)
         assert [(b.inserts, b.updates, b.metadata_only, b.deletes) for b in batches] == [
-            (6, 0, 0, 0), (0, 2, 1, 1), (1, 0, 0, 0)]
-        workers[small] = {w.rsplit(":", 2)[-1] if "batch-process" in w else "spark-task"
-                          for b in batches for w in b.encoder_workers}
-        tables[small] = read_table(spark, config.tables.embeddings).drop("updated_at")
-    assert workers == {0: {"spark-task"}, 64: {"batch-process"}}
+            (7, 0, 0, 0), (0, 2, 1, 1), (1, 0, 0, 0)], road
+        assert {b.road for b in batches} == {road}
+        workers[road] = {w.rsplit(":", 2)[-1] if "batch-process" in w else "spark-task"
+                         for b in batches for w in b.encoder_workers}
+        tables[road] = read_table(spark, config.tables.embeddings).drop("updated_at")
+    assert workers == {"spark-tasks": {"spark-task"}, "delta-rs": {"batch-process"}, "spark-merge": {"batch-process"}}
+    assert {r.product_id: r.product_display_name for r in tables["delta-rs"].collect()}[7] == "Twin B"
     vectors = ["image_embedding", "text_embedding", "hybrid_embedding"]
-    assert_df_equality(tables[0].drop(*vectors), tables[64].drop(*vectors), ignore_row_order=True,
-                       ignore_nullable=True)
-    spark_rows = {r.product_id: r for r in tables[0].collect()}
-    for row in tables[64].collect():
-        for col in vectors:
-            a, b = getattr(row, col), getattr(spark_rows[row.product_id], col)
-            assert (a is None) == (b is None), (row.product_id, col)
-            if a is not None:
-                np.testing.assert_allclose(a, b, atol=1e-6, err_msg=f"{row.product_id} {col}")
+    reference = {r.product_id: r for r in tables["spark-tasks"].collect()}
+    for road in ("delta-rs", "spark-merge"):
+        assert_df_equality(tables["spark-tasks"].drop(*vectors), tables[road].drop(*vectors), ignore_row_order=True,
+                           ignore_nullable=True)
+        for row in tables[road].collect():
+            for col in vectors:
+                a, b = getattr(row, col), getattr(reference[row.product_id], col)
+                assert (a is None) == (b is None), (road, row.product_id, col)
+                if a is not None:
+                    np.testing.assert_allclose(a, b, atol=1e-6, err_msg=f"{road} {row.product_id} {col}")
+
+
+def test_the_warm_up_of_each_tiny_road_commits_nothing(spark, workspace):
+    """The warm-up runs the delta-rs road on a scratch table and the spark-merge road on no rows with an
+    empty-source MERGE: both finish, and the real table gets no commit."""
+    from fashion_catalog.streaming.warm_up import warm_up
+
+    for merge in ("auto", "spark"):
+        config = workspace.config(stream__tiny_merge=merge)
+        embedder = Embedder(spark, config)
+        version = latest_version(spark, config.tables.embeddings)
+        warm_up(embedder.processor, spark)
+        assert embedder.processor.warmed_up_s is not None, merge
+        assert latest_version(spark, config.tables.embeddings) == version, merge
+
+
+def test_arrow_and_spark_twins_of_each_step_agree_on_one_input(spark):
+    """Where a step exists in Arrow/pandas (a tiny batch) and in Spark (Spark tasks), both give the same answer:
+    what to encode per modality, the vectors attached to rows by hash, and the image errors counted."""
+    import pandas as pd
+
+    from fashion_catalog.streaming.embed import (
+        MODALITIES,
+        attach_vectors,
+        image_errors,
+        image_errors_spark,
+        to_encode,
+        to_encode_local,
+    )
+
+    plan = pd.DataFrame({
+        "product_id": [1, 2, 3, 4, 5],
+        "_need_text": [True, True, False, True, False],
+        "text_hash": ["t1", "t1", "t3", "t4", None],
+        "description": ["red dress", "red dress", "blue", "green shirt", None],
+        "_need_image": [True, True, True, False, True],
+        "image_hash": ["i1", "i2", "i1", "i4", "error:IMAGE_MISSING"],
+        "image_path": ["/a.jpg", "/b.jpg", "/a.jpg", "/d.jpg", "/missing.jpg"],
+        "_image_read_error": [None, None, None, None, "IMAGE_MISSING"],
+        "embedding_error": [None, "IMAGE_UNDECODABLE", None, "TEXT_ENCODE_FAILED", "IMAGE_MISSING"],
+    })
+    frame = spark.createDataFrame(plan)
+    # Worked out by hand: texts t1 (once) and t4; images i1 (once: rows 1 and 3) and i2 (the missing one is not read).
+    expected = {"text": {("t1", "red dress"), ("t4", "green shirt")}, "image": {("i1", "/a.jpg"), ("i2", "/b.jpg")}}
+    for m in MODALITIES:
+        local = {tuple(r) for r in to_encode_local(plan, m).itertuples(index=False)}
+        remote = {tuple(r) for r in to_encode(frame, m).collect()}
+        assert local == remote == expected[m.name], m.name
+    results = pd.DataFrame({"embedding": [[1.0, 0.0], None], "error": [None, "IMAGE_ENCODE_FAILED"]})
+    image = MODALITIES[1]
+    attached = attach_vectors(pa.Table.from_pandas(plan, preserve_index=False), image, ["i1", "i2"], results)
+    encoded = spark.createDataFrame(pd.DataFrame({"image_hash": ["i1", "i2"], image.vector: results["embedding"],
+                                                  image.error: results["error"]}))
+    joined = frame.join(encoded, "image_hash", "left").select("product_id", image.vector, image.error)
+    by_id = {r["product_id"]: (r[image.vector], r[image.error]) for r in attached.to_pylist()}
+    assert by_id == {r.product_id: (r[image.vector], r[image.error]) for r in joined.collect()} == {
+        1: ([1.0, 0.0], None), 2: (None, "IMAGE_ENCODE_FAILED"), 3: ([1.0, 0.0], None), 4: (None, None),
+        5: (None, None)}
+    counted = frame.agg(image_errors_spark().alias("n")).first()["n"]
+    assert image_errors(pa.Table.from_pandas(plan, preserve_index=False)) == counted == 2  # rows 2 and 5
 
 
 # -- the tiny road's lookups and the table's file layout ------------------------------------------
 def test_stored_rows_read_without_spark_equal_the_spark_read_deletion_vectors_included(spark, workspace):
-    """The tiny road reads its products' stored rows with delta-rs: the same rows and values as Spark reads,
-    after a MERGE that wrote deletion vectors and after a delete; an id nobody has gives no row."""
-    from fashion_catalog.lakehouse.direct import local_path
-    from fashion_catalog.streaming.planner import STORED_READ, stored_rows
+    """The tiny roads read their products' stored rows with delta-rs (stored_arrow) or Spark (stored_arrow_spark):
+    the same rows and values, after a MERGE that wrote deletion vectors and after a delete; an id nobody has
+    gives no row."""
+    from fashion_catalog.streaming.planner import stored_arrow, stored_arrow_spark
 
-    config = workspace.config()
+    config = workspace.config(stream__tiny_merge="spark")  # Spark MERGEs: deletion vectors in the table
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
     append_products(spark, config, [product(i, imgs[i % 3]) for i in range(1, 7)])
     embedder = Embedder(spark, config)
@@ -472,13 +544,13 @@ def test_stored_rows_read_without_spark_equal_the_spark_read_deletion_vectors_in
     _sql_delete(spark, config, "product_id = 3")
     stream_once(embedder)
     ref = config.tables.embeddings
-    assert local_path(ref.path) == ref.path
     ids = [1, 2, 3, 5, 99]
-    direct = stored_rows(spark, ref, ids)
-    via_spark = read_table(spark, ref).filter(F.col("product_id").isin(ids)).select(*STORED_READ)
-    assert sorted(r.product_id for r in direct.collect()) == [1, 2, 5]
-    assert_df_equality(direct, via_spark, ignore_row_order=True, ignore_nullable=True)
-    assert stored_rows(spark, ref, [99]).count() == 0
+    direct, via_spark = stored_arrow(ref, ids), stored_arrow_spark(spark, ref, ids)
+    assert sorted(direct["product_id"].to_pylist()) == [1, 2, 5]
+    assert direct.schema == via_spark.schema
+    assert direct.sort_by("product_id").to_pylist() == via_spark.sort_by("product_id").to_pylist()
+    assert {r["product_id"]: r["product_display_name"] for r in direct.to_pylist()}[5] == "Renamed"
+    assert stored_arrow(ref, [99]).num_rows == 0 and stored_arrow_spark(spark, ref, [99]).num_rows == 0
 
 
 def test_large_batches_write_files_of_narrow_id_ranges(spark, workspace):
@@ -504,7 +576,7 @@ def test_delta_rs_and_spark_merges_interleave_on_one_table(spark, tmp_path):
     from fashion_catalog.conf import TableRef
     from fashion_catalog.lakehouse.tables import ensure_embeddings_table
     from fashion_catalog.schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA
-    from fashion_catalog.streaming.writer import merge_embeddings, merge_embeddings_direct
+    from fashion_catalog.streaming.writer import MergeRequest, merge_embeddings, merge_embeddings_direct
 
     ref = TableRef(path=str(tmp_path / "embeddings"))
     ensure_embeddings_table(spark, ref)
@@ -525,23 +597,23 @@ def test_delta_rs_and_spark_merges_interleave_on_one_table(spark, tmp_path):
 
     from deltalake import DeltaTable as RsTable
 
-    merge_embeddings(spark, ref, source(range(1, 7), "a", 1), txn=("app", 0), inserts_only=True)
+    merge_embeddings(spark, ref, source(range(1, 7), "a", 1), MergeRequest(txn=("app", 0), inserts_only=True))
     assert DeltaTable.forPath(spark, ref.path).detail().first()["numFiles"] == 1
-    merge_embeddings(spark, ref, source([2], "b", 2), txn=("app", 1))  # a deletion vector in that file
+    merge_embeddings(spark, ref, source([2], "b", 2), MergeRequest(txn=("app", 1)))  # a deletion vector in that file
     assert pa.table(RsTable(ref.path).deletion_vectors()).num_rows == 1
     # Text re-encoded only: the image vector in the source is not the stored one, and must not land.
     edits = source([3], "c", 3, image=(9.0, 9.0)).union(source([4], "c", 3, deleted=True)).toArrow()
-    done = merge_embeddings_direct(ref.path, edits, txn=("app", 2), commit_metadata='{"by": "delta-rs"}',
-                                   target_ids=[3, 4])
+    done = merge_embeddings_direct(ref.path, edits, MergeRequest(txn=("app", 2), commit_metadata='{"by": "delta-rs"}',
+                                                                 target_ids=[3, 4]))
     assert (done["num_updated_rows"], done["num_deleted_rows"], done["num_inserted_rows"]) == (1, 1, 0)
     version = latest_version(spark, ref)
-    assert merge_embeddings_direct(ref.path, edits, txn=("app", 2))["num_affected_rows"] == 0  # a replay
-    merge_embeddings(spark, ref, source([5], "replayed", 9), txn=("app", 2))  # Spark skips delta-rs's batch
+    assert merge_embeddings_direct(ref.path, edits, MergeRequest(txn=("app", 2)))["num_affected_rows"] == 0  # replay
+    merge_embeddings(spark, ref, source([5], "replayed", 9), MergeRequest(txn=("app", 2)))  # Spark skips delta-rs's
     replay_of_spark = source([2], "replayed", 9).toArrow()
-    assert merge_embeddings_direct(ref.path, replay_of_spark, txn=("app", 1))["num_affected_rows"] == 0  # and back
+    assert merge_embeddings_direct(ref.path, replay_of_spark, MergeRequest(txn=("app", 1)))["num_affected_rows"] == 0
     assert latest_version(spark, ref) == version
     RsTable(ref.path).create_checkpoint()
-    merge_embeddings(spark, ref, source([5], "e", 4), txn=("app", 3))
+    merge_embeddings(spark, ref, source([5], "e", 4), MergeRequest(txn=("app", 3)))
     expected = spark.createDataFrame(
         [(1, "a", 1), (2, "b", 2), (3, "c", 3), (5, "e", 4), (6, "a", 1)],
         "product_id int, product_display_name string, source_commit_version long")

@@ -214,6 +214,9 @@ class StreamSettings(Section):
         1000, description="large batches write the embeddings table in files of at most this many rows, "
                           "ordered by product_id, so a MERGE or a lookup of a few products reads a few small "
                           "files (file skipping on product_id statistics) instead of every big one")
+    tiny_merge: Literal["auto", "delta-rs", "spark"] = Field(
+        "auto", description="who merges a tiny batch: delta-rs (tens of ms, a table on this machine's file system), "
+                            "spark (a Spark MERGE of the rows, any table) or auto (delta-rs where it can, else spark)")
     warm_up: bool = Field(True, description="processingTime streams: before the first trigger, load the encoder, "
                                             "run one text and one image through it, and run the tiny-batch road "
                                             "on a scratch table (the real table sees nothing), so the first edit "

@@ -63,9 +63,13 @@ def rows_by_key(path: str, key: str, values: list[int], columns: list[str]) -> p
     keys = ", ".join(str(int(v)) for v in sorted(set(values))) or "NULL"
     cols = ", ".join(f"`{c}`" for c in columns)
     reader = QueryBuilder().register("t", table).execute(f"SELECT {cols} FROM t WHERE `{key}` IN ({keys})")
-    rows = plain_types(pa.table(reader.read_all()))
-    # No rows come back as columns of no chunks, which pyspark's createDataFrame cannot convert.
-    return rows.combine_chunks() if rows.num_rows else rows.schema.empty_table()
+    return one_chunk(plain_types(pa.table(reader.read_all())))
+
+
+def one_chunk(table: pa.Table) -> pa.Table:
+    """``table`` with one chunk per column: no rows come back from a query as columns of no chunks, which
+    pyspark's ``createDataFrame`` cannot convert (an empty table gets one empty chunk)."""
+    return table.combine_chunks() if table.num_rows else table.schema.empty_table()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DataType,
     DoubleType,
     IntegerType,
@@ -40,3 +41,7 @@ QUARANTINE_SCHEMA = struct_type(t.QUARANTINE)
 IMAGE_EMBEDDINGS_SCHEMA = struct_type(t.IMAGE_EMBEDDINGS)
 USER_FEATURES_SCHEMA = struct_type(t.USER_FEATURES)
 VECTOR_TYPE = _TYPES[t.VECTOR]
+# A product's final state in a batch of changes (streaming.reader.final_state and its Arrow twin
+# schemas.change_feed.final_states): the product columns, whether it was deleted, and its commit.
+STATE_SCHEMA = StructType([*PRODUCTS_SCHEMA.fields, StructField("_deleted", BooleanType()),
+                           StructField("source_commit_version", LongType())])

@@ -215,17 +215,18 @@ class LocalIndexStore:
 
     def _apply_changes(self, state: _State, table, start: int, end: int) -> _State:
         changes = plain_types(pa.table(table.load_cdf(starting_version=start, ending_version=end).read_all()))
-        final = final_changes(changes.select(["product_id", "_change_type", "_commit_version"]).to_pandas())
+        final = final_changes(changes)
+        changed = final["product_id"].to_pylist()
         alive, slots = state.alive.copy(), dict(state.slot)
-        for pid in final["product_id"]:
+        for pid in changed:
             slot = slots.pop(int(pid), None)
             if slot is not None:
                 alive[slot] = False
         state = replace(state, alive=alive, slot=slots, version=end)
-        state.keyword.delete(final["product_id"].tolist())
-        upserts = final[final["_live"]]["_row"].to_numpy()
+        state.keyword.delete(changed)
+        upserts = final.filter(final["_live"])["_row"]
         if len(upserts):
-            state = self._append(state, changes.take(pa.array(upserts)).select(_columns(set(changes.column_names))))
+            state = self._append(state, changes.take(upserts).select(_columns(set(changes.column_names))))
         self.last_applied = len(final)
         # Too many dead slots: compact (and rebuild any approximate index).
         if state.n > 1000 and (~state.alive).sum() > 0.3 * state.n:

@@ -50,7 +50,7 @@ def seed_image_vectors(spark: SparkSession, config: Config, state: DataFrame, em
     todo = state.join(stored, "product_id", "left_anti").join(
         existing.select("product_id", F.col("image_embedding").alias("_reused")), "product_id")
     seeded = (
-        todo.withColumn("image_hash", embedder.udfs.image_hash(F.col("image_path")))
+        todo.withColumn("image_hash", embedder.udfs["image_hash"](F.col("image_path")))
         # Vectors from elsewhere are re-normalised so the table's invariant holds.
         .withColumn("_n", norm_expr("_reused"))
         .withColumn("image_embedding", normalize_expr("_reused", "_n"))
@@ -72,9 +72,14 @@ def seed_image_vectors(spark: SparkSession, config: Config, state: DataFrame, em
 
 
 def backfill(spark: SparkSession, config: Config, product_ids: DataFrame | None = None,
-             embedder: Embedder | None = None, label: str = "backfill", retry_failed: bool = False) -> dict:
+             embedder: Embedder | None = None) -> dict:
     """Embed every product (or those in ``product_ids``) at the table's current version (see module docstring)."""
-    embedder = embedder or Embedder(spark, config)
+    return _embed_snapshot(embedder or Embedder(spark, config), product_ids, "backfill", retry_failed=False)
+
+
+def _embed_snapshot(embedder: Embedder, product_ids: DataFrame | None, label: str, retry_failed: bool) -> dict:
+    """The products' current states, in product_id chunks, each one batch on the Spark-task road."""
+    spark, config = embedder.spark, embedder.config
     version = latest_version(spark, config.tables.products)
     products = read_table(spark, config.tables.products, version)
     if product_ids is not None:
@@ -118,5 +123,5 @@ def reembed(spark: SparkSession, config: Config, embedder: Embedder | None = Non
         stale = stored.filter(has_error(RETRYABLE_TEXT_ERRORS + RETRYABLE_IMAGE_ERRORS, "embedding_error"))
     else:
         stale = stored.filter(~F.coalesce(F.col("embedding_model") == F.lit(config.model.id), F.lit(False)))
-    return backfill(spark, config, product_ids=stale.select("product_id"), embedder=embedder, label="reembed",
-                    retry_failed=failed_only)
+    return _embed_snapshot(embedder or Embedder(spark, config), stale.select("product_id"), "reembed",
+                           retry_failed=failed_only)

@@ -1,15 +1,18 @@
-"""Run the encoders on a planned batch: each distinct description and image encoded once.
+"""The encode and assemble steps: each distinct description and image encoded once, then the MERGE source.
 
-Three steps, each a function: :func:`encode_modalities` runs the models,
-:func:`stored_vectors` looks up the vectors a partial update keeps, and
-:func:`assemble_rows` builds the MERGE source: product columns, bookkeeping and
-the new vectors (null where a modality was not re-encoded; the MERGE then keeps
-the stored one). :func:`encode_plan` chains them.
+What a modality's encode step reads and writes is declared once (:data:`MODALITIES`): which
+plan rows need it, the content hash that deduplicates them, the value the model reads, and
+the columns its vector and error land in. Two engines run that declaration:
 
-Tiny batches (a catalog editor's single edit) skip the Spark jobs of the encode step:
-:func:`encode_in_process` runs the same encoding functions as the UDFs, in the process
-that runs the batch, on the plan it already holds as Arrow, and attaches the vectors to
-its rows; :func:`assemble_columns` (the assembly's rules, shared) then needs no join.
+* Spark tasks (a large batch): :func:`encode_modalities` runs the encoding UDFs over the
+  distinct rows, :func:`assemble_rows` joins the vectors back by hash and rebuilds the hybrid;
+* this process (a tiny batch): :func:`encode_in_process` runs the same encoding functions on
+  the plan it holds as Arrow and attaches the vectors by hash (:func:`attach_vectors`).
+
+Both end in :func:`assemble_columns`, the assembly's rules as Spark column expressions: new
+vectors where a modality was re-encoded (null elsewhere: the MERGE keeps the stored one), the
+hybrid rebuilt, error codes merged, attempts counted. ``tests/test_stream.py`` holds the
+Arrow and Spark versions of each step equal on the same input.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from fashion_catalog.encoders.images import ImageLimits
 from fashion_catalog.schemas import PRODUCT_COLUMNS
 from fashion_catalog.schemas.spark import VECTOR_TYPE
+from fashion_catalog.streaming.batch import Rules
 from fashion_catalog.udfs.columns import reusable_columns
 from fashion_catalog.udfs.encoding import (
     RETRYABLE_IMAGE_ERRORS,
@@ -42,125 +47,70 @@ WRITE_ACTIONS = ("insert", "update", "metadata", "delete")
 _MAX_IN_LIST = 20000
 
 
-@dataclass
-class EncodedBatch:
-    """The MERGE source and what was encoded to build it."""
+@dataclass(frozen=True)
+class Modality:
+    """One modality's encode step, declared once for both engines."""
 
-    rows: DataFrame
-    texts_encoded: int
-    images_encoded: int
-    cached: list[DataFrame] = field(default_factory=list)
-    text_seconds: float = 0.0
-    image_seconds: float = 0.0
-    workers: list[str] = field(default_factory=list)
+    name: str  # "text" | "image": the encoding UDF and function to run
+    need: str  # the plan's flag: this modality is (re-)encoded
+    key: str  # content hash: each distinct one is encoded once
+    value: str  # what the model reads
+    blocked_by: str | None  # a plan column that, when set, is the result already (an image that could not be read)
+    vector: str  # the new vector's column
+    error: str  # the model call's error code column
 
-    def release(self) -> None:
-        for df in self.cached:
-            df.unpersist()
+
+TEXT = Modality("text", "_need_text", "text_hash", "description", None, "_new_text", "_text_error")
+IMAGE = Modality("image", "_need_image", "image_hash", "image_path", "_image_read_error", "_new_image",
+                 "_image_error")
+MODALITIES = (TEXT, IMAGE)
+
+
+# -- Spark tasks ---------------------------------------------------------------------------------
+def to_encode(todo: DataFrame, m: Modality) -> DataFrame:
+    """The distinct (hash, value) rows of ``m`` to encode (Spark; twin of :func:`to_encode_local`)."""
+    need = F.col(m.need) if m.blocked_by is None else F.col(m.need) & F.col(m.blocked_by).isNull()
+    return todo.filter(need).select(m.key, m.value).dropDuplicates([m.key])
 
 
 @dataclass
 class EncodedModalities:
-    """Vectors keyed by content hash: ``texts`` (text_hash -> _new_text, _text_error), ``images`` likewise."""
+    """Vectors keyed by content hash, one persisted frame per modality (key, vector, error, _worker)."""
 
-    texts: DataFrame
-    images: DataFrame
-    texts_encoded: int
-    images_encoded: int
-    text_seconds: float
-    image_seconds: float
+    frames: dict[str, DataFrame]
+    counts: dict[str, int]
+    seconds: dict[str, float]
     workers: list[str]
 
-
-def _materialise(encoded: DataFrame) -> tuple[int, list[str]]:
-    """Run the persisted encoding once: how many rows went through the model, and in which processes."""
-    row = encoded.agg(F.count(F.lit(1)).alias("n"), F.collect_set("_worker").alias("workers")).first()
-    return int(row["n"]), sorted(row["workers"] or [])
+    def release(self) -> None:
+        for frame in self.frames.values():
+            frame.unpersist()
 
 
-def encode_modalities(todo: DataFrame, udfs, encode_partitions: int) -> EncodedModalities:
-    """Encode each distinct description and readable image flagged by the plan, once.
+def encode_modalities(todo: DataFrame, udfs: dict, encode_partitions: int) -> EncodedModalities:
+    """Encode each modality's distinct rows once, in Spark tasks (``udfs``: name -> encoding pandas UDF).
 
-    Results are persisted so the MERGE, which reads its source twice, never runs a
-    model again; one aggregate per modality (timed apart, for per-modality throughput)
-    materialises them and counts the rows and the processes that encoded them.
+    Results are persisted so the MERGE, which reads its source twice, never runs a model again;
+    one aggregate per modality (timed apart, for per-modality throughput) materialises them and
+    counts the rows and the processes that encoded them.
     """
-    texts = (
-        todo.filter("_need_text").select("text_hash", "description").dropDuplicates(["text_hash"])
-        .repartition(encode_partitions)
-        # Similar lengths side by side: each Arrow batch pads to its longest text, so sorted batches pad
-        # little (the encoder sorts inside a batch too, but a batch of 256 is a small window).
-        .sortWithinPartitions(F.length("description"))
-        .withColumn("_t", udfs.text(F.col("description")))
-        .select("text_hash", F.col("_t.embedding").alias("_new_text"), F.col("_t.error").alias("_text_error"),
-                F.col("_t.worker").alias("_worker"))
-        .persist()
-    )
-    images = (
-        todo.filter("_need_image AND _image_read_error IS NULL")
-        .select("image_hash", "image_path").dropDuplicates(["image_hash"])
-        .repartition(encode_partitions)
-        .withColumn("_i", udfs.image(F.col("image_path")))
-        .select("image_hash", F.col("_i.embedding").alias("_new_image"), F.col("_i.error").alias("_image_error"),
-                F.col("_i.worker").alias("_worker"))
-        .persist()
-    )
-    t0 = time.perf_counter()
-    n_texts, text_workers = _materialise(texts)
-    t1 = time.perf_counter()
-    n_images, image_workers = _materialise(images)
-    t2 = time.perf_counter()
-    return EncodedModalities(texts, images, n_texts, n_images, t1 - t0, t2 - t1,
-                             sorted(set(text_workers) | set(image_workers)))
-
-
-@dataclass
-class EncodedInProcess:
-    """A tiny batch's rows to write with their new vectors attached, and what encoding them took."""
-
-    rows: pa.Table
-    texts_encoded: int
-    images_encoded: int
-    text_seconds: float
-    image_seconds: float
-    workers: list[str]
-
-
-def _attach(rows: pa.Table, hash_column: str, hashes: list, frame, vector: str, error: str) -> pa.Table:
-    """Add ``vector`` and ``error`` columns: each row gets its hash's result (null where none was encoded)."""
-    found = dict(zip(hashes, zip(frame["embedding"], frame["error"], strict=True), strict=True)) if hashes else {}
-    need = [found.get(h, (None, None)) for h in rows[hash_column].to_pylist()]
-    vectors = [None if v is None else [float(x) for x in v] for v, _ in need]
-    rows = rows.append_column(vector, pa.array(vectors, pa.list_(pa.float64())))  # VECTOR_TYPE: array<double>
-    return rows.append_column(error, pa.array([e for _, e in need], pa.string()))
-
-
-def encode_in_process(plan: pa.Table, encoder, limits: ImageLimits, text_batch_size: int,
-                      image_batch_size: int) -> EncodedInProcess:
-    """Encode a tiny batch's plan (Arrow, in this process) and attach the new vectors to its rows to write.
-
-    Same selection as :func:`encode_modalities` (each distinct flagged description and readable image
-    once) and the same encoding functions as the UDFs, run with ``encoder`` (loaded and warmed once per
-    process). The rows come back with ``_new_text``, ``_text_error``, ``_new_image``, ``_image_error``:
-    what the joins of :func:`assemble_rows` add, so :func:`assemble_columns` needs no join.
-    """
-    rows = plan.filter(pc.is_in(plan["_action"], pa.array(WRITE_ACTIONS)))
-    todo = rows.select(["text_hash", "description", "image_hash", "image_path", "_need_text", "_need_image",
-                        "_image_read_error"]).to_pandas()
-    texts = todo[todo["_need_text"]].drop_duplicates("text_hash")
-    images = todo[todo["_need_image"] & todo["_image_read_error"].isna()].drop_duplicates("image_hash")
-    t0 = time.perf_counter()
-    text_frame = encode_text_frame(encoder, texts["description"], text_batch_size) if len(texts) else None
-    t1 = time.perf_counter()
-    image_frame = (encode_image_frame(encoder, images["image_path"], limits, image_batch_size)
-                   if len(images) else None)
-    t2 = time.perf_counter()
-    rows = _attach(rows, "text_hash", list(texts["text_hash"]), text_frame, "_new_text", "_text_error")
-    rows = _attach(rows, "image_hash", list(images["image_hash"]), image_frame, "_new_image", "_image_error")
-    # This process, named so a batch's metrics say the model ran here and not in a Spark task.
-    worker = f"{socket.gethostname()}:{os.getpid()}:batch-process"
-    return EncodedInProcess(rows, len(texts), len(images), t1 - t0, t2 - t1,
-                            [worker] if len(texts) or len(images) else [])
+    frames, counts, seconds, workers = {}, {}, {}, set()
+    for m in MODALITIES:
+        rows = to_encode(todo, m).repartition(encode_partitions)
+        if m is TEXT:
+            # Similar lengths side by side: each Arrow batch pads to its longest text, so sorted batches pad
+            # little (the encoder sorts inside a batch too, but a batch of 256 is a small window).
+            rows = rows.sortWithinPartitions(F.length(m.value))
+        frames[m.name] = (rows.withColumn("_r", udfs[m.name](F.col(m.value)))
+                          .select(m.key, F.col("_r.embedding").alias(m.vector), F.col("_r.error").alias(m.error),
+                                  F.col("_r.worker").alias("_worker"))
+                          .persist())
+        t0 = time.perf_counter()
+        done = frames[m.name].agg(F.count(F.lit(1)).alias("n"), F.collect_set("_worker").alias("workers")).first()
+        seconds[m.name] = time.perf_counter() - t0
+        counts[m.name] = int(done["n"])
+        workers.update(done["workers"] or [])
+    return EncodedModalities(frames, counts, seconds, sorted(workers))
 
 
 def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) -> DataFrame | None:
@@ -168,7 +118,7 @@ def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) ->
 
     Such a row needs the other, stored vector to rebuild its hybrid. Without any
     ("update" rows are the only ones that can be partial) the embeddings table is not
-    scanned at all: a smaller plan, a faster small batch.
+    scanned at all: a smaller plan, a faster batch.
     """
     if not has_updates:
         return None
@@ -184,34 +134,96 @@ def stored_vectors(todo: DataFrame, embeddings: DataFrame, has_updates: bool) ->
     return old.join(partial.select("product_id"), "product_id", "left_semi")
 
 
-def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | None, vector_type,
-                  model_id: str, dimension: int, text_weight: float) -> DataFrame:
-    """The MERGE source: new vectors joined by hash, the stored ones kept, the hybrid rebuilt, errors merged.
+def assemble_rows(todo: DataFrame, encoded: EncodedModalities, old: DataFrame | None, rules: Rules) -> DataFrame:
+    """The MERGE source: new vectors joined by hash (twin of :func:`attach_vectors`), the stored ones kept.
 
     ``old`` has the stored vectors of the partial updates, or None when there are none.
     """
-    rows = (todo.join(F.broadcast(encoded.texts.drop("_worker")), "text_hash", "left")
-            .join(F.broadcast(encoded.images.drop("_worker")), "image_hash", "left"))
-    if old is not None:
-        rows = rows.join(old, "product_id", "left")
-    else:
-        rows = rows.withColumns(_no_stored_vectors(vector_type))
-    return assemble_columns(rows, model_id, dimension, text_weight)
+    rows = todo
+    for m in MODALITIES:
+        rows = rows.join(F.broadcast(encoded.frames[m.name].drop("_worker")), m.key, "left")
+    rows = rows.join(old, "product_id", "left") if old is not None else rows.withColumns(_no_stored_vectors())
+    return assemble_columns(rows, rules)
 
 
-def assemble_columns(rows: DataFrame, model_id: str, dimension: int, text_weight: float) -> DataFrame:
+@reusable_columns
+def image_errors_spark() -> Column:
+    """MERGE-source rows whose image was (re-)encoded and failed, as an aggregate (twin of :func:`image_errors`)."""
+    return F.count(F.when(F.col("_need_image") & F.col("embedding_error").isNotNull(), 1))
+
+
+# -- this process --------------------------------------------------------------------------------
+def to_encode_local(todo: pd.DataFrame, m: Modality) -> pd.DataFrame:
+    """The distinct (hash, value) rows of ``m`` to encode (pandas; twin of :func:`to_encode`)."""
+    need = todo[m.need] if m.blocked_by is None else todo[m.need] & todo[m.blocked_by].isna()
+    return todo[need].drop_duplicates(m.key)[[m.key, m.value]]
+
+
+def attach_vectors(rows: pa.Table, m: Modality, keys: list, frame: pd.DataFrame | None) -> pa.Table:
+    """Add ``m``'s vector and error columns: each row gets its hash's result, null where none was encoded.
+
+    The in-process twin of the join in :func:`assemble_rows`; ``frame`` holds the results of ``keys``.
+    """
+    found = dict(zip(keys, zip(frame["embedding"], frame["error"], strict=True), strict=True)) if keys else {}
+    need = [found.get(h, (None, None)) for h in rows[m.key].to_pylist()]
+    vectors = [None if v is None else [float(x) for x in v] for v, _ in need]
+    rows = rows.append_column(m.vector, pa.array(vectors, pa.list_(pa.float64())))  # VECTOR_TYPE: array<double>
+    return rows.append_column(m.error, pa.array([e for _, e in need], pa.string()))
+
+
+@dataclass
+class EncodedInProcess:
+    """A tiny batch's rows to write with their new vectors attached, and what encoding them took."""
+
+    rows: pa.Table
+    counts: dict[str, int]
+    seconds: dict[str, float]
+    workers: list[str]
+
+
+def encode_in_process(plan: pa.Table, encoder, limits: ImageLimits, batch_sizes: dict[str, int]) -> EncodedInProcess:
+    """Encode a tiny batch's plan (Arrow, in this process) and attach the new vectors to its rows to write.
+
+    The same selection as :func:`encode_modalities` and the same encoding functions as the UDFs,
+    run with ``encoder`` (loaded and warmed once per process; ``batch_sizes``: name -> batch size).
+    """
+    rows = plan.filter(pc.is_in(plan["_action"], pa.array(WRITE_ACTIONS)))
+    todo = rows.select([c for m in MODALITIES for c in (m.need, m.key, m.value, m.blocked_by) if c]).to_pandas()
+    counts, seconds = {}, {}
+    for m in MODALITIES:
+        values = to_encode_local(todo, m)
+        t0 = time.perf_counter()
+        frame = None
+        if len(values) and m is TEXT:
+            frame = encode_text_frame(encoder, values[m.value], batch_sizes[m.name])
+        elif len(values):
+            frame = encode_image_frame(encoder, values[m.value], limits, batch_sizes[m.name])
+        seconds[m.name], counts[m.name] = time.perf_counter() - t0, len(values)
+        rows = attach_vectors(rows, m, list(values[m.key]), frame)
+    # This process, named so a batch's metrics say the model ran here and not in a Spark task.
+    worker = f"{socket.gethostname()}:{os.getpid()}:batch-process"
+    return EncodedInProcess(rows, counts, seconds, [worker] if any(counts.values()) else [])
+
+
+def image_errors(rows: pa.Table) -> int:
+    """MERGE-source rows whose image was (re-)encoded and failed (Arrow; twin of :func:`image_errors_spark`)."""
+    return int(pc.sum(pc.and_(rows["_need_image"], pc.is_valid(rows["embedding_error"]))).as_py() or 0)
+
+
+# -- the assembly's rules, shared ----------------------------------------------------------------
+def assemble_columns(rows: DataFrame, rules: Rules) -> DataFrame:
     """The MERGE source from rows that hold the new and the stored vectors: the hybrid rebuilt, errors merged.
 
     Projections only: over a tiny batch's local relation Spark evaluates them while optimising the
     query, with no job to run.
     """
-    rows = with_hybrid(rows.withColumns(_full_columns()), "_text_full", "_image_full", text_weight)
-    return rows.select(*_merge_source_columns(model_id, dimension))
+    rows = with_hybrid(rows.withColumns(_full_columns()), "_text_full", "_image_full", rules.text_weight)
+    return rows.select(*_merge_source_columns(rules.model_id, rules.dimension))
 
 
 @reusable_columns
-def _no_stored_vectors(vector_type) -> dict:
-    return {"_old_text": F.lit(None).cast(vector_type), "_old_image": F.lit(None).cast(vector_type)}
+def _no_stored_vectors() -> dict:
+    return {"_old_text": F.lit(None).cast(VECTOR_TYPE), "_old_image": F.lit(None).cast(VECTOR_TYPE)}
 
 
 @reusable_columns
@@ -260,23 +272,6 @@ def _merge_source_columns(model_id: str, dimension: int) -> list:
 
 
 @reusable_columns
-def _writes():
+def writes() -> Column:
+    """The plan rows that reach the MERGE (:data:`WRITE_ACTIONS`)."""
     return F.col("_action").isin(*WRITE_ACTIONS)
-
-
-def encode_plan(plan: DataFrame, embeddings: DataFrame, udfs, model_id: str, dimension: int,
-                text_weight: float, encode_partitions: int, has_updates: bool = True) -> EncodedBatch:
-    """Encode what ``plan`` flags (Spark tasks run the models) and assemble the rows to MERGE.
-
-    ``udfs`` has ``text`` and ``image`` pandas UDFs (see :mod:`udfs.encoding`).
-    ``has_updates=False`` (the plan holds no "update" rows) skips looking up stored
-    vectors: only updates re-encode one modality. Tiny batches take :func:`encode_in_process`
-    and :func:`assemble_columns` instead.
-    """
-    todo = plan.filter(_writes())
-    encoded = encode_modalities(todo, udfs, encode_partitions)
-    old = stored_vectors(todo, embeddings, has_updates)
-    rows = assemble_rows(todo, encoded, old, VECTOR_TYPE, model_id, dimension, text_weight)
-    return EncodedBatch(rows, encoded.texts_encoded, encoded.images_encoded, [encoded.texts, encoded.images],
-                        text_seconds=encoded.text_seconds, image_seconds=encoded.image_seconds,
-                        workers=encoded.workers)

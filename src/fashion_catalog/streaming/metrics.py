@@ -56,7 +56,23 @@ class BatchMetrics:
     encoder_workers: list[str] = field(default_factory=list)
     run_id: str | None = None
     app_id: str | None = None
+    road: str | None = None
     commit_version: int | None = None
+
+    def count(self, actions: dict[str, int]) -> None:
+        """Record the plan's actions (``_action`` -> number of products)."""
+        self.products = sum(actions.values())
+        self.inserts = actions.get("insert", 0)
+        self.updates = actions.get("update", 0)
+        self.metadata_only = actions.get("metadata", 0)
+        self.deletes = actions.get("delete", 0)
+        self.unchanged = actions.get("unchanged", 0) + actions.get("absent_delete", 0)
+        self.stale = actions.get("stale", 0)
+
+    @property
+    def to_write(self) -> int:
+        """Products the batch writes (inserts, updates, metadata changes and deletes)."""
+        return self.inserts + self.updates + self.metadata_only + self.deletes
 
     def log(self) -> None:
         log.info("batch %s", json.dumps(asdict(self), sort_keys=True))

@@ -10,14 +10,16 @@ from __future__ import annotations
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructField, StructType
 
 from fashion_catalog.conf import TableRef
 from fashion_catalog.encoders.images import ERROR_HASH_PREFIX
-from fashion_catalog.lakehouse.direct import local_path, rows_by_key
+from fashion_catalog.lakehouse.direct import local_path, one_chunk, rows_by_key
 from fashion_catalog.lakehouse.tables import read_table
 from fashion_catalog.schemas import PRODUCT_COLUMNS
-from fashion_catalog.schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA
+from fashion_catalog.schemas.spark import PRODUCT_EMBEDDINGS_SCHEMA, STATE_SCHEMA
+from fashion_catalog.streaming.batch import Rules
 from fashion_catalog.udfs.columns import reusable_columns
 from fashion_catalog.udfs.description import description_expr
 from fashion_catalog.udfs.encoding import RETRYABLE_IMAGE_ERRORS
@@ -47,31 +49,25 @@ STORED_READ = ["product_id", *_STORED, "text_embedding", "image_embedding"]
 _STORED_SCHEMA = StructType([PRODUCT_EMBEDDINGS_SCHEMA[c] for c in STORED_READ])
 
 
-def stored_arrow(ref: TableRef, product_ids: list[int]) -> pa.Table | None:
-    """The stored rows (:data:`STORED_READ`) of ``product_ids`` read without Spark; None when the table is not local."""
-    path = local_path(ref.path)
-    return None if path is None else rows_by_key(path, "product_id", product_ids, STORED_READ)
+def stored_arrow(ref: TableRef, product_ids: list[int]) -> pa.Table:
+    """The stored rows (:data:`STORED_READ`) of ``product_ids`` in a table on this file system, read by delta-rs.
 
-
-def stored_rows(spark: SparkSession, ref: TableRef, product_ids: list[int],
-                read: pa.Table | None = None) -> DataFrame:
-    """The stored rows of ``product_ids`` (a tiny batch's products), for :func:`plan_changes`.
-
-    A table on this machine's file system is read without a Spark query (:func:`stored_arrow`:
-    tens of milliseconds instead of a query's ~0.5 s; ``read`` when the caller already has those
-    rows), the rows handed to Spark as a local relation; a catalog table or one on an object store
-    is read by Spark, which skips files by their product_id statistics. Both read the table's
-    latest version.
+    Tens of milliseconds where a Spark query costs ~0.5 s; the twin for any other table is
+    :func:`stored_arrow_spark`. Both read the table's latest version.
     """
-    table = read if read is not None else stored_arrow(ref, product_ids)
-    if table is None:
-        return read_table(spark, ref, check=False).filter(F.col("product_id").isin(product_ids))
-    return spark.createDataFrame(table, schema=_STORED_SCHEMA)
+    return rows_by_key(local_path(ref.path), "product_id", product_ids, STORED_READ)
 
 
-def current_state(embeddings: DataFrame, with_vectors: bool = False) -> DataFrame:
-    """Light projection of the embeddings table, prefixed ``cur_`` (plus the stored vectors if asked)."""
-    return embeddings.select(F.col("product_id"), *_current_columns(with_vectors, ""))
+def stored_arrow_spark(spark: SparkSession, ref: TableRef, product_ids: list[int]) -> pa.Table:
+    """:func:`stored_arrow` through Spark (a catalog table, or one on an object store): Spark skips files
+    by their product_id statistics and brings the few rows here."""
+    rows = read_table(spark, ref, check=False).filter(F.col("product_id").isin(product_ids)).select(*STORED_READ)
+    return rows.toArrow().cast(to_arrow_schema(_STORED_SCHEMA))
+
+
+def current_state(embeddings: DataFrame) -> DataFrame:
+    """Light projection of the embeddings table, prefixed ``cur_`` (no vectors)."""
+    return embeddings.select(F.col("product_id"), *_current_columns(False, ""))
 
 
 @reusable_columns
@@ -92,24 +88,27 @@ def _current_columns(with_vectors: bool, prefix: str) -> list:
 _STORED_PREFIX = "_stored_"
 
 
-def plan_tiny_changes(spark: SparkSession, state: pa.Table, state_schema: StructType, stored: pa.Table,
-                      model_id: str, image_hashes: dict, max_attempts: int | None = 3) -> DataFrame:
-    """:func:`plan_changes` (``with_vectors=True``) for a tiny batch whose states and stored rows are here (Arrow).
+def plan_local(spark: SparkSession, states: pa.Table, stored: pa.Table, image_hashes: dict,
+               rules: Rules) -> DataFrame:
+    """The plan of a tiny batch whose states and stored rows are in this process (Arrow); twin of :func:`plan_changes`.
 
-    Each state row gets its product's stored row (:data:`STORED_READ`, from :func:`stored_arrow`) here,
-    so Spark sees one local relation and only projections over it, which it evaluates while optimising
-    the query (no join, no job). ``image_hashes`` maps each image path of the batch to its hash.
+    Each state row (:data:`STATE_SCHEMA`) gets its product's stored row (:data:`STORED_READ`)
+    here, so Spark sees one local relation and only projections over it, which it evaluates while
+    optimising the query (no join, no job). The rules are :func:`plan_changes`'s own columns;
+    the stored vectors come along (``_old_text``, ``_old_image``), so a partial update's hybrid
+    needs no second lookup. ``image_hashes`` maps each image path of the batch to its hash.
     """
     at = {pid: i for i, pid in enumerate(stored["product_id"].to_pylist())}
-    picked = stored.take(pa.array([at.get(pid) for pid in state["product_id"].to_pylist()], pa.int64()))
-    joined = state
-    fields = list(state_schema.fields)
+    picked = stored.take(pa.array([at.get(pid) for pid in states["product_id"].to_pylist()], pa.int64()))
+    joined = states.select(STATE_SCHEMA.names).cast(to_arrow_schema(STATE_SCHEMA))
+    fields = list(STATE_SCHEMA.fields)
     for f in _STORED_SCHEMA.fields[1:]:
         joined = joined.append_column(_STORED_PREFIX + f.name, picked[f.name])
         fields.append(StructField(_STORED_PREFIX + f.name, f.dataType))
-    rows = _with_source(spark.createDataFrame(joined, schema=StructType(fields)), literal_lookup(image_hashes))
+    rows = _with_source(spark.createDataFrame(one_chunk(joined), schema=StructType(fields)),
+                        literal_lookup(image_hashes))
     current = rows.select("*", *_current_columns(True, _STORED_PREFIX))
-    return _decide(current.drop(*[_STORED_PREFIX + c for c in STORED_READ[1:]]), model_id, max_attempts)
+    return _decide(current.drop(*[_STORED_PREFIX + c for c in STORED_READ[1:]]), rules)
 
 
 def literal_lookup(values: dict):
@@ -127,27 +126,25 @@ def literal_lookup(values: dict):
     return column
 
 
-def plan_changes(state: DataFrame, embeddings: DataFrame, model_id: str, image_hash_udf,
-                 max_attempts: int | None = 3, with_vectors: bool = False) -> DataFrame:
-    """Join final product states with stored rows and flag what to (re-)encode.
+def plan_changes(state: DataFrame, embeddings: DataFrame, image_hash_udf, rules: Rules) -> DataFrame:
+    """Join final product states with stored rows and flag what to (re-)encode (Spark tasks; the
+    in-process twin is :func:`plan_local`, with the same rule columns).
 
-    ``image_hash_udf`` maps the ``image_path`` column to the image content hash: the hash
-    UDF, or :func:`literal_lookup` over hashes already computed for a tiny batch. ``with_vectors``
-    carries the stored vectors along (``_old_text``, ``_old_image``): a tiny batch then needs no
-    second lookup to rebuild a partial update's hybrid.
+    ``image_hash_udf`` maps the ``image_path`` column to the image content hash (the hash UDF).
 
     * text is re-encoded when the description hash or the model differ, or the stored row has
       no text vector because the model call failed;
     * the image when its content hash or the model differ, or its model call failed
       (``IMAGE_ENCODE_FAILED`` / ``IMAGE_REJECTED``: the bytes are fine, the model was not);
     * a failed row is re-planned while it failed fewer than ``max_attempts`` times in a row
-      (None: always, for ``reembed --failed``); its error stays until an encode succeeds;
+      (``rules.max_attempts``; None: always, for ``reembed --failed``); its error stays until an
+      encode succeeds;
     * a price change inside one tier changes neither hash, so nothing is encoded;
     * deletes of products never embedded, stale changes (older than the stored
       row) and rows identical to the stored ones are dropped.
     """
-    joined = _with_source(state, image_hash_udf).join(current_state(embeddings, with_vectors), "product_id", "left")
-    return _decide(joined, model_id, max_attempts)
+    joined = _with_source(state, image_hash_udf).join(current_state(embeddings), "product_id", "left")
+    return _decide(joined, rules)
 
 
 def _with_source(state: DataFrame, image_hash_udf) -> DataFrame:
@@ -160,9 +157,9 @@ def _with_source(state: DataFrame, image_hash_udf) -> DataFrame:
     })
 
 
-def _decide(joined: DataFrame, model_id: str, max_attempts: int | None) -> DataFrame:
+def _decide(joined: DataFrame, rules: Rules) -> DataFrame:
     """The plan's flags and action over states joined with their stored rows (``cur_`` columns)."""
-    return joined.withColumns(_decision_columns(model_id, max_attempts)).drop(*_DROPPED)
+    return joined.withColumns(_decision_columns(rules.model_id, rules.max_attempts)).drop(*_DROPPED)
 
 
 @reusable_columns

@@ -1,7 +1,8 @@
 """Read the products table's Change Data Feed and reduce it to one final state per product.
 
-The final-state rule is written once in :mod:`schemas.change_feed`; this is its Spark
-implementation (the search index's pandas one is ``search.local_index.final_changes``).
+The final-state rule is written once in :mod:`fashion_catalog.schemas.change_feed`; :func:`final_state`
+is its Spark implementation, ``schemas.change_feed.final_states`` its Arrow twin (tiny batches, and
+the search index following the embeddings table).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pyspark.sql import functions as F
 from fashion_catalog.conf import Config
 from fashion_catalog.lakehouse.tables import TableMissingError, table_exists
 from fashion_catalog.schemas import PRODUCT_COLUMNS
-from fashion_catalog.schemas.change_feed import DELETE, STATE_CHANGES
+from fashion_catalog.schemas.change_feed import DELETE, STATE_CHANGES, TIE_COLUMNS
+from fashion_catalog.udfs.columns import reusable_columns
 
 
 def read_product_changes(spark: SparkSession, config: Config) -> DataFrame:
@@ -39,15 +41,16 @@ def final_state(changes: DataFrame) -> DataFrame:
     """Keep the last state of each product in a batch of CDF rows (the rule of :mod:`schemas.change_feed`).
 
     Latest ``_commit_version`` wins; inside one commit a surviving row wins over a
-    delete (an overwrite deletes and re-inserts in one commit). Returns the product
-    columns plus ``_deleted`` and ``source_commit_version``.
+    delete (an overwrite deletes and re-inserts in one commit), and two survivors are
+    ordered by their product columns (rule 4, the same pick as the Arrow twin
+    ``schemas.change_feed.final_states``). Returns the product columns plus ``_deleted``
+    and ``source_commit_version``.
     """
     rows = changes.filter(F.col("_change_type").isin(*STATE_CHANGES))
     order = Window.partitionBy("product_id").orderBy(
         F.col("_commit_version").desc(),
         F.when(F.col("_change_type") == DELETE, 0).otherwise(1).desc(),
-        # Deterministic tie-break if one commit holds the same product_id twice.
-        F.xxhash64(*PRODUCT_COLUMNS).desc(),
+        *_tie_order(),
     )
     return (
         rows.withColumn("_rank", F.row_number().over(order))
@@ -66,9 +69,15 @@ def snapshot_as_state(products: DataFrame, version: int) -> DataFrame:
     A product id that appears twice in the products table gives one state (the same
     deterministic pick as :func:`final_state`), so no path writes a second row for an id.
     """
-    one = Window.partitionBy("product_id").orderBy(F.xxhash64(*PRODUCT_COLUMNS).desc())
+    one = Window.partitionBy("product_id").orderBy(*_tie_order())
     return (
         products.withColumn("_rank", F.row_number().over(one)).filter(F.col("_rank") == 1)
         .select(*PRODUCT_COLUMNS, F.lit(False).alias("_deleted"),
                 F.lit(version).cast("long").alias("source_commit_version"))
     )
+
+
+@reusable_columns
+def _tie_order() -> list:
+    """Rule 4 of :mod:`schemas.change_feed`, greatest first: the reverse of ``ASC NULLS LAST`` per column."""
+    return [F.col(c).desc_nulls_first() for c in TIE_COLUMNS]

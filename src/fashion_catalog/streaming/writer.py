@@ -11,6 +11,7 @@ table on this machine's file system is merged by delta-rs instead
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pyarrow as pa
 from pyspark.errors import PySparkException
@@ -66,17 +67,41 @@ def _clause(assignments: dict[str, str]) -> str:
     return ", ".join(f"`{col}` = {expr}" for col, expr in assignments.items())
 
 
-def merge_clauses(inserts_only: bool, target_ids: list[int] | None = None) -> MergeClauses:
-    """The embeddings MERGE (target ``t``, source ``s``): one definition for Spark and delta-rs.
+@dataclass(frozen=True)
+class MergeRequest:
+    """What one batch's MERGE needs besides its rows: which clauses, and the commit's identity.
 
-    ``target_ids`` (every product id of the source, a tiny batch) adds ``t.product_id IN (...)`` to the
-    join condition: a target-only predicate Delta prunes files with (by their product_id statistics),
-    so the MERGE reads the few files holding those products instead of the whole table.
-    ``inserts_only`` leaves out the matched clauses (see :func:`merge_embeddings`).
+    * ``inserts_only`` (every row was planned as a new product) leaves out the matched clauses,
+      so Delta takes its insert-only MERGE path: an anti-join and an append instead of
+      rewriting matched rows. A row that exists after all is left as it is, never duplicated.
+    * ``target_ids`` (every product id of the source, a tiny batch) adds ``t.product_id IN (...)``
+      to the join condition: a target-only predicate Delta prunes files with (by their product_id
+      statistics), so the MERGE reads the few files holding those products, not the whole table.
+    * ``txn=(app_id, version)``: Delta's idempotent-write identifiers. If a commit with that app id
+      and a version >= this one already exists (a replayed micro-batch), the write is skipped.
+    * ``commit_metadata`` (the batch's metrics JSON) lands in the commit's ``userMetadata``.
+    * ``max_rows_per_file`` caps the files a Spark MERGE writes (with a source ordered by
+      product_id, each file then holds a narrow id range that later MERGEs and lookups skip to).
     """
+
+    inserts_only: bool = False
+    target_ids: list[int] | None = None
+    txn: tuple[str, int] | None = None
+    commit_metadata: str | None = None
+    max_rows_per_file: int | None = None
+
+    @property
+    def clauses(self) -> MergeClauses:
+        return merge_clauses(self.inserts_only, self.target_ids)
+
+
+def merge_clauses(inserts_only: bool, target_ids: list[int] | None = None) -> MergeClauses:
+    """The embeddings MERGE (target ``t``, source ``s``): one definition for Spark and delta-rs (see
+    :class:`MergeRequest` for the two arguments)."""
     on = "t.product_id = s.product_id"
     if target_ids is not None:
-        on += f" AND t.product_id IN ({', '.join(str(int(i)) for i in sorted(set(target_ids)))})"
+        # No ids (an empty source): IN (NULL) matches nothing, as the source does.
+        on += f" AND t.product_id IN ({', '.join(str(int(i)) for i in sorted(set(target_ids))) or 'NULL'})"
     insert = {"insert_when": "NOT s._deleted", "insert": _insert_values()}
     if inserts_only:
         return MergeClauses(on, **insert)
@@ -84,9 +109,9 @@ def merge_clauses(inserts_only: bool, target_ids: list[int] | None = None) -> Me
                         update=_update_set(), **insert)
 
 
-def merge_statement(inserts_only: bool, target_ids: list[int] | None = None) -> str:
+def merge_statement(clauses: MergeClauses) -> str:
     """The ``ON`` and ``WHEN`` clauses of the embeddings MERGE in Spark SQL (see :func:`merge_clauses`)."""
-    c = merge_clauses(inserts_only, target_ids)
+    c = clauses
     sql = f"ON {c.on}"
     if c.delete_when is not None:
         sql += f" WHEN MATCHED AND {c.delete_when} THEN DELETE"
@@ -98,26 +123,11 @@ def merge_statement(inserts_only: bool, target_ids: list[int] | None = None) -> 
 
 
 def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
-                     txn: tuple[str, int] | None = None, inserts_only: bool = False,
-                     commit_metadata: str | None = None, target_ids: list[int] | None = None,
-                     max_rows_per_file: int | None = None) -> dict[str, int]:
-    """Apply inserts, updates and deletes in one MERGE commit; returns Delta's MERGE metrics.
-
-    With ``txn=(app_id, version)`` the commit carries Delta's idempotent-write
-    identifiers: if a commit with that app id and a version >= this one already
-    exists (a replayed micro-batch), Delta skips the write entirely.
-
-    ``inserts_only`` (every row was planned as a new product) leaves out the
-    matched clauses, so Delta takes its insert-only MERGE path: an anti-join and an
-    append instead of rewriting matched rows. A row that exists after all is then
-    left as it is, never duplicated.
-
-    ``commit_metadata`` (the batch's metrics JSON) is stored in the commit's ``userMetadata``;
-    ``target_ids`` (all of the source's product ids) lets Delta skip the files of other products;
-    ``max_rows_per_file`` caps the files the MERGE writes (with a source ordered by product_id, each
-    file then holds a narrow id range that later MERGEs and lookups skip to).
+                     request: MergeRequest = MergeRequest()) -> dict[str, int]:
+    """Apply inserts, updates and deletes in one Spark MERGE commit; returns Delta's MERGE metrics.
 
     ``rows`` must be persisted (or cheap and deterministic to recompute): the MERGE reads it twice.
+    The twin for a table on this file system is :func:`merge_embeddings_direct` (same clauses).
     """
     confs: dict[str, str | None] = {
         # Delta copies a non-Delta MERGE source before reading it twice, to guard against a source that
@@ -125,19 +135,17 @@ def merge_embeddings(spark: SparkSession, target: TableRef, rows: DataFrame,
         # vectors), so the copy is pure cost: ~0.6 s of a ~1.5 s small MERGE locally.
         MATERIALIZE_SOURCE_CONF: "none",
     }
-    if max_rows_per_file:
-        confs[MAX_RECORDS_PER_FILE_CONF] = str(max_rows_per_file)
-    if txn is not None:
-        confs.update({TXN_APP_ID_CONF: txn[0], TXN_VERSION_CONF: str(txn[1])})
-    if commit_metadata is not None:
-        confs[USER_METADATA_CONF] = commit_metadata
+    if request.max_rows_per_file:
+        confs[MAX_RECORDS_PER_FILE_CONF] = str(request.max_rows_per_file)
+    if request.txn is not None:
+        confs.update({TXN_APP_ID_CONF: request.txn[0], TXN_VERSION_CONF: str(request.txn[1])})
+    if request.commit_metadata is not None:
+        confs[USER_METADATA_CONF] = request.commit_metadata
     with session_confs(spark, confs, required=frozenset({TXN_APP_ID_CONF, TXN_VERSION_CONF})):
-        return merge_into(spark, target, rows, merge_statement(inserts_only, target_ids))
+        return merge_into(spark, target, rows, merge_statement(request.clauses))
 
 
-def merge_embeddings_direct(path: str, rows: pa.Table, txn: tuple[str, int] | None = None,
-                            inserts_only: bool = False, commit_metadata: str | None = None,
-                            target_ids: list[int] | None = None) -> dict[str, int]:
+def merge_embeddings_direct(path: str, rows: pa.Table, request: MergeRequest = MergeRequest()) -> dict[str, int]:
     """:func:`merge_embeddings` for a tiny batch's rows (Arrow) into a table on this file system, without Spark.
 
     Same clauses, same idempotent-write ids and commit metadata, one commit (delta-rs, see
@@ -145,7 +153,7 @@ def merge_embeddings_direct(path: str, rows: pa.Table, txn: tuple[str, int] | No
     of planning. A matched row is rewritten with the rest of its file instead of being marked in a
     deletion vector, so the cost grows with the file (``stream.max_rows_per_file`` bounds it).
     """
-    return merge(path, rows, merge_clauses(inserts_only, target_ids), txn, commit_metadata)
+    return merge(path, rows, request.clauses, request.txn, request.commit_metadata)
 
 
 def resolve_snapshot(spark: SparkSession, target: TableRef) -> None:

@@ -1,0 +1,32 @@
+"""The stream's checkpoint, read through Spark: its query id keys the idempotent-write ids."""
+
+from __future__ import annotations
+
+import json
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import SparkSession
+
+
+class CheckpointError(RuntimeError):
+    """The stream's checkpoint exists but its metadata cannot be read."""
+
+
+def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str | None:
+    """The query id in ``<checkpoint>/metadata``, read through Spark (any URI Spark reads: file:, dbfs:, s3://...).
+
+    None when no stream has written the checkpoint yet; a checkpoint whose metadata
+    exists but cannot be parsed raises :class:`CheckpointError` (guessing would let
+    Delta skip a new stream's batches as replays).
+    """
+    path = checkpoint.rstrip("/") + "/metadata"
+    try:
+        first = spark.read.text(path).first()
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+            return None
+        raise CheckpointError(f"cannot read the stream checkpoint's metadata at {path}: {exc}") from exc
+    try:
+        return json.loads(first["value"])["id"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not hold a query id: {first!r}") from exc

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from fashion_catalog.search.ann import ANN_KINDS, AnnParams
+from fashion_catalog.indexes.ann import ANN_KINDS, AnnParams
 
 
 def _pct(values, q) -> float:
@@ -33,7 +33,7 @@ def _pct(values, q) -> float:
 
 
 def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_max: int, seed: int = 0) -> dict:
-    from fashion_catalog.search.local_index import LocalIndexStore
+    from fashion_catalog.indexes.local import LocalIndexStore
 
     rng = np.random.default_rng(seed)
     dim = 512

@@ -91,7 +91,7 @@ def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clu
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from fashion_catalog.search.local_index import INDEX_KINDS, METADATA_COLUMNS
+    from fashion_catalog.indexes.local import INDEX_KINDS, METADATA_COLUMNS
 
     rng = np.random.default_rng(seed)
     vecs = rng.normal(size=(n, dim))

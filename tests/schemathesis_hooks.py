@@ -24,7 +24,7 @@ _TEXT = st.text(min_size=0, max_size=20)
 
 
 def _value(schema: dict) -> st.SearchStrategy:
-    """Values for one filter key's schema (the shapes ``search.filters.filters_json_schema`` writes)."""
+    """Values for one filter key's schema (the shapes ``indexes.filters.filters_json_schema`` writes)."""
     if "anyOf" in schema:
         return st.one_of(*[_value(s) for s in schema["anyOf"]])
     kind = schema.get("type")

@@ -77,7 +77,7 @@ def env(request, prepared, spark, tiny_model_dir):
         with TestClient(app) as client:
             yield client, config, embedder, app
         return
-    from fashion_catalog.search.local_index import LocalIndexStore
+    from fashion_catalog.indexes.local import LocalIndexStore
     from fashion_catalog.vectorsearch.lifecycle import create_configured_indexes
     from tests.vector_search_standin import WorkspaceStandIn
 

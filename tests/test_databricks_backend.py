@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fashion_catalog.conf import load_config
-from fashion_catalog.search.databricks_index import DatabricksStore as DatabricksVectorIndex
-from fashion_catalog.search.filters import FilterError
-from fashion_catalog.search.local_index import METADATA_COLUMNS, LocalIndexStore
+from fashion_catalog.indexes.databricks import DatabricksStore as DatabricksVectorIndex
+from fashion_catalog.indexes.filters import FilterError
+from fashion_catalog.indexes.local import METADATA_COLUMNS, LocalIndexStore
 from fashion_catalog.vectorsearch import client as databricks_index
 from fashion_catalog.vectorsearch.client import client_class
 from fashion_catalog.vectorsearch.lifecycle import create_configured_indexes
@@ -269,8 +269,8 @@ def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, work
 def test_volume_photos_are_read_through_the_files_api_and_only_under_the_allowed_roots(tmp_path, monkeypatch):
     """files.get_metadata + files.download for /Volumes paths; nothing outside images.allowed_roots is requested."""
     from fashion_catalog.encoders.images import ImageError, ImageLimits
-    from fashion_catalog.search.images import ImageReader
-    from fashion_catalog.search.workspace import VolumeFiles, workspace_client
+    from fashion_catalog.indexes.images import ImageReader
+    from fashion_catalog.indexes.workspace import VolumeFiles, workspace_client
     from tests.helpers import draw_image
     from tests.vector_search_standin import WorkspaceStandIn
 

@@ -219,7 +219,7 @@ def _write(path, ids, mode="append"):
 
 
 def test_the_index_reloads_when_the_table_is_recreated(tmp_path):
-    from fashion_catalog.search.local_index import LocalIndexStore
+    from fashion_catalog.indexes.local import LocalIndexStore
 
     path = str(tmp_path / "emb")
     _write(path, [1, 2, 3])
@@ -240,7 +240,7 @@ def test_the_index_reloads_when_the_table_is_recreated(tmp_path):
 def test_the_index_reloads_when_the_change_feed_is_gone(tmp_path, monkeypatch):
     from deltalake import DeltaTable
 
-    from fashion_catalog.search.local_index import LocalIndexStore
+    from fashion_catalog.indexes.local import LocalIndexStore
 
     path = str(tmp_path / "emb")
     _write(path, [1, 2])

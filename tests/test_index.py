@@ -8,11 +8,11 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
+from fashion_catalog.indexes.ann import AnnParams
+from fashion_catalog.indexes.filters import FilterError, evaluate, parse_filters
+from fashion_catalog.indexes.local import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
 from fashion_catalog.schemas import PRODUCT_COLUMNS
 from fashion_catalog.schemas.spark import PRODUCTS_SCHEMA
-from fashion_catalog.search.ann import AnnParams
-from fashion_catalog.search.filters import FilterError, evaluate, parse_filters
-from fashion_catalog.search.local_index import FILTER_COLUMNS, INDEX_KINDS, METADATA_COLUMNS, LocalIndexStore
 from fashion_catalog.streaming.runner import Embedder
 from tests.helpers import (
     append_products,

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fashion_catalog.search.keyword_index import KeywordIndex, match_expression, query_terms
+from fashion_catalog.indexes.keyword import KeywordIndex, match_expression, query_terms
 from fashion_catalog.search.synonyms import SynonymError, Synonyms
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "fashion_catalog", "conf",

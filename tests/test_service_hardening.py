@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashion_catalog.app.main import create_app
+from fashion_catalog.indexes.local import LocalIndexStore
 from fashion_catalog.personalization.features import build_user_features
-from fashion_catalog.search.local_index import LocalIndexStore
 from fashion_catalog.streaming.runner import Embedder
 from tests.conftest import make_config
 from tests.helpers import append_products, draw_image, embedding_rows, product, stream_once
@@ -74,7 +74,7 @@ def test_paths_outside_allowed_roots_are_never_served_and_never_shown(client):
 def test_a_pathological_like_pattern_is_fast():
     import pandas as pd
 
-    from fashion_catalog.search.filters import evaluate, parse_filters
+    from fashion_catalog.indexes.filters import evaluate, parse_filters
 
     frame = pd.DataFrame({"product_display_name": ["a" * 40] * 2000})
     conditions = parse_filters({"product_display_name LIKE": "%a%a%a%a%a%a%a%a%a%a%b"},
@@ -155,13 +155,13 @@ def test_health_answers_while_a_slow_query_is_being_encoded(hostile):
 def test_searches_are_answered_while_the_index_rebuilds(hostile, monkeypatch):
     store = LocalIndexStore(hostile.tables.embeddings.path, 512)
     store.sync()
-    real_load = store._build_from_snapshot
+    real_load = store.follower.builder.snapshot
 
     def slow_build(*args, **kwargs):
         time.sleep(2.0)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(store, "_build_from_snapshot", slow_build)
+    monkeypatch.setattr(store.follower.builder, "snapshot", slow_build)
     rebuild = threading.Thread(target=store.reload)
     rebuild.start()
     time.sleep(0.3)

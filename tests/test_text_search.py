@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashion_catalog.search.filters import FilterError
-from fashion_catalog.search.local_index import LocalIndexStore
+from fashion_catalog.indexes.filters import FilterError
+from fashion_catalog.indexes.local import LocalIndexStore
 from fashion_catalog.search.queries import BadQueryError, QueryEncoder
 from fashion_catalog.search.service import SearchService
 from fashion_catalog.search.synonyms import Synonyms

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fashion_catalog.indexes.filters import parse_filters
 from fashion_catalog.schemas import FILTER_COLUMNS
-from fashion_catalog.search.filters import parse_filters
 from fashion_catalog.search.understanding import Vocabulary, interpret
 
 VOCAB = Vocabulary(colours=("Black", "Navy Blue", "White", "Red", "Off White"),

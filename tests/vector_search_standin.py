@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from fashion_catalog.indexes.filters import FilterError, parse_filters
 from fashion_catalog.schemas import FILTER_COLUMNS, INDEX_KINDS
-from fashion_catalog.search.filters import FilterError, parse_filters
 from fashion_catalog.search.fusion import reciprocal_rank_fusion
 
 

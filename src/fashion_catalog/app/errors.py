@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from fashion_catalog.search.filters import FilterError
-from fashion_catalog.search.local_index import IndexNotReadyError
+from fashion_catalog.indexes.filters import FilterError
+from fashion_catalog.indexes.store import IndexNotReadyError
 from fashion_catalog.search.queries import BadQueryError
 from fashion_catalog.search.service import MissingVectorError, ProductNotFoundError, UnknownIndexError
 from fashion_catalog.search.text_search import SearchModeError

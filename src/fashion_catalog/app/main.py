@@ -19,7 +19,7 @@ from fashion_catalog.app.routes import site
 from fashion_catalog.app.routes.v1 import catalog, search
 from fashion_catalog.app.services import build_services
 from fashion_catalog.conf import Config, ConfigError
-from fashion_catalog.search.local_index import LocalIndexStore
+from fashion_catalog.indexes.local import LocalIndexStore
 
 log = logging.getLogger(__name__)
 

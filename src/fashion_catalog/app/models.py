@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
+from fashion_catalog.indexes.filters import filters_json_schema
 from fashion_catalog.schemas import FILTER_COLUMNS
-from fashion_catalog.search.filters import filters_json_schema
 from fashion_catalog.search.queries import MAX_QUERY_CHARS
 
 FILTERS_SCHEMA = filters_json_schema(FILTER_COLUMNS)

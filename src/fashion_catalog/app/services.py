@@ -8,12 +8,12 @@ from typing import Any
 from fashion_catalog.conf import Config, ConfigError
 from fashion_catalog.encoders.batching import BatchingEncoder
 from fashion_catalog.encoders.images import ImageLimits
-from fashion_catalog.search.ann import AnnParams
-from fashion_catalog.search.images import ImageReader
-from fashion_catalog.search.local_index import LocalIndexStore
+from fashion_catalog.indexes.ann import AnnParams
+from fashion_catalog.indexes.images import ImageReader
+from fashion_catalog.indexes.local import LocalIndexStore
+from fashion_catalog.indexes.store import IndexStore
 from fashion_catalog.search.queries import QueryEncoder
 from fashion_catalog.search.service import SearchService
-from fashion_catalog.search.store import IndexStore
 from fashion_catalog.search.syncer import IndexSyncer
 from fashion_catalog.search.text_search import TextSearch
 from fashion_catalog.search.users import UserDirectory
@@ -52,8 +52,8 @@ def _local_backend(config: Config) -> tuple[IndexStore, UserDirectory, ImageRead
 
 
 def _databricks_backend(config: Config) -> tuple[IndexStore, UserDirectory, ImageReader]:
-    from fashion_catalog.search.databricks_index import DatabricksStore
-    from fashion_catalog.search.workspace import SqlWarehouse, VolumeFiles, workspace_client
+    from fashion_catalog.indexes.databricks import DatabricksStore
+    from fashion_catalog.indexes.workspace import SqlWarehouse, VolumeFiles, workspace_client
     from fashion_catalog.vectorsearch.client import make_client
 
     vs = config.vector_search

@@ -29,7 +29,7 @@ import pandas as pd
 from fashion_catalog.conf import Config
 from fashion_catalog.encoders.clip import ClipEncoder
 from fashion_catalog.encoders.prompts import zero_shot_prompt
-from fashion_catalog.search.local_index import LocalIndexStore
+from fashion_catalog.indexes.local import LocalIndexStore
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ import yaml
 from fashion_catalog.conf import Config
 from fashion_catalog.encoders.prompts import colour_type_query, zero_shot_prompt
 from fashion_catalog.evaluation.metrics import ndcg_at_k, precision_at_k
+from fashion_catalog.indexes.filters import evaluate as evaluate_filters
+from fashion_catalog.indexes.filters import parse_filters
+from fashion_catalog.indexes.local import LocalIndexStore
 from fashion_catalog.schemas import FILTER_COLUMNS
-from fashion_catalog.search.filters import evaluate as evaluate_filters
-from fashion_catalog.search.filters import parse_filters
-from fashion_catalog.search.local_index import LocalIndexStore
 from fashion_catalog.search.queries import QueryEncoder
 from fashion_catalog.search.service import SearchService
 from fashion_catalog.search.text_search import TextSearch

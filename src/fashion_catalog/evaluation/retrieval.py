@@ -51,8 +51,8 @@ from fashion_catalog.evaluation.metrics import (
 from fashion_catalog.evaluation.nl_queries import MODES as NL_MODES
 from fashion_catalog.evaluation.nl_queries import natural_language_report
 from fashion_catalog.evaluation.split import with_splits
+from fashion_catalog.indexes.local import LocalIndexStore
 from fashion_catalog.personalization.personas import compute_user_features, load_personas, recommendation_filters
-from fashion_catalog.search.local_index import LocalIndexStore
 
 log = logging.getLogger(__name__)
 

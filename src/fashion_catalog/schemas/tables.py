@@ -120,7 +120,7 @@ INDEX_KINDS: dict[str, str] = {"image": "image_embedding", "text": "text_embeddi
 # What a search result carries besides its score: the product and how it was embedded.
 # image_hash lets "more like this" leave out byte-identical photos.
 METADATA_COLUMNS: list[str] = PRODUCT_COLUMNS + ["embedding_model", "embedding_error", "hybrid_source", "image_hash"]
-# What the keyword index reads of each product (search.keyword_index): its name and the description
+# What the keyword index reads of each product (indexes.keyword): its name and the description
 # the text encoder saw, so the keyword and the text vector index read the same words.
 KEYWORD_COLUMNS: list[str] = ["product_display_name", "description"]
 # What a search index keeps besides the metadata so keyword queries can read it.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from fashion_catalog.encoders.images import ImageLimits
+from fashion_catalog.indexes.filters import FilterError
 from fashion_catalog.schemas import INDEX_KINDS
-from fashion_catalog.search.filters import FilterError
 
 # Names the retailer uses on Databricks, accepted here too.
 INDEX_ALIASES = {

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from fashion_catalog.search.local_index import IndexNotReadyError
+from fashion_catalog.indexes.store import IndexNotReadyError
 from fashion_catalog.search.users import UserDirectory
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fashion_catalog.conf import CONF_DIR, Config, ConfigError
-from fashion_catalog.search.filters import FilterError
+from fashion_catalog.indexes.filters import FilterError
+from fashion_catalog.indexes.store import HybridQueries
 from fashion_catalog.search.fusion import reciprocal_rank_fusion
 from fashion_catalog.search.service import SearchService
 from fashion_catalog.search.synonyms import Synonyms
@@ -131,7 +132,7 @@ class TextSearch:
     # -- reading -----------------------------------------------------------------------------------
     def vocabulary(self) -> Vocabulary:
         """The catalogue's colours, article types and genders (its facets), re-read when the index moved."""
-        version = getattr(self.search.store, "synced_version", None)
+        version = self.search.store.synced_version
         with self._lock:
             cached = self._vocabulary
             if cached and cached[1] == version and time.monotonic() - cached[0] < VOCABULARY_TTL_S:
@@ -205,7 +206,7 @@ class TextSearch:
         store = self.search.store
         vector_kinds = [name for name in active if name != "keyword"]
         vector = self._vector(reading) if vector_kinds else None
-        if getattr(store, "native_hybrid", False):
+        if isinstance(store, HybridQueries):
             # Vector Search fuses its keyword and vector rankings itself, per index.
             return {name: store.hybrid_search(name, vector, reading.keyword_text, k, reading.filters,
                                               reading.phrases) for name in vector_kinds}

@@ -3,7 +3,7 @@
 ``interpret("black tshirt for men under 50", vocabulary)`` reads:
 
 * **explicit constraints** that become filters (Databricks filter dialect, see
-  :mod:`search.filters`): price phrases ("under 50", "below $30", "between 20 and 40",
+  :mod:`indexes.filters`): price phrases ("under 50", "below $30", "between 20 and 40",
   "over 100", "up to 25") and gender phrases ("for men", "women's", "ladies", "boys");
   their words leave the text, which no embedding would read as a constraint anyway;
 * **soft constraints** that boost: colours and article types the catalogue has (from its

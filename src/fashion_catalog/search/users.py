@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from fashion_catalog.indexes.store import LiveRows
 from fashion_catalog.personalization.personas import compute_user_features, load_personas
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def users_from_warehouse(warehouse, table_name: str) -> dict[str, dict] | None:
 
 def users_from_index(store) -> dict[str, dict]:
     """Persona features computed from the index's hybrid vectors (when the table is absent; local index only)."""
-    if not hasattr(store, "live_rows"):
+    if not isinstance(store, LiveRows):
         return {}
     meta, hybrid, has = store.live_rows("hybrid")
     frame = compute_user_features(load_personas(), meta, hybrid, has)

@@ -6,7 +6,7 @@ product id (name and description, Porter-stemmed: "tshirts" finds "tshirt") and 
 SQLite's BM25 (the name weighs twice the description); a filter keeps the matches whose ids it
 allows, in BM25 order. Queries are split into words and each
 word is quoted, so no query text is ever read as FTS5 syntax. It is fed the same upserts and
-deletes as the vector index (``search/local_index.py``), so it follows the table the same way.
+deletes as the vector index (``indexes/local.py``), so it follows the table the same way.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from fashion_catalog.encoders.images import IMAGE_TOO_LARGE, IMAGE_UNREADABLE, I
 class ImageReader:
     """Bytes of a product's image, with the configured size bound.
 
-    ``/Volumes/...`` paths go through the Files API when a :class:`search.workspace.VolumeFiles`
+    ``/Volumes/...`` paths go through the Files API when a :class:`indexes.workspace.VolumeFiles`
     is given (a Databricks App has no /Volumes mount); anything else is read as a local path.
     """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from enum import Enum
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,17 @@ class SqlWarehouse:
         response = self.client.statement_execution.execute_statement(
             statement=statement, warehouse_id=self.warehouse_id, wait_timeout="30s", parameters=params or None,
             format=Format.JSON_ARRAY, disposition=Disposition.INLINE)
-        if response.status is None or response.status.state != StatementState.SUCCEEDED:
-            error = getattr(response.status, "error", None)
-            raise WorkspaceError(f"statement did not succeed ({getattr(response.status, 'state', None)}): {error}")
+        status = response.status
+        if status is None or status.state != StatementState.SUCCEEDED:
+            state, error = (status.state, status.error) if status is not None else (None, None)
+            raise WorkspaceError(f"statement did not succeed ({state}): {error}")
         columns = response.manifest.schema.columns if response.manifest and response.manifest.schema else []
         rows = (response.result.data_array if response.result else None) or []
         return [{c.name: _value(c.type_name, v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
 
 def _value(type_name, raw: str | None):
-    kind = getattr(type_name, "value", type_name) or ""
+    kind = (type_name.value if isinstance(type_name, Enum) else type_name) or ""  # the SDK's ColumnInfoTypeName
     if raw is None:
         return None
     if kind in ("ARRAY", "MAP", "STRUCT"):

@@ -26,8 +26,8 @@ import time
 import numpy as np
 
 from fashion_catalog.encoders.vectors import HYBRID_BOTH, HYBRID_IMAGE_ONLY, HYBRID_TEXT_ONLY
+from fashion_catalog.indexes.filters import FilterError, parse_filters
 from fashion_catalog.schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_COLUMNS, METADATA_COLUMNS
-from fashion_catalog.search.filters import FilterError, parse_filters
 from fashion_catalog.vectorsearch.client import make_client
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,8 @@ def _with_vector_filter(kind: str, filters: dict | None) -> dict:
 
 
 class DatabricksStore:
-    """The :class:`search.store.IndexStore` of the Databricks backend."""
-
-    native_hybrid = True  # fused text search uses Vector Search's HYBRID query per index
+    """The :class:`indexes.store.IndexStore` of the Databricks backend, with :class:`indexes.store.HybridQueries`
+    (fused text search uses Vector Search's HYBRID query per index)."""
 
     def __init__(self, endpoint_name: str, index_names: dict[str, str], client=None, dimension: int = 512,
                  table_name: str | None = None, warehouse=None):

@@ -121,20 +121,25 @@ class CLIPMultimodalEncoder(_Base):
         return pd.DataFrame({"embedding": embeddings, "modality": modalities, "error": errors})
 
 
+# The packages the pyfunc imports at load time: the encoders, and conf for the precision registry (both
+# Spark-free; conf needs only pydantic and pyyaml, which mlflow itself requires).
+MODEL_CODE_PACKAGES = ("encoders", "conf")
+
+
 def model_code_paths(staging: str) -> list[str]:
-    """The code the pyfunc needs at load time, shipped inside the model: ``fashion_catalog.encoders`` (Spark-free).
+    """The code the pyfunc needs at load time, shipped inside the model (:data:`MODEL_CODE_PACKAGES`).
 
     MLflow copies each path into the model's ``code/`` folder and puts that folder on ``sys.path`` at
     load time, so the import root must travel with it: ``<staging>/fashion_catalog`` holds the root's
-    ``__init__.py`` and ``encoders/`` only (no Spark code, no configuration), and is what gets logged.
+    ``__init__.py`` and those packages only (no Spark code), and is what gets logged.
     """
     import shutil
 
-    encoders = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(encoders)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     target = os.path.join(staging, os.path.basename(root))
     os.makedirs(target, exist_ok=True)
     shutil.copy2(os.path.join(root, "__init__.py"), target)
-    shutil.copytree(encoders, os.path.join(target, os.path.basename(encoders)),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in MODEL_CODE_PACKAGES:
+        shutil.copytree(os.path.join(root, package), os.path.join(target, package),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return [target]

@@ -13,13 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
+from fashion_catalog.encoders.images import WEB_FORMATS
 from fashion_catalog.indexes.filters import filters_json_schema
 from fashion_catalog.schemas import FILTER_COLUMNS
 from fashion_catalog.search.queries import MAX_QUERY_CHARS
 
 FILTERS_SCHEMA = filters_json_schema(FILTER_COLUMNS)
 # What the server accepts as an uploaded photo (sniffed from the bytes; the part's content type is not trusted).
-IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
+IMAGE_MEDIA_TYPES = tuple(WEB_FORMATS.values())  # the formats decode_upload takes, and /images serves
 # Non-blank, the same in Python's and ECMA's regex dialects (search.queries.is_blank): \s differs
 # between them on U+001C-U+001F, U+0085 and U+FEFF, so those are named.
 NON_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"

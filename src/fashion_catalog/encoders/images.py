@@ -1,13 +1,18 @@
-"""Read product images safely: bounded size, bounded pixels, any mode to RGB.
+"""Read product images safely: bounded size, bounded pixels, bounded decoding cost, any mode to RGB.
 
-A bad image never raises out of here: callers get an error code instead, so a
-batch with one broken file still lands.
+Only :class:`ImageError` ever leaves this module, with a code: a path holding a NUL byte or an
+unencodable character, a malformed URI, a missing, empty, oversized or undecodable file all
+become a code the stream records on the row, so a batch with one broken row still lands.
+Decoding costs at most about one copy of the decoded pixels: JPEGs are drafted at a reduced
+scale, large images reduced to :data:`MAX_DECODED_SIDE`, and 16-bit and float images brought to
+8 bits without a float copy of the full image.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -26,6 +31,28 @@ IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
 IMAGE_TOO_MANY_PIXELS = "IMAGE_TOO_MANY_PIXELS"
 IMAGE_UNDECODABLE = "IMAGE_UNDECODABLE"
 IMAGE_PATH_NOT_ALLOWED = "IMAGE_PATH_NOT_ALLOWED"
+IMAGE_PATH_INVALID = "IMAGE_PATH_INVALID"  # a NUL byte, an unencodable character, a malformed URI
+IMAGE_UNSUPPORTED_FORMAT = "IMAGE_UNSUPPORTED_FORMAT"  # decodable, but not a format the service serves
+# Anything else that went wrong with one row's image (a codec bug, memory): recorded on the row, never raised.
+IMAGE_UNEXPECTED_ERROR = "IMAGE_UNEXPECTED_ERROR"
+
+# The codes of a file that is not a usable image (the model-call codes, IMAGE_ENCODE_FAILED and IMAGE_REJECTED,
+# are in udfs.encoding: the file was fine).
+FILE_ERRORS = frozenset({IMAGE_PATH_NULL, IMAGE_UNSUPPORTED_URI, IMAGE_MISSING, IMAGE_UNREADABLE, IMAGE_EMPTY,
+                         IMAGE_TOO_LARGE, IMAGE_TOO_MANY_PIXELS, IMAGE_UNDECODABLE, IMAGE_PATH_NOT_ALLOWED,
+                         IMAGE_PATH_INVALID, IMAGE_UNSUPPORTED_FORMAT, IMAGE_UNEXPECTED_ERROR})
+
+
+def file_error(embedding_error: str | None) -> str | None:
+    """The file-problem code in a row's comma-joined ``embedding_error``, if any (see :data:`FILE_ERRORS`)."""
+    return next((c for c in (embedding_error or "").split(",") if c in FILE_ERRORS), None)
+
+
+# Images are reduced to at most this many pixels on the long side while decoding (CLIP reads 224).
+MAX_DECODED_SIDE = 2048
+# The formats the service takes as uploads and serves at /images (Pillow's names -> media types).
+WEB_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+               "BMP": "image/bmp", "TIFF": "image/tiff"}
 
 ERROR_HASH_PREFIX = "error:"
 
@@ -55,7 +82,7 @@ class ImageLimits:
         """``path`` with links and ``..`` resolved, when it lies under an allowed root; else IMAGE_PATH_NOT_ALLOWED."""
         if not self.allowed_roots:
             return path
-        real = os.path.realpath(path)
+        real = _realpath(path)
         for root in self.allowed_roots:
             base = os.path.realpath(root)
             if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
@@ -75,6 +102,25 @@ class ImageLimits:
         return None
 
 
+def _realpath(path: str) -> str:
+    """``os.path.realpath``, with a path the OS cannot take (NUL byte, unencodable text) as IMAGE_PATH_INVALID."""
+    try:
+        return os.path.realpath(path)
+    except (ValueError, OSError) as exc:  # UnicodeEncodeError is a ValueError
+        raise ImageError(IMAGE_PATH_INVALID, f"the image path cannot be a file name ({type(exc).__name__})") from None
+
+
+def _checked(ref: str) -> str:
+    """``ref`` when the OS could open it: no NUL byte, encodable as a file name; else IMAGE_PATH_INVALID."""
+    if "\x00" in ref:
+        raise ImageError(IMAGE_PATH_INVALID, "the image path holds a NUL byte")
+    try:
+        ref.encode("utf-8")  # strict: a lone surrogate is no text a table or a file system holds
+    except UnicodeError:
+        raise ImageError(IMAGE_PATH_INVALID, "the image path is not valid text for a file name") from None
+    return ref
+
+
 class ImageError(Exception):
     """An image could not be used; ``code`` is one of the module's error codes."""
 
@@ -92,12 +138,15 @@ def resolve_path(image_path: str | None, base_dir: str | None = None) -> str:
     """
     if image_path is None or not str(image_path).strip():
         raise ImageError(IMAGE_PATH_NULL, "product has no image_path")
-    ref = str(image_path).strip()
+    ref = _checked(str(image_path).strip())
     if ref.startswith("file:"):
-        parsed = urlparse(ref)
+        try:
+            parsed = urlparse(ref)
+        except ValueError:
+            raise ImageError(IMAGE_PATH_INVALID, "the image path is a malformed file URI") from None
         if parsed.netloc not in ("", "localhost"):
             raise ImageError(IMAGE_UNSUPPORTED_URI, f"remote file URI {ref!r}")
-        return unquote(parsed.path)
+        return _checked(unquote(parsed.path))
     if ref.startswith("dbfs:"):
         return "/dbfs/" + ref[len("dbfs:"):].lstrip("/")
     if len(ref) > 2 and ref[1:3] != ":\\" and "://" in ref:
@@ -114,6 +163,8 @@ def read_image_bytes(image_path: str | None, limits: ImageLimits) -> bytes:
         size = os.stat(path).st_size
     except FileNotFoundError:
         raise ImageError(IMAGE_MISSING, f"{path} does not exist") from None
+    except ValueError:
+        raise ImageError(IMAGE_PATH_INVALID, "the image path cannot be a file name") from None
     except OSError as exc:
         raise ImageError(IMAGE_UNREADABLE, f"{path}: {exc}") from None
     if size == 0:
@@ -139,44 +190,78 @@ def image_content_hash(image_path: str | None, limits: ImageLimits) -> str:
         return ERROR_HASH_PREFIX + exc.code
 
 
+def _stretched(values: np.ndarray, lo: float, hi: float) -> Image.Image:
+    """8-bit RGB of a small array of 16-bit or float values, ``lo..hi`` stretched to 0..255."""
+    values = np.nan_to_num(values.astype(np.float32), nan=lo, posinf=hi, neginf=lo)
+    scaled = np.zeros_like(values) if hi <= lo else (values - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+
+
+def _reduction(img: Image.Image) -> int:
+    return max(1, math.ceil(max(img.size) / MAX_DECODED_SIDE))
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode (CMYK, alpha, palette, 16-bit, float) to 8-bit RGB."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+    """Any Pillow mode (CMYK, alpha, palette, 16-bit, float) to 8-bit RGB, at most MAX_DECODED_SIDE on a side.
+
+    Reduced before converting, so the cost stays about one copy of the decoded pixels.
+    """
+    step = _reduction(img)
+    if img.mode.startswith("I;16"):
+        # Pillow neither reduces nor maps 16-bit pixels: one uint16 copy, strided down, then 8 bits.
+        values = np.asarray(img)
+        return _stretched(values[::step, ::step], float(values.min()), float(values.max()))
+    if img.mode in ("I", "F"):
+        lo, hi = img.getextrema()
+        return _stretched(np.asarray(img.reduce(step) if step > 1 else img), float(lo), float(hi))
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if step > 1 and img.mode in ("L", "LA", "RGB", "RGBA", "CMYK"):
+        img = img.reduce(step)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return img.convert("RGB")
+        img = background
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    step = _reduction(img)
+    return img.reduce(step) if step > 1 else img
 
 
-def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image.Image:
-    """Decode bytes into an RGB image, checking the pixel count before decoding."""
+def decode_image(data: bytes, limits: ImageLimits, name: str = "image",
+                 formats: frozenset[str] | None = None) -> Image.Image:
+    """Decode bytes into an RGB image, checking the pixel count (and ``formats``, Pillow names) before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            if formats is not None and img.format not in formats:
+                raise ImageError(IMAGE_UNSUPPORTED_FORMAT, f"{name} is {img.format}, not one of {sorted(formats)}")
             width, height = img.size
             if width * height > limits.max_pixels:
                 raise ImageError(
                     IMAGE_TOO_MANY_PIXELS, f"{name} is {width}x{height} > {limits.max_pixels} pixels"
                 )
+            if img.format == "JPEG" and max(width, height) > MAX_DECODED_SIDE:
+                img.draft("RGB", (MAX_DECODED_SIDE, MAX_DECODED_SIDE))  # DCT scaling: decode at 1/2, 1/4 or 1/8
             img.load()
+            return _to_rgb(img)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(IMAGE_TOO_MANY_PIXELS, f"{name}: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(IMAGE_UNDECODABLE, f"{name}: {exc}") from None
-    return _to_rgb(img)
+
+
+def image_format(data: bytes) -> str | None:
+    """The format Pillow reads in the header of ``data`` (``JPEG``, ``PNG``...), or None when it is no image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(io.BytesIO(data)).format
+    except Exception:  # noqa: BLE001 - anything Pillow cannot identify is not an image
+        return None
 
 
 def load_image(image_path: str | None, limits: ImageLimits) -> Image.Image:

@@ -25,7 +25,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from fashion_catalog.encoders.factory import EncoderSpec
-from fashion_catalog.encoders.images import ImageError, ImageLimits, image_content_hash, load_image
+from fashion_catalog.encoders.images import (
+    ERROR_HASH_PREFIX,
+    IMAGE_UNEXPECTED_ERROR,
+    ImageError,
+    ImageLimits,
+    image_content_hash,
+    load_image,
+)
 from fashion_catalog.encoders.protocols import RowEncoder
 from fashion_catalog.schemas.spark import VECTOR_TYPE
 
@@ -99,9 +106,18 @@ def encode_rows(encoder, kind: str, items: list, batch_size: int) -> tuple[list,
         return [None] * n, [failed_code] * n
 
 
+def _guarded_hash(path, limits: ImageLimits) -> str:
+    """One row's image hash; anything unexpected becomes that row's code, never the batch's failure."""
+    try:
+        return image_content_hash(path, limits)
+    except Exception:  # noqa: BLE001 - the row guard: recorded on the row, the batch goes on
+        log.exception("hashing one row's image failed unexpectedly")
+        return ERROR_HASH_PREFIX + IMAGE_UNEXPECTED_ERROR
+
+
 def image_hashes(paths: pd.Series, limits: ImageLimits) -> pd.Series:
     """sha256 of each image file's bytes, or ``error:<CODE>`` (the image-hash UDF's body)."""
-    return pd.Series([image_content_hash(p, limits) for p in paths], index=paths.index, dtype=object)
+    return pd.Series([_guarded_hash(p, limits) for p in paths], index=paths.index, dtype=object)
 
 
 def encode_text_frame(encoder, texts: pd.Series, batch_size: int) -> pd.DataFrame:
@@ -123,6 +139,9 @@ def encode_image_frame(encoder, paths: pd.Series, limits: ImageLimits, batch_siz
             positions.append(i)
         except ImageError as exc:
             errors[i] = exc.code
+        except Exception:  # noqa: BLE001 - the row guard: recorded on the row, the batch goes on
+            log.exception("decoding one row's image failed unexpectedly")
+            errors[i] = IMAGE_UNEXPECTED_ERROR
     if images:
         encoded, failed = encode_rows(encoder, "image", images, batch_size)
         for j, i in enumerate(positions):

@@ -214,6 +214,10 @@ class StreamSettings(Section):
         1000, description="large batches write the embeddings table in files of at most this many rows, "
                           "ordered by product_id, so a MERGE or a lookup of a few products reads a few small "
                           "files (file skipping on product_id statistics) instead of every big one")
+    batch_retries: NonNegative = Field(
+        3, description="a batch that fails as a whole (a concurrent writer's commit, a lost executor) is planned "
+                       "and run again this many times, with exponential backoff, before the stream stops")
+    retry_backoff_s: Number = Field(1.0, description="seconds before the first retry of a batch (doubling after)")
     tiny_merge: Literal["auto", "delta-rs", "spark"] = Field(
         "auto", description="who merges a tiny batch: delta-rs (tens of ms, a table on this machine's file system), "
                             "spark (a Spark MERGE of the rows, any table) or auto (delta-rs where it can, else spark)")
@@ -243,6 +247,17 @@ class SearchSettings(Section):
     max_upload_bytes: Count
     max_form_bytes: Count = Field(65_536, description="bytes a request may carry besides its upload (form fields, "
                                                       "multipart framing); the body bound is max_upload_bytes + this")
+    max_json_bytes: Count = Field(65_536, description="bytes a JSON request body may have (uploads are multipart)")
+    max_upload_pixels: Count = Field(16_000_000, description="pixels an uploaded photo may have once decoded "
+                                                             "(catalog images: images.max_pixels)")
+    max_concurrent_decodes: Count = Field(2, description="uploaded photos decoded and encoded at once; more wait")
+    limit_concurrency: Count = Field(64, description="connections and tasks the server takes at once (503 above)")
+    header_timeout_s: Number = Field(10.0, description="seconds a client has to send a request's headers")
+    body_timeout_s: Number = Field(30.0, description="seconds a client has to send a request's body, once the "
+                                                     "headers are in")
+    stream_stale_after_s: NonNegative = Field(
+        120, description="/health says degraded when the products table is ahead of what the stream has read "
+                         "and the stream has committed no batch for this long (local backend)")
     max_labels: Count = Field(100, description="candidate labels one /classify request may name")
     max_label_chars: Count = Field(100, description="characters in one candidate label")
     batch_queries: bool = Field(False, description="one worker encodes concurrent queries together (see "
@@ -267,7 +282,7 @@ class SearchSettings(Section):
     synonyms_file: str | None = Field("synonyms.txt", description="shopper synonyms (Solr-style lines); relative "
                                                                   "to conf/; null: none")
     host: str = "127.0.0.1"
-    port: Count
+    port: NonNegative = Field(description="port the service listens on (0: a free one, printed at start)")
 
     @model_validator(mode="after")
     def _limits(self) -> SearchSettings:
@@ -378,6 +393,7 @@ class Config(Section):
         self.training.output_dir = _resolve_path(root, self.training.output_dir)
         if self.training.base_model and self.training.base_model.startswith("./"):
             self.training.base_model = _resolve_path(root, self.training.base_model)
+        _check_image_roots(self.images.allowed_roots, self.catalog.source_dir)
         return self
 
     # Shortcuts for the settings nearly every module reads.
@@ -400,6 +416,18 @@ class Config(Section):
     def backfill_chunk_rows(self) -> int:
         """backfill.chunk_rows."""
         return self.backfill.chunk_rows
+
+
+def _check_image_roots(roots: list[str] | None, source_dir: str) -> None:
+    """Image roots must name folders: none at all, or the file system's root, would let a product's
+    image_path reach any file the process can read (the service serves what is under a root)."""
+    if roots is not None and not roots:
+        raise ValueError("images.allowed_roots is an empty list, which would allow every path: name the image "
+                         "folders, or set null for catalog.source_dir")
+    for root in roots if roots is not None else [source_dir]:
+        if os.path.realpath(root) == os.path.realpath(os.sep):
+            setting = "images.allowed_roots" if roots is not None else "images.allowed_roots (null: catalog.source_dir)"
+            raise ValueError(f"{setting} allows the whole file system ({root!r}): name the image folders")
 
 
 def _resolve_path(root: Path, value: str) -> str:

@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from fashion_catalog.conf import Config, TableRef
 from fashion_catalog.schemas import PRODUCT_EMBEDDINGS, PRODUCTS, QUARANTINE, TableSchema, create_table_ddl
+from fashion_catalog.schemas.tables import TABLE_PROPERTIES
 
 
 class TableMissingError(RuntimeError):
@@ -36,6 +37,12 @@ def ensure_table(spark: SparkSession, ref: TableRef, schema: TableSchema, change
     if missing:
         cols = ", ".join(f"`{c.name}` {c.type.upper()}" for c in missing)
         spark.sql(f"ALTER TABLE {ref.sql} ADD COLUMNS ({cols})")
+    # A table created before TABLE_PROPERTIES were set gets them once.
+    have = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {ref.sql}").collect()}
+    unset = {k: v for k, v in TABLE_PROPERTIES.items() if have.get(k) != v}
+    if unset:
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in unset.items())
+        spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES ({pairs})")
 
 
 def ensure_embeddings_table(spark: SparkSession, ref: TableRef) -> None:

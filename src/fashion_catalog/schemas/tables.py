@@ -133,6 +133,12 @@ FILTER_COLUMNS: dict[str, str] = {
 }
 
 
+# Every table the project creates. Spark writes a checkpoint every 10 commits by default and delta-rs (the
+# stream's tiny batches) every 100; stated on the table, both engines checkpoint every 10, so a reader (the
+# service opens the table every second) never replays more than 10 JSON commits, whoever wrote them.
+TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+
+
 def create_table_ddl(table_sql_name: str, schema: TableSchema, change_data_feed: bool = True,
                      properties: dict[str, str] | None = None) -> str:
     """Return a ``CREATE TABLE IF NOT EXISTS`` statement for a Delta table.
@@ -141,7 +147,7 @@ def create_table_ddl(table_sql_name: str, schema: TableSchema, change_data_feed:
     or ``delta.`/path```.
     """
     cols = ",\n  ".join(f"`{c.name}` {c.type.upper()}{'' if c.nullable else ' NOT NULL'}" for c in schema.columns)
-    props = dict(properties or {})
+    props = {**TABLE_PROPERTIES, **(properties or {})}
     if change_data_feed:
         props = {"delta.enableChangeDataFeed": "true", **props}
     clause = f" TBLPROPERTIES ({', '.join(f'{k} = {v}' for k, v in props.items())})" if props else ""

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from fashion_catalog.conf import Config
 from fashion_catalog.lakehouse.tables import latest_version, merge_into, read_table, table_exists
+from fashion_catalog.streaming.batch import with_retries
 from fashion_catalog.streaming.planner import has_error
 from fashion_catalog.streaming.reader import snapshot_as_state
 from fashion_catalog.streaming.reconcile import reconcile
@@ -64,8 +65,10 @@ def seed_image_vectors(spark: SparkSession, config: Config, state: DataFrame, em
         # Inserted only where no row exists yet: the stream may have written the product since ``stored`` was read.
         cols = ", ".join(f"`{c}`" for c in seeded.columns)
         values = ", ".join(f"s.`{c}`" for c in seeded.columns)
-        result = merge_into(spark, config.tables.embeddings, seeded,
-                            f"ON t.product_id = s.product_id WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})")
+        result = with_retries(lambda _: merge_into(
+            spark, config.tables.embeddings, seeded,
+            f"ON t.product_id = s.product_id WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"),
+            config, "seeding image vectors")
         n = int(result.get("num_inserted_rows", n))
     log.info("seeded %d rows with stored image vectors from %s", n, ref)
     return n

@@ -6,14 +6,20 @@ instead of a list of settings, counters and ids.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyspark.sql import SparkSession
 
-from fashion_catalog.conf import Config
+from fashion_catalog.conf import Config, ConfigError
 from fashion_catalog.streaming.metrics import BatchMetrics
 from fashion_catalog.streaming.writer import MergeRequest
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,3 +65,37 @@ class BatchContext:
         metrics = self.finish()
         return MergeRequest(inserts_only=metrics.inserts == metrics.to_write, target_ids=target_ids, txn=self.txn,
                             commit_metadata=metrics.commit_metadata(), max_rows_per_file=max_rows_per_file)
+
+
+def with_retries(attempt: Callable[[int], T], config: Config, what: str) -> T:
+    """``attempt(n)`` for n = 0, 1, ...: a failure is tried again ``stream.batch_retries`` times, with backoff.
+
+    A batch that fails as a whole, not because of a row (rows are guarded where they are worked on), failed
+    for a reason outside it: a concurrent writer's commit (delta-rs ``CommitFailedError``, Delta's
+    ``Concurrent*Exception``), a lost executor, an object store that timed out. Running it again plans it
+    against the table as it is now, and the write ids (``txn``) keep a replay from committing twice, so a
+    retry is always safe. A configuration error is not retried.
+    """
+    retries, backoff = config.stream.batch_retries, config.stream.retry_backoff_s
+    for n in range(retries + 1):
+        try:
+            return attempt(n)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            if _interrupted(exc):  # the query is being stopped: let it stop
+                raise
+            if n == retries:
+                log.error("%s failed %d times; giving up: %s: %s", what, n + 1, type(exc).__name__, exc)
+                raise
+            delay = backoff * 2**n
+            log.warning("%s failed (%s: %s); retry %d of %d in %.1f s", what, type(exc).__name__,
+                        " ".join(str(exc).split())[:400], n + 1, retries, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether the batch's thread was interrupted (the stream stopping), as the JVM or Spark Connect report it."""
+    text = str(exc)
+    return "InterruptedException" in text or "OPERATION_CANCELED" in text or "QUERY_CANCELED" in text

@@ -57,6 +57,7 @@ class BatchMetrics:
     run_id: str | None = None
     app_id: str | None = None
     road: str | None = None
+    retries: int = 0
     commit_version: int | None = None
 
     def count(self, actions: dict[str, int]) -> None:

@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 
 from fashion_catalog.conf import Config
 from fashion_catalog.lakehouse.tables import merge_into, read_table
+from fashion_catalog.streaming.batch import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,13 @@ def reconcile(spark: SparkSession, config: Config) -> dict:
     detail = spark.sql(f"DESCRIBE DETAIL {config.tables.embeddings.sql}").select("numFiles").first()
     if detail is not None and detail.numFiles == 0:
         return {"deleted": 0}  # nothing stored yet (a first start): skip the join (metadata only, no scan)
-    products = read_table(spark, config.tables.products).select("product_id").distinct()
-    result = merge_into(spark, config.tables.embeddings, products,
-                        "ON t.product_id = s.product_id WHEN NOT MATCHED BY SOURCE THEN DELETE")
+    def attempt(_: int) -> dict:
+        # Read anew on each attempt: a concurrent writer (the stream) that committed first may have added both.
+        products = read_table(spark, config.tables.products).select("product_id").distinct()
+        return merge_into(spark, config.tables.embeddings, products,
+                          "ON t.product_id = s.product_id WHEN NOT MATCHED BY SOURCE THEN DELETE")
+
+    result = with_retries(attempt, config, "reconcile")
     deleted = int(result.get("num_deleted_rows", 0))
     if deleted:
         log.info("reconcile: removed %d rows of products that no longer exist", deleted)

@@ -22,7 +22,7 @@ from fashion_catalog.conf import Config
 from fashion_catalog.lakehouse.tables import ensure_all_tables
 from fashion_catalog.schemas.change_feed import final_states
 from fashion_catalog.streaming import metrics as batch_metrics
-from fashion_catalog.streaming.batch import BatchContext
+from fashion_catalog.streaming.batch import BatchContext, with_retries
 from fashion_catalog.streaming.checkpoint import CheckpointError, checkpoint_query_id
 from fashion_catalog.streaming.metrics import BatchMetrics
 from fashion_catalog.streaming.reader import final_state, read_product_changes
@@ -105,10 +105,15 @@ class BatchProcessor:
 
     # -- plan -> encode -> assemble -> merge --------------------------------------------------
     def run(self, ctx: BatchContext, states: pa.Table | DataFrame, tiny: bool) -> BatchMetrics:
-        """The one sequence every batch runs, on the road chosen for it (``tiny``: states are Arrow)."""
+        """The one sequence every batch runs, on the road chosen for it (``tiny``: states are Arrow);
+        a batch that fails as a whole is run again (see :func:`streaming.batch.with_retries`)."""
+        return with_retries(lambda n: self._run_once(ctx, states, tiny, n), self.config,
+                            f"batch {ctx.metrics.batch_id}")
+
+    def _run_once(self, ctx: BatchContext, states: pa.Table | DataFrame, tiny: bool, retry: int) -> BatchMetrics:
         road = choose_road(ctx, self.tools, tiny)
         metrics = ctx.metrics
-        metrics.road = road.name
+        metrics.road, metrics.retries = road.name, retry
         try:
             plan = road.plan(states)
             metrics.count(plan.actions)

@@ -42,7 +42,8 @@ def create_app(config: Config, encoder: Any = None, store: LocalIndexStore | Non
     app.state.services = services
     install_error_handlers(app)
     se = config.search
-    app.add_middleware(BodySizeLimit, max_bytes=se.max_upload_bytes + se.max_form_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=se.max_upload_bytes + se.max_form_bytes,
+                       max_json_bytes=se.max_json_bytes)
     for module in (search, catalog, site):
         app.include_router(module.router)
     install_openapi(app, config)
@@ -82,8 +83,7 @@ def with_app_resources(config: Config) -> Config:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
+    from fashion_catalog.app.server import serve
     from fashion_catalog.conf.cli import parser, setup
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
     host, port = bind_address(config)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    serve(app, config, host, port)
 
 
 if __name__ == "__main__":

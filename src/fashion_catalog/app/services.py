@@ -81,7 +81,8 @@ def build_services(config: Config, encoder: Any = None, store: IndexStore | None
     store = store or built_store
     limits = ImageLimits.from_config(config)
     search = SearchService(store, se.max_limit, limits)
-    queries = QueryEncoder(encoder, limits, se.max_upload_bytes, config.model.id)
+    queries = QueryEncoder(encoder, limits, se.max_upload_bytes, config.model.id,
+                           max_upload_pixels=se.max_upload_pixels, max_concurrent=se.max_concurrent_decodes)
     return Services(
         config=config, store=store, search=search, queries=queries,
         text=TextSearch.from_config(config, search, queries), users=users,

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from fashion_catalog.encoders.vectors import HYBRID_BOTH, HYBRID_IMAGE_ONLY, HYBRID_TEXT_ONLY
-from fashion_catalog.indexes.filters import FilterError, parse_filters
+from fashion_catalog.indexes.filters import FilterError, parse_filters, raw_filters
 from fashion_catalog.schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_COLUMNS, METADATA_COLUMNS
 from fashion_catalog.vectorsearch.client import make_client
 
@@ -93,7 +93,7 @@ class DatabricksStore:
 
     def _query(self, kind: str, query, k: int, filters: dict | None, columns: list[str]) -> list[dict]:
         response = self._index(kind).similarity_search(
-            query_vector=self._vector(query), columns=columns, filters=_with_vector_filter(kind, filters),
+            query_vector=self._vector(query), columns=columns, filters=_with_vector_filter(kind, raw_filters(filters)),
             num_results=k)
         rows = rows_from_response(response)
         for row in rows:
@@ -106,7 +106,7 @@ class DatabricksStore:
         extra = {} if vector is None else {"query_vector": self._vector(vector)}
         response = self._index(kind).similarity_search(
             query_text=text, query_type=query_type, query_columns=KEYWORD_COLUMNS, columns=METADATA_COLUMNS,
-            filters=_with_vector_filter(kind, filters), num_results=k, **extra)
+            filters=_with_vector_filter(kind, raw_filters(filters)), num_results=k, **extra)
         return rows_from_response(response)
 
     def keyword_search(self, query: str, k: int = 10, filters: dict | None = None,

@@ -37,7 +37,29 @@ class Condition:
     value: object
 
 
+@dataclass(frozen=True)
+class Filters:
+    """Filters validated once per request: the request's object and its conditions. Every store takes it
+    wherever it takes a filter dict, and does not parse it again (a fused search asks four retrievers)."""
+
+    raw: dict
+    conditions: tuple[Condition, ...]
+
+
+def validated(filters: dict | Filters | None, columns: dict[str, str]) -> Filters | None:
+    """``filters`` parsed and checked (see :func:`parse_filters`), or None for no filters."""
+    if filters is None or isinstance(filters, Filters):
+        return filters
+    return Filters(filters, tuple(parse_filters(filters, columns)))
+
+
+def raw_filters(filters: dict | Filters | None) -> dict | None:
+    """The filter object as the request sent it (what a remote index is given)."""
+    return filters.raw if isinstance(filters, Filters) else filters
+
+
 MAX_LIKE_PATTERN = 200  # characters; a LIKE runs in linear time, and its pattern is bounded too
+MAX_FILTER_VALUES = 1000  # values of one IN list: a bigger one is refused before any value is looked at
 NUMBER_BOUND = 2**53  # past it JSON numbers lose integer precision (and could overflow): refused, not compared
 
 
@@ -65,6 +87,8 @@ def parse_filters(filters: dict | None, columns: dict[str, str]) -> list[Conditi
     """Validate a filter dict against ``columns`` (name -> "string" | "number") and return conditions."""
     if filters is None:
         return []
+    if isinstance(filters, Filters):
+        return list(filters.conditions)
     if not isinstance(filters, dict):
         raise FilterError(f"filters must be an object of 'column [op]': value, got {type(filters).__name__}")
     out: list[Condition] = []
@@ -105,6 +129,9 @@ def parse_filters(filters: dict | None, columns: dict[str, str]) -> list[Conditi
         elif isinstance(value, list):
             if not value:
                 raise FilterError(f"filter {key!r}: empty list")
+            if len(value) > MAX_FILTER_VALUES:
+                raise FilterError(f"filter {key!r}: a list may hold at most {MAX_FILTER_VALUES} values, "
+                                  f"got {len(value)}")
             for v in value:
                 _check_scalar(key, v, col, columns[col])
         else:

@@ -120,7 +120,9 @@ class StateBuilder:
             if slot is not None:
                 alive[slot] = False
         state = replace(state, alive=alive, slot=slots, version=end)
-        state.keyword.delete(changed)
+        # Deleted products leave the keyword index now; changed ones are replaced in one step by the upsert
+        # below (a search in between still finds their old text, never nothing).
+        state.keyword.delete(final.filter(pc.invert(final["_live"]))["product_id"].to_pylist())
         upserts = final.filter(final["_live"])["_row"]
         if len(upserts):
             state = self._append(state, changes.take(upserts).select(columns(set(changes.column_names))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fashion_catalog.encoders.images import ImageLimits
+from fashion_catalog.encoders.images import ImageLimits, file_error
 from fashion_catalog.indexes.filters import FilterError
 from fashion_catalog.schemas import INDEX_KINDS
 
@@ -50,6 +50,8 @@ class SearchService:
         if "image_path" in out:
             out["image_path"] = self.limits.relative(out["image_path"]) if self.limits.allowed_roots else None
         out["image_url"] = f"/images/{out['product_id']}"
+        if "image_hash" in out and file_error(out.get("embedding_error")) is not None:
+            out["image_hash"] = None  # the hash of a file that is no image (or of no file) is nobody's business
         return out
 
     def kind(self, index: str) -> str:

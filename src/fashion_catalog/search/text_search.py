@@ -24,13 +24,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from fashion_catalog.conf import CONF_DIR, Config, ConfigError
-from fashion_catalog.indexes.filters import FilterError
+from fashion_catalog.indexes.filters import FilterError, Filters, validated
 from fashion_catalog.indexes.store import HybridQueries
+from fashion_catalog.schemas import FILTER_COLUMNS
 from fashion_catalog.search.fusion import reciprocal_rank_fusion
 from fashion_catalog.search.service import SearchService
 from fashion_catalog.search.synonyms import Synonyms
@@ -78,7 +79,7 @@ class Reading:
     keyword_text: str
     vector_text: str
     phrases: list[str]
-    filters: dict | None
+    filters: dict | Filters | None
     boosts: dict
     interpreted: dict | None
 
@@ -181,6 +182,8 @@ class TextSearch:
         mode, kind = self.resolve(mode, index)
         query = self.queries.check_text(query)
         reading = self.read(query, filters, understand, tuple(ignore))
+        # Validated once, whatever the number of retrievers that take them.
+        reading = replace(reading, filters=validated(reading.filters, FILTER_COLUMNS))
         boosts = reading.boosts
         if mode == "fused":
             results = self._fused(reading, limit)

@@ -20,7 +20,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_NUMBER = r"(?:rs\.?\s*|inr\s*|usd\s*|\$|₹|€|£)?\s*(\d+(?:[.,]\d+)?)\s*(?:rs\.?|inr|usd|dollars?|rupees?|euros?)?"
+# A price: an optional currency, digits with thousands separators ("1,500") or a decimal part ("1.5", "1,5"),
+# an optional currency word, and then no letter or digit ("1e308" is not "1").
+_NUMBER = (r"(?:rs\.?\s*|inr\s*|usd\s*|\$|₹|€|£)?\s*(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?)"
+           r"\s*(?:rs\.?|inr|usd|dollars?|rupees?|euros?)?(?!\w)")
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# Numbers that measure or count something else: after "size", "in", "since"..., before "pairs", "cm", "years"...
+_NOT_PRICE_BEFORE = re.compile(r"(?:\b(?:size|sizes|sz|uk|us|eu|waist|chest|length|in|since|year|model)\s*)$",
+                               re.I)
+_NOT_PRICE_AFTER = re.compile(r"^\s*(?:size|sizes|pairs?|packs?|pcs|pieces|sets?|years?|yrs?|months?|"
+                              r"inch(?:es)?|cm|mm|ml|kg|gb|tb|%)(?!\w)", re.I)
 # Longest phrases first: "between 20 and 40" before "20".
 _PRICE_PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(rf"\b(?:between|from)\s+{_NUMBER}\s*(?:and|to|-)\s*{_NUMBER}", re.I), "range"),
@@ -29,7 +38,8 @@ _PRICE_PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(rf"\b(?:up\s*to|at\s+most|max(?:imum)?|no\s+more\s+than|not\s+more\s+than)\s+{_NUMBER}", re.I),
      "<="),
     (re.compile(rf"\b(?:over|above|more\s+than|higher\s+than|pricier\s+than)\s+{_NUMBER}", re.I), ">"),
-    (re.compile(rf"\b(?:at\s+least|min(?:imum)?|from|starting\s+(?:at|from))\s+{_NUMBER}", re.I), ">="),
+    # Not "from": "from 2019" is a year; "from 20 to 40" is the range above.
+    (re.compile(rf"\b(?:at\s+least|min(?:imum)?|starting\s+(?:at|from))\s+{_NUMBER}", re.I), ">="),
 ]
 # Shopper words for the catalogue's genders; a product for everyone (Unisex) fits men and women too.
 _GENDER_PHRASES: list[tuple[str, tuple[str, ...]]] = [
@@ -85,7 +95,8 @@ MAX_PRICE = 1e9  # a larger number in a query is not a price (and would be refus
 
 
 def _number(raw: str) -> float | int:
-    value = float(raw.replace(",", "."))
+    """"1,500" -> 1500 (thousands); "1,5" -> 1.5 (a decimal comma); "1.5" -> 1.5."""
+    value = float(raw.replace(",", "") if _THOUSANDS.fullmatch(raw) else raw.replace(",", "."))
     return int(value) if value.is_integer() else value
 
 
@@ -94,11 +105,22 @@ def _first(pattern: re.Pattern, query: str, ignore: frozenset[str]) -> re.Match 
     return next((m for m in pattern.finditer(query) if m.group(0).strip().lower() not in ignore), None)
 
 
+def _price_match(pattern: re.Pattern, query: str, ignore: frozenset[str]) -> re.Match | None:
+    """Like :func:`_first`, for price phrases whose numbers are prices, not sizes, years or counts."""
+    for m in pattern.finditer(query):
+        if m.group(0).strip().lower() in ignore:
+            continue
+        if _NOT_PRICE_BEFORE.search(query[:m.start()]) or _NOT_PRICE_AFTER.match(query[m.end():]):
+            continue
+        return m
+    return None
+
+
 def _price(query: str, ignore: frozenset[str]) -> tuple[str, dict, list]:
     filters: dict = {}
     phrases: list = []
     for pattern, op in _PRICE_PATTERNS:
-        match = _first(pattern, query, ignore)
+        match = _price_match(pattern, query, ignore)
         if not match or any(k.startswith("price") for k in filters):
             continue
         values = [_number(g) for g in match.groups() if g is not None]

@@ -78,8 +78,10 @@ def _json_field(raw: str | None, name: str) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise HTTPException(400, f"{name} is not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    except json.JSONDecodeError as exc:
+        raise HTTPException(400, f"{name} is not valid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit, nesting too deep
+        raise HTTPException(400, f"{name} is not usable JSON: {str(exc).split(':')[0]}") from None
 
 
 def _parse_filters(raw: str | None) -> dict | None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 
 import pytest
@@ -22,6 +23,14 @@ def tiny_model_dir(tmp_path_factory) -> str:
     from fashion_catalog.encoders.random_clip import build_random_clip
 
     return build_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", shape="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def reference_clip(tiny_model_dir):
+    """The tiny CLIP's forward pass in numpy (tests/reference_clip.py): the expected vectors of every test."""
+    from tests.reference_clip import ReferenceClip
+
+    return ReferenceClip(tiny_model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -57,12 +66,54 @@ def spark(session_root, tiny_model_dir):
     session.stop()
 
 
-@pytest.fixture(scope="session")
-def connect_server(tmp_path_factory):
-    """One local Spark Connect server (with Delta) on 127.0.0.1 for the whole test run."""
-    from fashion_catalog.lakehouse.local_cluster import ConnectServer
+class _Background:
+    """A Spark Connect server started in a thread at session start, while the first tests run."""
 
-    server = ConnectServer(str(tmp_path_factory.mktemp("connect-server")))
+    def __init__(self, work_dir: str):
+        self.server, self.error = None, None
+        self.thread = threading.Thread(target=self._start, args=(work_dir,), daemon=True, name="connect-server")
+        self.thread.start()
+
+    def _start(self, work_dir: str) -> None:
+        from fashion_catalog.lakehouse.local_cluster import ConnectServer
+
+        try:
+            self.server = ConnectServer(work_dir)
+        except BaseException as exc:  # noqa: BLE001 - raised in the fixture that waits for it
+            self.error = exc
+
+    def wait(self, timeout_s: float = 300):
+        self.thread.join(timeout_s)
+        if self.error is not None:
+            raise self.error
+        if self.server is None:
+            raise TimeoutError(f"the Spark Connect server did not start in {timeout_s}s")
+        return self.server
+
+
+_CONNECT: _Background | None = None
+
+
+def pytest_collection_finish(session):
+    """Start the Connect server now when a collected test will need it (it starts in parallel with the rest)."""
+    global _CONNECT
+    if any("connect_server" in getattr(item, "fixturenames", ()) for item in session.items):
+        _CONNECT = _Background(tempfile.mkdtemp(prefix="connect-server-"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked slow run last (in their order), so a failure elsewhere shows within minutes."""
+    items[:] = [i for i in items if i.get_closest_marker("slow") is None] + \
+               [i for i in items if i.get_closest_marker("slow") is not None]
+
+
+@pytest.fixture(scope="session")
+def connect_server():
+    """One local Spark Connect server (with Delta) on 127.0.0.1 for the whole test run (started at collection)."""
+    global _CONNECT
+    if _CONNECT is None:
+        _CONNECT = _Background(tempfile.mkdtemp(prefix="connect-server-"))
+    server = _CONNECT.wait()
     yield server
     server.stop()
 
@@ -96,17 +147,42 @@ def any_spark(request, monkeypatch):
     return session
 
 
+@pytest.fixture(scope="session")
+def table_template(spark, tmp_path_factory, tiny_model_dir) -> str:
+    """Empty products, embeddings and quarantine tables, created once; each Spark test's workspace gets a copy
+    (a copy takes milliseconds, CREATE TABLE ~0.7 s each time)."""
+    from fashion_catalog.lakehouse.tables import ensure_all_tables
+
+    root = tmp_path_factory.mktemp("table-template")
+    config = make_config(str(root), tiny_model_dir)
+    ensure_all_tables(spark, config)
+    return config.root
+
+
+class Workspace:
+    """A storage root (tables, checkpoint) and a config factory bound to it."""
+
+    def __init__(self, path: str, model_dir: str):
+        self.path, self._model_dir = path, model_dir
+
+    def config(self, **overrides):
+        return make_config(self.path, self._model_dir, **overrides)
+
+
+def new_workspace(root, model_dir: str, template: str | None = None) -> Workspace:
+    """A workspace at ``root`` (created), starting with a copy of the template's empty tables when given."""
+    os.makedirs(root, exist_ok=True)
+    if template is not None:
+        shutil.copytree(template, os.path.join(root, "data"))
+    return Workspace(str(root), model_dir)
+
+
 @pytest.fixture
-def workspace(tmp_path, tiny_model_dir):
-    """A fresh storage root (tables, checkpoint) for one test, and a config factory bound to it."""
-    root = tmp_path / f"ws-{uuid.uuid4().hex[:8]}"
-    root.mkdir()
-
-    class Workspace:
-        path = str(root)
-
-        def config(self, **overrides):
-            return make_config(str(root), tiny_model_dir, **overrides)
-
-    yield Workspace()
-    shutil.rmtree(root, ignore_errors=True)
+def workspace(request, tmp_path, tiny_model_dir):
+    """A fresh storage root for one test. A test that uses Spark starts with the empty tables already there
+    (copied from :func:`table_template`)."""
+    uses_spark = {"spark", "any_spark", "connect_spark"} & set(request.fixturenames)
+    template = request.getfixturevalue("table_template") if uses_spark else None
+    ws = new_workspace(tmp_path / f"ws-{uuid.uuid4().hex[:8]}", tiny_model_dir, template)
+    yield ws
+    shutil.rmtree(ws.path, ignore_errors=True)

@@ -110,3 +110,31 @@ def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clu
     write_deltalake(path, pa.table(cols), mode="append",
                     configuration={"delta.enableChangeDataFeed": "true"})
     return vecs
+
+
+class ThreadServer:
+    """An ASGI app served by uvicorn in a thread, on a port the server binds itself (port 0, read back)."""
+
+    def __init__(self, app, timeout_s: float = 30, **settings):
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **settings))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.server.started:
+            raise RuntimeError(f"uvicorn did not start on {self.url} within {timeout_s}s")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -64,13 +66,12 @@ def prepared(spark, tiny_model_dir, tmp_path_factory):
     return copies
 
 
-@pytest.fixture(scope="module", params=["local", "databricks"])
-def env(request, prepared, spark, tiny_model_dir):
-    """The whole API suite runs on the local index and on Databricks Vector Search (a loopback stand-in)."""
-    base = prepared[request.param]
+@contextlib.contextmanager
+def _serve(backend: str, base: str, spark, tiny_model_dir):
+    """The service over the tables under ``base``: the local index, or Databricks Vector Search (a stand-in)."""
     config = make_config(base, tiny_model_dir, search__max_upload_bytes=200_000)
     embedder = Embedder(spark, config)
-    if request.param == "local":
+    if backend == "local":
         # The local run also covers the query batcher (search.batch_queries, off by default).
         app = create_app(make_config(base, tiny_model_dir, search__max_upload_bytes=200_000,
                                      search__batch_queries=True), background_sync=False)
@@ -90,16 +91,36 @@ def env(request, prepared, spark, tiny_model_dir):
         tables__embeddings={"name": f"{UC}.product_embeddings_multimodal"},
         tables__user_features={"name": f"{UC}.user_style_features"},
         vector_search__workspace_url=workspace.url, vector_search__warehouse_id="warehouse-1")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATABRICKS_HOST", workspace.url)
-        patch.setenv("DATABRICKS_TOKEN", workspace.token)
-        for var in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
-            patch.delenv(var, raising=False)
-        create_configured_indexes(service_config, timeout_s=10)
-        app = create_app(service_config, background_sync=False)
-        with TestClient(app) as client:
-            yield client, config, embedder, app
-    workspace.close()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DATABRICKS_HOST", workspace.url)
+            patch.setenv("DATABRICKS_TOKEN", workspace.token)
+            for var in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
+                patch.delenv(var, raising=False)
+            create_configured_indexes(service_config, timeout_s=10)
+            app = create_app(service_config, background_sync=False)
+            with TestClient(app) as client:
+                yield client, config, embedder, app
+    finally:
+        workspace.close()
+
+
+@pytest.fixture(scope="module", params=["local", "databricks"])
+def env(request, prepared, spark, tiny_model_dir):
+    """The whole API suite runs on the local index and on Databricks Vector Search (a loopback stand-in).
+
+    Read-only: a test that adds products takes ``own_env``, so no test depends on which ran before it."""
+    with _serve(request.param, prepared[request.param], spark, tiny_model_dir) as served:
+        yield served
+
+
+@pytest.fixture(params=["local", "databricks"])
+def own_env(request, prepared, spark, tiny_model_dir, tmp_path):
+    """Like ``env``, on a copy of the catalog of this test's own."""
+    base = str(tmp_path / "own")
+    shutil.copytree(os.path.join(prepared[request.param], "data"), os.path.join(base, "data"))
+    with _serve(request.param, base, spark, tiny_model_dir) as served:
+        yield served
 
 
 def test_health_reports_index_and_model(env):
@@ -173,12 +194,14 @@ def test_text_search_errors(env, body, status, message):
     assert r.status_code == status and message in r.text
 
 
-def test_image_search_and_upload_errors(env):
+def test_image_search_and_upload_errors(env, reference_clip, tmp_path):
     client, *_ = env
     r = client.post("/api/v1/search/image", files={"file": ("q.png", _png(), "image/png")},
                     data={"limit": "3", "filters": json.dumps({"master_category": "Apparel"})})
     assert r.status_code == 200 and r.json()["count"] == 3
-    assert all(x["master_category"] == "Apparel" for x in r.json()["results"])
+    apparel = [pid for pid, _art, _col, _price, _gender, master in CATALOG if master == "Apparel"]
+    expected = _reference_order(client, reference_clip, Image.open(io.BytesIO(_png())), tmp_path, apparel)
+    assert [x["product_id"] for x in r.json()["results"]] == expected[:3]
     r = client.post("/api/v1/search/image", files={"file": ("q.txt", b"hello", "text/plain")})
     assert r.status_code == 415 and "not a usable image" in r.text
     r = client.post("/api/v1/search/image", files={"file": ("big.png", b"\0" * 300_000, "image/png")})
@@ -187,15 +210,54 @@ def test_image_search_and_upload_errors(env):
     assert r.status_code == 400 and "not valid JSON" in r.text
 
 
-def test_hybrid_search(env):
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_hybrid_search(env, reference_clip, tmp_path):
     client, *_ = env
     r = client.post("/api/v1/search/hybrid", data={"query": "black shirt", "text_weight": "0.7", "limit": "5"},
                     files={"file": ("q.png", _png((10, 10, 10)), "image/png")})
     assert r.status_code == 200 and r.json()["index"] == "hybrid" and r.json()["count"] == 5
+    # The order worked out with an independent numpy CLIP: query normalize(0.7 t + 0.3 i), products
+    # normalize(0.5 t + 0.5 i) of their stored descriptions and photos (embedding.hybrid_text_weight 0.5).
+    query_png = tmp_path / "q.png"
+    query_png.write_bytes(_png((10, 10, 10)))
+    query = _unit(0.7 * reference_clip.text(["black shirt"])[0] + 0.3 * reference_clip.images([str(query_png)])[0])
+    from deltalake import DeltaTable, QueryBuilder
+
+    table = QueryBuilder().register("t", DeltaTable(env[1].tables.embeddings.path)).execute(
+        "SELECT product_id, description, image_path FROM t").read_all()
+    table = pa.table(table).to_pylist()
+    rows = {row["product_id"]: row for row in table}
+    pids = [row[0] for row in CATALOG]
+    products = _unit(0.5 * reference_clip.text([rows[pid]["description"] for pid in pids])
+                     + 0.5 * reference_clip.images([rows[pid]["image_path"] for pid in pids]))
+    expected = [pids[i] for i in np.argsort(-(products @ query), kind="stable")][:5]
+    assert [x["product_id"] for x in r.json()["results"]] == expected
     assert client.post("/api/v1/search/hybrid", data={"query": "black shirt"}).status_code == 200
     r = client.post("/api/v1/search/hybrid", data={"text_weight": "0.5"})
     assert r.status_code == 400 and "give a text query, an image, or both" in r.text
     assert client.post("/api/v1/search/hybrid", data={"query": "x", "text_weight": "2"}).status_code == 422
+
+
+def test_users_and_facets_say_what_they_hold_and_never_an_embedding(env):
+    client, *_ = env
+    users = client.get("/api/v1/users").json()
+    # The personas file, read by hand: ids, segments and price ranges.
+    assert {(u["user_id"], u["segment"], u["min_price"], u["max_price"]) for u in users} == {
+        ("user_006327", "Budget-Conscious Shopper", 0, 40), ("user_007598", "Athletic Performance", 20, 200),
+        ("user_008828", "Luxury Fashionista", 100, 1000), ("user_001328", "Casual Accessories Lover", 10, 150),
+        ("user_009809", "Vintage Style Enthusiast", 15, 250)}
+    assert all("user_embedding" not in u and "embedding" not in json.dumps(u) for u in users)
+    facets = client.get("/api/v1/facets").json()
+    # The catalogue's values, sorted, from CATALOG above.
+    assert facets == {
+        "gender": ["Men", "Women"],
+        "base_color": ["Beige", "Black", "Blue", "Brown", "Gold", "Maroon", "Red", "Tan"],
+        "master_category": ["Accessories", "Apparel", "Footwear"],
+        "article_type": ["Belts", "Dresses", "Heels", "Jeans", "Kurtas", "Shirts", "Sports Shoes", "Track Pants",
+                         "Tshirts", "Wallets"]}
 
 
 def test_each_persona_gets_different_recommendations(env):
@@ -213,7 +275,7 @@ def test_each_persona_gets_different_recommendations(env):
     assert r.status_code == 404 and "unknown user" in r.text and "user_006327" not in r.text
 
 
-def test_zero_shot_classification(env):
+def test_zero_shot_classification(env, reference_clip):
     client, *_ = env
     r = client.post("/api/v1/classify", data={"product_id": "3"})
     assert r.status_code == 200, r.text
@@ -222,14 +284,12 @@ def test_zero_shot_classification(env):
     types = sorted({art for _, art, *_ in CATALOG})
     assert body["label_set"] == "article_type" and len(probs) == len(types) and abs(sum(probs) - 1) < 1e-6
     assert sorted(p["label"] for p in body["predictions"]) == types
-    # The winner is the label whose prompt (the evaluated wording) is nearest to the product's image vector.
-    from fashion_catalog.encoders.clip import get_encoder
+    # The winner is the label whose prompt (the evaluated wording) is nearest to the product's photo, both
+    # encoded by an independent numpy CLIP (tests/reference_clip.py).
     from fashion_catalog.encoders.prompts import zero_shot_prompt
 
-    config = env[1]
-    encoder = get_encoder(config.model.name_or_path, "fp32", 1, 512)
-    image = np.asarray(client.app.state.services.store.vector(3, "image"), dtype=np.float64)
-    expected = types[int(np.argmax(encoder.encode_texts([zero_shot_prompt(t) for t in types]) @ image))]
+    image = reference_clip.images([client.app.state.services.store.get(3)["image_path"]])[0]
+    expected = types[int(np.argmax(reference_clip.text([zero_shot_prompt(t) for t in types]) @ image))]
     assert body["top"] == expected and body["predictions"][0]["label"] == expected
     r = client.post("/api/v1/classify", files={"file": ("q.png", _png(), "image/png")},
                     data={"labels": json.dumps(["red", "blue", "green"])})
@@ -252,8 +312,8 @@ def test_products_images_page_and_openapi(env):
         assert p in paths
 
 
-def test_new_product_becomes_searchable_after_sync(env, spark):
-    client, config, embedder, app = env
+def test_new_product_becomes_searchable_after_sync(own_env, spark):
+    client, config, embedder, app = own_env
     path = draw_image(f"{config.root}/img/11.jpg", 11)
     append_products(spark, config, [product(11, path, article_type="Caps", base_color="Green", price=15.0,
                                             product_display_name="Fresh Green Cap")])
@@ -264,18 +324,43 @@ def test_new_product_becomes_searchable_after_sync(env, spark):
     assert client.get("/health").json()["index"]["lag_versions"] == 0
 
 
-@pytest.mark.parametrize("mode,maker,status", [
-    ("CMYK", lambda: Image.new("CMYK", (40, 30), (0, 255, 255, 0)), 200),
-    ("RGBA", lambda: Image.new("RGBA", (40, 30), (255, 0, 0, 128)), 200),
-    ("I;16", lambda: Image.fromarray(np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50), 200),
-])
-def test_uploads_in_any_mode_are_searched(env, mode, maker, status):
+def _gradient() -> np.ndarray:
+    return np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50
+
+
+# Each upload, and the 8-bit RGB picture it is, worked out by hand: CMYK (0, 255, 255, 0) is pure red; red at
+# alpha 128 over white is (255, 127, 127); a 16-bit gradient 0..59950 is stretched to 0..255.
+MODES = {
+    "CMYK": (lambda: Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "TIFF",
+             lambda: Image.new("RGB", (40, 30), (255, 0, 0))),
+    "RGBA": (lambda: Image.new("RGBA", (40, 30), (255, 0, 0, 128)), "PNG",
+             lambda: Image.new("RGB", (40, 30), (255, 127, 127))),
+    "I;16": (lambda: Image.fromarray(_gradient()), "TIFF",
+             lambda: Image.fromarray((_gradient() * (255 / 59950)).astype(np.uint8), "L").convert("RGB")),
+}
+
+
+def _reference_order(client, reference_clip, picture: Image.Image, folder, pids) -> list[int]:
+    """Products ``pids`` ordered by an independent numpy CLIP's image cosine to ``picture`` (best first)."""
+    path = os.path.join(str(folder), "query.png")
+    picture.save(path)
+    store = client.app.state.services.store
+    vectors = reference_clip.images([path] + [store.get(pid)["image_path"] for pid in pids])
+    cosines = vectors[1:] @ vectors[0]
+    return [pids[i] for i in np.argsort(-cosines, kind="stable")]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_uploads_in_any_mode_are_searched_as_the_picture_they_are(env, mode, reference_clip, tmp_path):
     client, *_ = env
+    make, fmt, equivalent = MODES[mode]
     buf = io.BytesIO()
-    maker().save(buf, "TIFF" if mode in ("CMYK", "I;16") else "PNG")
+    make().save(buf, fmt)
     r = client.post("/api/v1/search/image", files={"file": ("q.img", buf.getvalue(), "image/tiff")})
-    assert r.status_code == status, r.text
-    assert r.json()["count"] > 0
+    assert r.status_code == 200, r.text
+    pids = [row[0] for row in CATALOG]
+    assert [x["product_id"] for x in r.json()["results"]] == _reference_order(
+        client, reference_clip, equivalent(), tmp_path, pids)
 
 
 def test_a_decompression_bomb_upload_is_refused_from_its_header(env):
@@ -287,8 +372,8 @@ def test_a_decompression_bomb_upload_is_refused_from_its_header(env):
     assert r.status_code == 415 and "IMAGE_TOO_MANY_PIXELS" in r.text
 
 
-def test_more_like_this_leaves_out_the_product_and_its_byte_identical_photos(env, spark):
-    client, config, embedder, app = env
+def test_more_like_this_leaves_out_the_product_and_its_byte_identical_photos(own_env, spark):
+    client, config, embedder, app = own_env
     store = app.state.services.store
     copy = f"{config.root}/img/13.jpg"
     os.makedirs(os.path.dirname(copy), exist_ok=True)

@@ -49,7 +49,18 @@ def test_concurrent_queries_share_forward_passes_and_each_gets_its_own_rows():
 
 
 def test_a_failing_item_fails_only_its_own_request():
+    """'boom' is encoded in one batch with two others (forced, not raced: the first call holds the worker until
+    the three are queued); the batch fails, each is tried alone, and only 'boom' gets the error."""
     inner = RecordingEncoder()
+    release = threading.Event()
+    real = inner.encode_texts
+
+    def first_call_waits(texts, batch_size=64):
+        if texts == ["alpha"]:
+            assert release.wait(10), "the other three requests never queued"
+        return real(texts, batch_size)
+
+    inner.encode_texts = first_call_waits
     batcher = BatchingEncoder(inner)
     outcomes: dict[str, object] = {}
 
@@ -59,14 +70,26 @@ def test_a_failing_item_fails_only_its_own_request():
         except RuntimeError as exc:
             outcomes[text] = exc
 
-    threads = [threading.Thread(target=call, args=(t,)) for t in ("alpha", "boom", "gamma", "delta")]
-    for t in threads:
+    first = threading.Thread(target=call, args=("alpha",))
+    first.start()
+    deadline = time.monotonic() + 10
+    while batcher.requests < 1 and time.monotonic() < deadline:  # the worker is inside alpha's pass
+        time.sleep(0.01)
+    others = [threading.Thread(target=call, args=(t,)) for t in ("boom", "gamma", "delta")]
+    for t in others:
         t.start()
-    for t in threads:
-        t.join()
+    while batcher._queue.qsize() < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batcher._queue.qsize() == 3
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
     assert isinstance(outcomes["boom"], RuntimeError)
     for text in ("alpha", "gamma", "delta"):
         np.testing.assert_array_equal(outcomes[text], [[len(text), ord(text[0])]])
+    # The failing query was batched with the others (then each was retried alone).
+    assert inner.batches[0] == ["alpha"] and sorted(inner.batches[1]) == ["boom", "delta", "gamma"], inner.batches
+    assert sorted(map(tuple, inner.batches[2:])) == [("boom",), ("delta",), ("gamma",)]
 
 
 def test_one_caller_is_encoded_alone_without_waiting():

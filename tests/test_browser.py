@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 
 from fashion_catalog.app.main import create_app
 from fashion_catalog.personalization.features import build_user_features
 from fashion_catalog.streaming.runner import Embedder
 from tests.conftest import make_config
-from tests.helpers import append_products, draw_image, product, stream_once
+from tests.helpers import ThreadServer, append_products, draw_image, product, stream_once
 from tests.test_api import CATALOG
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,18 +32,9 @@ def server(spark, tiny_model_dir, tmp_path_factory):
     append_products(spark, config, rows)
     stream_once(Embedder(spark, config))
     build_user_features(spark, config)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", root
-    srv.should_exit = True
-    thread.join(timeout=10)
+    served = ThreadServer(create_app(config))
+    yield served.url, root
+    served.stop()
 
 
 def test_search_recommend_and_errors_in_a_real_browser(server, tmp_path):

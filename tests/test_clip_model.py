@@ -103,3 +103,24 @@ def test_hybrid_vector_math():
     np.testing.assert_allclose(hybrid_vector(t, i, 1.0), t)
     np.testing.assert_allclose(hybrid_vector(t, None, 0.3), t)
     np.testing.assert_allclose(np.linalg.norm(hybrid_vector(t, i, 0.8)), 1.0)
+
+
+def test_the_encoder_matches_an_independent_numpy_clip(tiny_model_dir, tmp_path):
+    """The product's encoder (torch, fp32, its own decoding and preprocessing) against CLIP's forward pass
+    written again in numpy from the saved weights (tests/reference_clip.py): an oracle that shares no code."""
+    from tests.helpers import draw_image
+    from tests.reference_clip import ReferenceClip
+
+    reference = ReferenceClip(tiny_model_dir)
+    encoder = ClipEncoder(tiny_model_dir, precision="fp32", torch_threads=1)
+    texts = ["red dress", "", "Turtle Check Men Navy Blue Shirt, navy blue shirts, apparel for men, casual wear",
+             "x" * 400, "é🙂 ünïcode"]
+    np.testing.assert_allclose(encoder.encode_texts(texts, batch_size=2), reference.text(texts), atol=1e-5)
+    paths = [draw_image(str(tmp_path / f"{i}.jpg"), i) for i in range(3)]
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (90, 30), (10, 200, 30)).save(wide)
+    paths.append(str(wide))
+    from fashion_catalog.encoders.images import ImageLimits, load_image
+
+    images = [load_image(p, ImageLimits(10**7, 10**7)) for p in paths]
+    np.testing.assert_allclose(encoder.encode_images(images), reference.images(paths), atol=1e-5)

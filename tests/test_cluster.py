@@ -21,15 +21,17 @@ from tests.helpers import append_products, draw_image, embedding_rows, product, 
 
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
-    """A Spark standalone master and two workers on 127.0.0.1 (one core each), for the whole test run."""
+    """A Spark standalone master and one worker of two cores on 127.0.0.1, for the whole test run (its executor
+    is a JVM of its own, its Python workers processes of their own: what a cluster's are)."""
     from fashion_catalog.lakehouse.local_cluster import StandaloneCluster
 
-    cluster = StandaloneCluster(workers=2, cores_per_worker=1, memory_per_worker="2g",
+    cluster = StandaloneCluster(workers=1, cores_per_worker=2, memory_per_worker="2g",
                                 work_dir=str(tmp_path_factory.mktemp("standalone")))
     yield cluster
     cluster.stop()
 
 
+@pytest.mark.slow
 def test_stream_runs_on_a_standalone_cluster_with_encoding_in_executor_processes(spark, workspace, tiny_model_dir,
                                                                                   standalone_cluster):
     config = workspace.config()

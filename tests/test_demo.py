@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fashion_catalog.catalog.demo import generate_demo_catalog
 from fashion_catalog.lakehouse.local_cluster import loopback_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_the_demo_speaks_plainly_and_logs_the_rest(tmp_path, tiny_model_dir):
     catalog = generate_demo_catalog(str(tmp_path / "catalog"), n_products=24)
     args = [sys.executable, "-m", "fashion_catalog.jobs.demo", "--set", f"storage.root={tmp_path}/data",

@@ -238,7 +238,7 @@ def test_oauth_m2m_token_is_refreshed_after_expiry(monkeypatch):
 
     from fashion_catalog.encoders.auth import endpoint_auth
 
-    workspace = _OAuthWorkspace(lifetime_s=2)
+    workspace = _OAuthWorkspace(lifetime_s=1)
     try:
         for var in ("DATABRICKS_TOKEN", "DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_AUTH_TYPE"):
             monkeypatch.delenv(var, raising=False)
@@ -247,7 +247,8 @@ def test_oauth_m2m_token_is_refreshed_after_expiry(monkeypatch):
         url = f"{workspace.url}/serving-endpoints/clip/invocations"
         enc = EndpointEncoder(url, auth=endpoint_auth(url, "databricks"), backoff_base_s=0.01, max_retries=1)
         enc.encode_texts(["red dress"])
-        time.sleep(2.5)  # the first token expires
+        # Wait until the workspace itself holds the first token expired (a deadline read from it, not a guess).
+        time.sleep(max(0.0, workspace.issued[workspace.seen[0]] - time.time()) + 0.5)
         enc.encode_texts(["black shoes"])
     finally:
         workspace.close()

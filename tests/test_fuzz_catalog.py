@@ -26,6 +26,7 @@ from fashion_catalog.streaming.runner import Embedder
 from tests.conftest import make_config
 from tests.helpers import append_products, draw_image, truncated_jpeg
 
+pytestmark = pytest.mark.slow
 ROWS, COMMITS, IDS = 320, 6, 260  # more rows than ids: duplicates, in one commit and across commits
 INT32 = 2**31 - 1
 

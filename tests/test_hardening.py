@@ -27,6 +27,7 @@ def _same_products(spark, config):
 
 
 # -- 1. resume keyed on what is in the table ------------------------------------------------------
+@pytest.mark.slow
 def test_reembed_after_a_crash_resumes_by_table_content_not_by_chunk_index(spark, workspace, monkeypatch):
     config = workspace.config(backfill__chunk_rows=1)
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
@@ -58,6 +59,7 @@ def flaky_encoder(tiny_model_dir):
     server.close()
 
 
+@pytest.mark.slow
 def test_a_failed_image_encode_is_retried_and_the_attempts_are_bounded(spark, workspace, flaky_encoder):
     config = workspace.config(model__name_or_path=flaky_encoder.url, serving__max_retries=0,
                               serving__backoff_base_s=0.01, stream__max_encode_attempts=2)

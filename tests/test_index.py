@@ -136,9 +136,12 @@ def _keyword_hits(index, query):
     return [(r["product_id"], round(r["score"], 6)) for r in index.keyword_search(query, 10)]
 
 
-@pytest.mark.parametrize(("ann", "clusters"), [("ivf_flat", 64), ("hnsw", 64), ("hnsw", 0)],
+# Recall@10 against exact search, measured on these seeded vectors and queries (three runs each, identical):
+# IVF-Flat clustered 1.0, HNSW clustered 1.0, HNSW uniform 0.9525. The floors leave a margin of 0.03 to 0.05
+# (12 to 20 of the 400 neighbours), so a different CPU or thread count cannot tip them, and a broken index can.
+@pytest.mark.parametrize(("ann", "clusters", "floor"), [("ivf_flat", 64, 0.97), ("hnsw", 64, 0.97), ("hnsw", 0, 0.90)],
                          ids=["ivf_flat-clustered", "hnsw-clustered", "hnsw-uniform"])
-def test_approximate_search_recall_against_exact(tmp_path, ann, clusters):
+def test_approximate_search_recall_against_exact(tmp_path, ann, clusters, floor):
     # IVF-Flat needs structure (real embeddings are clustered); on uniform random vectors it
     # degrades to ~0.4 recall at this nprobe, which is why HNSW stays selectable.
     rng = np.random.default_rng(0)
@@ -153,14 +156,14 @@ def test_approximate_search_recall_against_exact(tmp_path, ann, clusters):
         exact = {r["product_id"] for r in index.search("image", q, 10, exact=True)}
         approx = {r["product_id"] for r in index.search("image", q, 10)}
         recall.append(len(exact & approx) / 10)
-    assert np.mean(recall) >= 0.95, np.mean(recall)
+    assert np.mean(recall) >= floor, np.mean(recall)
     # ~1/12 of the rows match: above exact_max_candidates, so the filter runs inside the approximate scan.
     filters = {"gender": "Women", "price <": 50}
     for q in queries[:10]:
         filtered = index.search("image", q, 10, filters=filters)
         exact = index.search("image", q, 10, filters=filters, exact=True)
         assert filtered and all(r["gender"] == "Women" and r["price"] < 50 for r in filtered)
-        assert len({r["product_id"] for r in filtered} & {r["product_id"] for r in exact}) >= 8
+        assert len({r["product_id"] for r in filtered} & {r["product_id"] for r in exact}) >= 8  # measured: 10
 
 
 def test_final_state_rule_is_the_same_in_spark_and_arrow_ties_included(spark, workspace):
@@ -235,3 +238,32 @@ def test_delete_then_reinsert_across_batches_reaches_the_index(spark, workspace)
     assert sorted(r["product_id"] for r in store.search("hybrid", store.vector(2, "hybrid"), 5)) == [1, 2]
     assert store.status().rows == 2
     assert [r["product_id"] for r in store.keyword_search("back again", 5)] == [1]
+
+
+def test_the_approximate_index_grows_by_adding_and_is_rebuilt_after_compaction(tmp_path):
+    """Above the threshold, inserted rows are added to the existing FAISS index (the same object, one more
+    row each); after more than 30 % of 1,200 slots die, the state is compacted and the index rebuilt. Every
+    search stays right: a live row is its own nearest neighbour, a deleted one is never returned."""
+    from deltalake import DeltaTable
+
+    path = str(tmp_path / "emb")
+    vecs = write_synthetic_embeddings(path, 1200, seed=3, dim=16, clusters=8)
+    index = LocalIndexStore(path, dimension=16, approximate_threshold=500, ann=AnnParams(kind="hnsw"))
+    index.sync()
+    before = index.follower.state.ann["image"]
+    assert before.size == 1200
+    added = write_synthetic_embeddings(path, 10, seed=4, dim=16, clusters=8, ids=list(range(5000, 5010)))
+    index.sync()
+    after = index.follower.state.ann["image"]
+    assert after is before and after.size == 1210  # added to, not rebuilt
+    for i, v in enumerate(added):
+        assert index.search("image", v, 1)[0]["product_id"] == 5000 + i
+    DeltaTable(path).delete("product_id < 500")  # 500 of 1,210 slots die: over 30 %
+    index.sync()
+    state = index.follower.state
+    assert state.n == 710 and state.alive.all() and state.ann["image"] is not before  # compacted, rebuilt
+    assert state.ann["image"].size == 710
+    for pid in (500, 777, 1199, 5009):
+        own = vecs[pid] if pid < 1200 else added[pid - 5000]
+        assert index.search("image", own, 1)[0]["product_id"] == pid
+    assert all(r["product_id"] >= 500 for r in index.search("image", vecs[10], 20))

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
@@ -66,8 +67,8 @@ def test_description_and_price_tiers(spark):
     assert by_id[99].d == "Test Brand Men Navy Blue Shirt 99, navy blue shirts, apparel, affordable price"
 
 
-def test_backfill_embeds_everything_and_resumes_without_redoing_work(any_spark, workspace):
-    spark = any_spark  # classic and Spark Connect
+@pytest.mark.slow
+def test_backfill_embeds_everything_and_resumes_without_redoing_work(spark, workspace):
     config = workspace.config(backfill__chunk_rows=2)
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(5)]
     append_products(spark, config, [product(i + 1, imgs[i]) for i in range(5)])
@@ -101,8 +102,7 @@ def test_backfill_reuses_stored_image_vectors_of_the_same_model(spark, workspace
     assert abs(np.linalg.norm(rows[1].hybrid_embedding) - 1) < 1e-9 and rows[1].hybrid_source == "text+image"
 
 
-def test_reembed_reencodes_rows_of_another_model(any_spark, workspace):
-    spark = any_spark  # classic and Spark Connect
+def test_reembed_reencodes_rows_of_another_model(spark, workspace):
     config = workspace.config()
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(3)]
     append_products(spark, config, [product(i + 1, imgs[i]) for i in range(3)])
@@ -115,3 +115,32 @@ def test_reembed_reencodes_rows_of_another_model(any_spark, workspace):
     assert reembed(spark, new_config, embedder=embedder)["products"] == 0
     # What went through the model, counted from the reembed's own batches: the first run only.
     assert calls(embedder) == (3, 3)
+
+
+@pytest.mark.slow
+def test_backfill_then_reembed_on_spark_connect(connect_spark, workspace, monkeypatch):
+    """The two tests above on Spark Connect, chained on one table (the reembed starts from the backfill's rows):
+    every assertion of both, one table and one session's warm-up instead of two."""
+    from tests.conftest import CONNECT_MODE_ENV
+
+    monkeypatch.setenv(CONNECT_MODE_ENV, "1")
+    spark = connect_spark
+    config = workspace.config(backfill__chunk_rows=2)
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(5)]
+    append_products(spark, config, [product(i + 1, imgs[i]) for i in range(5)])
+    embedder = Embedder(spark, config)
+    totals = backfill(spark, config, embedder=embedder)
+    assert (totals["products"], totals["texts_encoded"], totals["images_encoded"]) == (5, 5, 5)
+    assert_df_equality(read_table(spark, config.tables.products).select(*PRODUCT_COLUMNS),
+                       read_table(spark, config.tables.embeddings).select(*PRODUCT_COLUMNS),
+                       ignore_row_order=True, ignore_nullable=True)
+    again = backfill(spark, config, embedder=embedder)
+    assert (again["texts_encoded"], again["images_encoded"], again["unchanged"]) == (0, 0, 5)
+    assert calls(embedder) == (5, 5)
+    new_config = workspace.config(backfill__chunk_rows=2, model__id="tiny-clip-v2")
+    reembedder = Embedder(spark, new_config)
+    totals = reembed(spark, new_config, embedder=reembedder)
+    assert (totals["products"], totals["texts_encoded"], totals["images_encoded"]) == (5, 5, 5)
+    assert {r.embedding_model for r in embedding_rows(spark, config).values()} == {"tiny-clip-v2"}
+    assert reembed(spark, new_config, embedder=reembedder)["products"] == 0
+    assert calls(reembedder) == (5, 5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -43,39 +42,42 @@ def registered(tmp_path_factory, tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def scoring_server(registered):
-    """A real MLflow scoring server on loopback for the registered model."""
+def scoring_server(registered, tmp_path_factory):
+    """A real MLflow scoring server on loopback for the registered model (on a port it binds itself)."""
+    import re
+
     config, info = registered
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = dict(os.environ, MLFLOW_TRACKING_URI=config.mlflow.tracking_uri,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    log_path = tmp_path_factory.mktemp("scoring-server") / "serve.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", info["registered_uri"], "-h", "127.0.0.1",
-         "-p", str(port), "--env-manager", "local"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+         "-p", "0", "--env-manager", "local"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
+    base, deadline = None, time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"mlflow models serve exited: {log_path.read_text()[-2000:]}")
+        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
         try:
-            if requests.get(f"{base}/ping", timeout=2).status_code == 200:
+            if found and requests.get(f"{found.group(1)}/ping", timeout=2).status_code == 200:
+                base = found.group(1)
                 break
         except requests.ConnectionError:
             pass
         time.sleep(0.5)
     else:
         proc.kill()
-        raise RuntimeError("mlflow models serve did not become ready in 180 s")
+        raise RuntimeError(f"mlflow models serve did not become ready in 180 s: {log_path.read_text()[-2000:]}")
     yield f"{base}/invocations"
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from tests.conftest import make_config
 from tests.helpers import append_products, stream_once
 from tests.test_hostile_stream import hostile_rows
 
+pytestmark = pytest.mark.slow
 HEADER_TIMEOUT_S, BODY_TIMEOUT_S = 2.0, 3.0
 
 

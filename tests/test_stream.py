@@ -14,7 +14,6 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from fashion_catalog.encoders import images as image_codes
-from fashion_catalog.encoders.clip import get_encoder
 from fashion_catalog.encoders.vectors import hybrid_vector
 from fashion_catalog.lakehouse.tables import latest_version, read_table
 from fashion_catalog.schemas import PRODUCT_COLUMNS
@@ -31,12 +30,9 @@ def env(spark, workspace):
 
 @pytest.fixture
 def stream_env(any_spark, workspace, request):
-    """Like ``env``, once on the classic session and once on Spark Connect.
-
-    The batches of these tests are small: on the classic session they take the tiny-batch road
-    (models in the batch's process); on Connect the Spark-task road (UDFs in the server's Python
-    workers), so both roads run the same scenarios. The restart test runs the tiny road on Connect.
-    """
+    """Like ``env``, once on the classic session and once on Spark Connect (the restart test: the tiny road on
+    Connect too; the other scenarios run on Connect chained in test_the_scenarios_on_spark_connect_in_one_table,
+    on the Spark-task road: UDFs in the server's Python workers)."""
     connect = request.node.callspec.params.get("any_spark") == "connect"
     tiny_on_connect = request.node.name.startswith("test_stream_restarts_from_its_checkpoint")
     config = workspace.config(**({"stream__small_batch_max_rows": 0} if connect and not tiny_on_connect else {}))
@@ -65,8 +61,8 @@ def _embedded_products_df(spark, config):
     return read_table(spark, config.tables.embeddings).select(*PRODUCT_COLUMNS)
 
 
-def test_new_products_get_all_three_normalized_vectors(stream_env):
-    spark, config, imgs = stream_env
+def test_new_products_get_all_three_normalized_vectors(env, reference_clip):
+    spark, config, imgs = env
     append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1], price=150.0), product(3, imgs[2])])
     embedder = Embedder(spark, config)
     batches = stream_once(embedder)
@@ -74,7 +70,6 @@ def test_new_products_get_all_three_normalized_vectors(stream_env):
     assert_df_equality(_products_df(spark, config), _embedded_products_df(spark, config),
                        ignore_row_order=True, ignore_nullable=True)
     rows = embedding_rows(spark, config)
-    encoder = get_encoder(config.model.name_or_path, "fp32", 1, 512)
     for pid, row in rows.items():
         for col in ("image_embedding", "text_embedding", "hybrid_embedding"):
             vec = getattr(row, col)
@@ -84,9 +79,96 @@ def test_new_products_get_all_three_normalized_vectors(stream_env):
         assert row.updated_at is not None and row.source_commit_version >= 0
         np.testing.assert_allclose(row.hybrid_embedding, hybrid_vector(
             np.array(row.text_embedding), np.array(row.image_embedding), 0.5), atol=1e-12)
-        # The vectors are the model's own, not something made up along the way.
-        np.testing.assert_allclose(row.text_embedding, encoder.encode_texts([row.description])[0], atol=1e-5)
+        # The vectors are the model's own (an independent numpy CLIP says so), not something made up on the way.
+        np.testing.assert_allclose(row.text_embedding, reference_clip.text([row.description])[0], atol=1e-5)
+        np.testing.assert_allclose(row.image_embedding, reference_clip.images([row.image_path])[0], atol=1e-5)
     assert rows[2].description.endswith("luxury price") and "navy blue shirts" in rows[2].description
+    assert_table_invariants(spark, config)
+
+
+def test_the_scenarios_on_spark_connect_in_one_table(connect_spark, workspace, reference_clip, monkeypatch):
+    """The stream scenarios above (new products, bad images, a tier crossing, a new image, a delete, a fixed file,
+    replays), run on Spark Connect on the Spark-task road, chained on one table with disjoint products: two
+    streamed batches instead of one table and two streams per scenario. Every scenario's assertion is kept,
+    checked on its own products and on its batch's counts."""
+    from tests.conftest import CONNECT_MODE_ENV
+
+    monkeypatch.setenv(CONNECT_MODE_ENV, "1")
+    spark = connect_spark
+    config = workspace.config(stream__small_batch_max_rows=0)
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(6)]
+    base = os.path.dirname(imgs[0])
+    empty, text_file = f"{base}/empty.jpg", f"{base}/notes.jpg"
+    open(empty, "wb").close()
+    with open(text_file, "w") as fh:
+        fh.write("this is not a picture")
+    good = [product(1, imgs[0]), product(2, imgs[1], price=150.0), product(3, imgs[2])]
+    bad = [product(4, f"{base}/missing.jpg", product_display_name="Missing"),
+           product(5, empty, product_display_name="Empty"),
+           product(6, truncated_jpeg(f"{base}/cut.jpg"), product_display_name="Truncated"),
+           product(7, text_file, product_display_name="Not an image"), product(8, None, product_display_name="No path")]
+    append_products(spark, config, good + bad)
+    embedder = Embedder(spark, config)
+    [first] = stream_once(embedder)
+    # New products: all three vectors, normalised, the model's own (an independent numpy CLIP says so). Images
+    # sent to the model: the 3 good ones and the 2 files that read but do not decode (missing, empty and no path
+    # fail before it).
+    assert (first.inserts, first.image_errors, first.texts_encoded, first.images_encoded) == (8, 5, 8, 5)
+    rows = embedding_rows(spark, config)
+    for pid in (1, 2, 3):
+        row = rows[pid]
+        for col in ("image_embedding", "text_embedding", "hybrid_embedding"):
+            assert len(getattr(row, col)) == 512 and abs(_norm(getattr(row, col)) - 1.0) < 1e-9, (pid, col)
+        assert row.hybrid_source == "text+image" and row.embedding_error is None
+        np.testing.assert_allclose(row.text_embedding, reference_clip.text([row.description])[0], atol=1e-5)
+        np.testing.assert_allclose(row.image_embedding, reference_clip.images([row.image_path])[0], atol=1e-5)
+    assert rows[2].description.endswith("luxury price")
+    # Bad images: error codes, the text vector, the hybrid falling back to it.
+    assert {pid: rows[pid].embedding_error for pid in range(4, 9)} == {
+        4: image_codes.IMAGE_MISSING, 5: image_codes.IMAGE_EMPTY, 6: image_codes.IMAGE_UNDECODABLE,
+        7: image_codes.IMAGE_UNDECODABLE, 8: image_codes.IMAGE_PATH_NULL}
+    for pid in range(4, 9):
+        r = rows[pid]
+        assert r.image_embedding is None and r.text_embedding is not None
+        assert r.hybrid_embedding == r.text_embedding and r.hybrid_source == "text_only"
+    # One batch of edits: a tier crossing (1: text only), a new image (2: image only), a delete (3), a missing
+    # file drawn and its row touched (4: image only).
+    draw_image(f"{base}/missing.jpg", 5)
+    _sql_update(spark, config, "price = 75.0", "product_id = 1")
+    _sql_update(spark, config, "image_path = :path", "product_id = 2", path=imgs[3])
+    _sql_delete(spark, config, "product_id = 3")
+    _sql_update(spark, config, "year = 2013", "product_id = 4")
+    [second] = stream_once(embedder)
+    assert (second.updates, second.deletes, second.texts_encoded, second.images_encoded) == (3, 1, 1, 2)
+    after = embedding_rows(spark, config)
+    assert 3 not in after
+    assert "premium price" in after[1].description and after[1].text_embedding != rows[1].text_embedding
+    assert after[1].image_embedding == rows[1].image_embedding and abs(_norm(after[1].hybrid_embedding) - 1) < 1e-9
+    assert after[2].text_embedding == rows[2].text_embedding and after[2].image_embedding != rows[2].image_embedding
+    assert after[2].hybrid_embedding != rows[2].hybrid_embedding
+    assert after[4].embedding_error is None and after[4].image_embedding is not None
+    assert after[4].hybrid_source == "text+image"
+    assert calls(embedder) == (9, 7)
+    # Replays: the same CDF batch again writes nothing and encodes nothing; a batch id already committed under
+    # the same write id is skipped even when its rows would change something.
+    cdf = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0) \
+        .load(config.tables.products.path)
+    embedder.process_batch(cdf, 0)  # batch 0 again, under the stream's own write id
+    version, calls_before = latest_version(spark, config.tables.embeddings), calls(embedder)
+    before = sorted(read_table(spark, config.tables.embeddings).drop("updated_at").collect())
+    embedder.process_batch(cdf, 0)  # and again, as after a crash before the checkpoint
+    assert latest_version(spark, config.tables.embeddings) == version
+    assert sorted(read_table(spark, config.tables.embeddings).drop("updated_at").collect()) == before
+    assert calls(embedder) == calls_before == (9, 7)
+    from fashion_catalog.streaming.reader import snapshot_as_state
+
+    products = read_table(spark, config.tables.products).filter("product_id = 1")
+    embedder.apply_state(snapshot_as_state(products, 1), batch_id=7, txn=("replay-test", 7))
+    version = latest_version(spark, config.tables.embeddings)
+    embedder.apply_state(snapshot_as_state(products.withColumn("price", F.lit(500.0)), 1), batch_id=7,
+                         txn=("replay-test", 7))
+    assert latest_version(spark, config.tables.embeddings) == version
+    assert embedding_rows(spark, config)[1].price == 75.0
     assert_table_invariants(spark, config)
 
 
@@ -107,8 +189,8 @@ def test_price_change_inside_tier_reencodes_nothing(env):
     assert after[2] == before_rows[2]
 
 
-def test_tier_crossing_reencodes_text_only(stream_env):
-    spark, config, imgs = stream_env
+def test_tier_crossing_reencodes_text_only(env):
+    spark, config, imgs = env
     append_products(spark, config, [product(1, imgs[0])])
     embedder = Embedder(spark, config)
     stream_once(embedder)
@@ -123,8 +205,8 @@ def test_tier_crossing_reencodes_text_only(stream_env):
     assert after.hybrid_embedding != before.hybrid_embedding and abs(_norm(after.hybrid_embedding) - 1) < 1e-9
 
 
-def test_new_image_reencodes_image_only(stream_env):
-    spark, config, imgs = stream_env
+def test_new_image_reencodes_image_only(env):
+    spark, config, imgs = env
     append_products(spark, config, [product(1, imgs[0])])
     embedder = Embedder(spark, config)
     stream_once(embedder)
@@ -138,8 +220,8 @@ def test_new_image_reencodes_image_only(stream_env):
     assert after.hybrid_embedding != before.hybrid_embedding
 
 
-def test_delete_removes_the_row(stream_env):
-    spark, config, imgs = stream_env
+def test_delete_removes_the_row(env):
+    spark, config, imgs = env
     append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
     embedder = Embedder(spark, config)
     stream_once(embedder)
@@ -173,8 +255,8 @@ def test_several_changes_of_one_product_in_one_batch_land_as_final_state(env):
     assert_table_invariants(spark, config)
 
 
-def test_replaying_a_batch_changes_nothing(stream_env):
-    spark, config, imgs = stream_env
+def test_replaying_a_batch_changes_nothing(env):
+    spark, config, imgs = env
     append_products(spark, config, [product(1, imgs[0]), product(2, imgs[1])])
     _sql_update(spark, config, "price = 99.0", "product_id = 2")
     embedder = Embedder(spark, config)
@@ -191,9 +273,9 @@ def test_replaying_a_batch_changes_nothing(stream_env):
     assert calls(embedder) == calls_before
 
 
-def test_replay_is_skipped_by_the_delta_transaction_id(stream_env):
+def test_replay_is_skipped_by_the_delta_transaction_id(env):
     """Even a batch whose rows would change something is not applied twice under the same id."""
-    spark, config, imgs = stream_env
+    spark, config, imgs = env
     append_products(spark, config, [product(1, imgs[0])])
     embedder = Embedder(spark, config)
     from fashion_catalog.streaming.reader import snapshot_as_state
@@ -207,8 +289,8 @@ def test_replay_is_skipped_by_the_delta_transaction_id(stream_env):
     assert embedding_rows(spark, config)[1].price == 45.0
 
 
-def test_bad_images_get_error_codes_and_the_batch_lands(stream_env):
-    spark, config, imgs = stream_env
+def test_bad_images_get_error_codes_and_the_batch_lands(env):
+    spark, config, imgs = env
     base = os.path.dirname(imgs[0])
     empty = f"{base}/empty.jpg"
     open(empty, "wb").close()
@@ -394,9 +476,7 @@ def test_a_batch_replayed_from_a_real_checkpoint_writes_nothing_and_a_reset_chec
     assert_table_invariants(spark, config)
 
 
-def test_image_vectors_of_a_batch_with_failing_images_belong_to_their_own_rows(spark, workspace):
-    from fashion_catalog.encoders.images import load_image
-
+def test_image_vectors_of_a_batch_with_failing_images_belong_to_their_own_rows(spark, workspace, reference_clip):
     config = workspace.config()
     base = f"{workspace.path}/img"
     imgs = [draw_image(f"{base}/{i}.jpg", i) for i in range(4)]
@@ -405,15 +485,15 @@ def test_image_vectors_of_a_batch_with_failing_images_belong_to_their_own_rows(s
             product(7, imgs[3])]
     append_products(spark, config, rows)
     stream_once(Embedder(spark, config))
-    encoder = get_encoder(config.model.name_or_path, "fp32", 1, 512)
     got = embedding_rows(spark, config)
-    for pid, path in ((1, imgs[0]), (3, imgs[1]), (5, imgs[2]), (7, imgs[3])):
-        own = encoder.encode_images([load_image(path, image_codes.ImageLimits(10**8, 10**8))])[0]
-        np.testing.assert_allclose(got[pid].image_embedding, own, atol=1e-5)
+    expected = reference_clip.images([imgs[0], imgs[1], imgs[2], imgs[3]])
+    for (pid, path), own in zip(((1, imgs[0]), (3, imgs[1]), (5, imgs[2]), (7, imgs[3])), expected, strict=True):
+        np.testing.assert_allclose(got[pid].image_embedding, own, atol=1e-5, err_msg=path)
     assert [got[p].image_embedding is None for p in (2, 4, 6)] == [True, True, True]
     assert_table_invariants(spark, config)
 
 
+@pytest.mark.slow
 def test_every_road_writes_the_same_table(spark, tmp_path, tiny_model_dir):
     """The three roads (streaming.roads) write the same table, row for row, from the same change feed.
 
@@ -627,3 +707,19 @@ def test_delta_rs_and_spark_merges_interleave_on_one_table(spark, tmp_path):
         ("delete", 4), ("update_postimage", 3), ("update_preimage", 3)]
     meta = spark.sql(f"DESCRIBE HISTORY delta.`{ref.path}`").filter(F.col("version") == version).first()
     assert meta["userMetadata"] == '{"by": "delta-rs"}'
+
+
+def test_starting_version_skips_the_earlier_commits_and_a_backlog_splits_into_several_batches(spark, workspace):
+    """stream.starting_version: only products committed from that version on are read; with one file a trigger,
+    a backlog of four commits is four batches, each writing its own product (worked out by hand)."""
+    config = workspace.config(stream__max_files_per_trigger=1)
+    imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(6)]
+    for pid in (1, 2):  # before the starting version: never read
+        append_products(spark, config, [product(pid, imgs[pid])])
+    start = latest_version(spark, config.tables.products) + 1
+    for pid in (3, 4, 5, 6):  # one commit (one file) each
+        append_products(spark, config, [product(pid, imgs[pid % 6])])
+    config = workspace.config(stream__max_files_per_trigger=1, stream__starting_version=start)
+    batches = stream_once(Embedder(spark, config))
+    assert sorted(embedding_rows(spark, config)) == [3, 4, 5, 6]
+    assert [(b.batch_id, b.inserts, b.rows_in) for b in batches] == [(0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 1, 1)]

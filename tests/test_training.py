@@ -140,9 +140,18 @@ def test_label_captions_are_positives_of_every_image_with_those_labels():
     ]
     # Identical strings are positives of each other's images even without labels.
     assert caption_targets(["a b", "a b"], [None, None], [{}, {}]).all()
-    caption, labels = training_pair({"base_color": "Red", "article_type": "Dresses", "usage": None,
-                                     "gender": "Women", "product_display_name": "X"}, np.random.default_rng(5))
-    assert labels is None or caption == label_caption({k: v.title() for k, v in labels.items()}, tuple(labels))
+    # Both kinds of pair, over seeds: a label caption states labels the product has, in the caption's wording;
+    # any other caption (the display name here: the row has no description) states none.
+    row = {"base_color": "Red", "article_type": "Dresses", "usage": None, "gender": "Women",
+           "product_display_name": "X"}
+    pairs = [training_pair(row, np.random.default_rng(seed)) for seed in range(40)]
+    labelled = [(c, labels) for c, labels in pairs if labels is not None]
+    assert labelled and len(labelled) < len(pairs)
+    for caption, labels in labelled:
+        assert labels and set(labels) <= {"base_color", "article_type", "gender"}
+        assert all(row[f].lower() == v.lower() for f, v in labels.items())
+        assert caption == label_caption({k: v.title() for k, v in labels.items()}, tuple(labels))
+    assert {c for c, labels in pairs if labels is None} == {"X"}
 
 
 def test_same_label_image_loss_prefers_images_grouped_by_type():
@@ -174,9 +183,13 @@ def test_multi_positive_loss_treats_identical_captions_as_positives():
 # -- the jobs end to end on a small synthetic catalog ---------------------------------------------
 
 
-@pytest.fixture
-def trained(spark, workspace):
-    """A small drawn catalog loaded into products, and a tiny CLIP trained on it for a few steps."""
+@pytest.fixture(scope="module")
+def trained(spark, tiny_model_dir, table_template, tmp_path_factory):
+    """A small drawn catalog loaded into products, and a tiny CLIP trained on it for a few steps (once for the
+    module: both tests read it, and what they write is the same whichever runs first)."""
+    from tests.conftest import new_workspace
+
+    workspace = new_workspace(tmp_path_factory.mktemp("trained"), tiny_model_dir, table_template)
     from fashion_catalog.catalog.demo import generate_demo_catalog
     from fashion_catalog.catalog.loader import load_catalog
     from fashion_catalog.training.trainer import train_clip
@@ -222,7 +235,12 @@ def test_trained_model_saves_logs_and_loads_through_the_embedder(trained):
     assert len(rows) == 40
     some = next(r for r in rows.values() if r.image_embedding is not None)
     assert some.embedding_model == "catalog-clip-test"
-    np.testing.assert_allclose(some.text_embedding, encoder.encode_texts([some.description])[0], atol=1e-5)
+    # The stored vectors are the trained model's own: CLIP's forward pass in numpy over its saved weights agrees.
+    from tests.reference_clip import ReferenceClip
+
+    reference = ReferenceClip(result.output_dir)
+    np.testing.assert_allclose(some.text_embedding, reference.text([some.description])[0], atol=1e-5)
+    np.testing.assert_allclose(some.image_embedding, reference.images([some.image_path])[0], atol=1e-5)
 
 
 def test_training_refuses_an_empty_catalog(spark, workspace):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,28 +38,25 @@ def spark_home() -> str:
     return _find_spark_home()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
 def loopback_env(**extra: str) -> dict[str, str]:
     """The environment every process here runs with: loopback only, this interpreter for Python workers."""
     return dict(os.environ, SPARK_LOCAL_IP=LOOPBACK, SPARK_PUBLIC_DNS=LOOPBACK, PYSPARK_PYTHON=sys.executable,
                 PYSPARK_DRIVER_PYTHON=sys.executable, **extra)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, log_path: str, timeout_s: float) -> None:
+def _wait_for_line(pattern: str, proc: subprocess.Popen, log_path: str, timeout_s: float) -> re.Match:
+    """The first match of ``pattern`` in the process's log: the server binds a free port itself (port 0) and
+    says which, so no port is picked here and taken by another process before the server binds it."""
+    found = re.compile(pattern)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
+        match = found.search(Path(log_path).read_text(encoding="utf-8", errors="replace"))
+        if match:
+            return match
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}; see {log_path}")
-        with socket.socket() as s:
-            if s.connect_ex((LOOPBACK, port)) == 0:
-                return
+            raise RuntimeError(f"process exited with {proc.returncode} before logging {pattern!r}; see {log_path}")
         time.sleep(0.25)
-    raise TimeoutError(f"nothing listened on {LOOPBACK}:{port} after {timeout_s}s; see {log_path}")
+    raise TimeoutError(f"no {pattern!r} in {log_path} after {timeout_s}s")
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -87,13 +84,11 @@ class ConnectServer:
                  master: str = "local[2]", confs: dict[str, str] | None = None, timeout_s: float = 180):
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="spark-connect-")
         os.makedirs(self.work_dir, exist_ok=True)
-        self.port = free_port()
-        self.url = f"sc://{LOOPBACK}:{self.port}"
         self.log_path = os.path.join(self.work_dir, "connect-server.log")
         all_confs = {
             **DELTA_CONFS,
             "spark.connect.grpc.binding.address": LOOPBACK,
-            "spark.connect.grpc.binding.port": str(self.port),
+            "spark.connect.grpc.binding.port": "0",
             "spark.driver.host": LOOPBACK,
             "spark.driver.bindAddress": LOOPBACK,
             "spark.ui.enabled": "false",
@@ -112,10 +107,13 @@ class ConnectServer:
             args, cwd=self.work_dir, env=loopback_env(), stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)
         try:
-            _wait_for_port(self.port, self.proc, self.log_path, timeout_s)
+            started = _wait_for_line(rf"Spark Connect server started at: {re.escape(LOOPBACK)}:(\d+)", self.proc,
+                                     self.log_path, timeout_s)
         except Exception:
             self.stop()
             raise
+        self.port = int(started.group(1))
+        self.url = f"sc://{LOOPBACK}:{self.port}"
         log.info("Spark Connect server at %s (log %s)", self.url, self.log_path)
 
     def stop(self) -> None:
@@ -137,22 +135,22 @@ class StandaloneCluster:
                  work_dir: str | None = None, timeout_s: float = 120):
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="spark-standalone-")
         os.makedirs(self.work_dir, exist_ok=True)
-        self.port = free_port()
-        self.url = f"spark://{LOOPBACK}:{self.port}"
         self.procs: list[subprocess.Popen] = []
         self._logs = []
         self.log_paths: list[str] = []
         spark_class = os.path.join(spark_home(), "bin", "spark-class")
         try:
             self._start("master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", LOOPBACK,
-                                   "--port", str(self.port), "--webui-port", str(free_port())])
-            _wait_for_port(self.port, self.procs[0], self.log_paths[0], timeout_s)
+                                   "--port", "0", "--webui-port", "0"])
+            started = _wait_for_line(rf"Starting Spark master at (spark://{re.escape(LOOPBACK)}:(\d+))",
+                                     self.procs[0], self.log_paths[0], timeout_s)
+            self.url, self.port = started.group(1), int(started.group(2))
             for i in range(workers):
                 worker_dir = os.path.join(self.work_dir, f"worker-{i}")
                 os.makedirs(worker_dir, exist_ok=True)
                 self._start(f"worker-{i}", [
                     spark_class, "org.apache.spark.deploy.worker.Worker", "--host", LOOPBACK,
-                    "--port", str(free_port()), "--webui-port", str(free_port()), "--cores", str(cores_per_worker),
+                    "--port", "0", "--webui-port", "0", "--cores", str(cores_per_worker),
                     "--memory", memory_per_worker, "--work-dir", worker_dir, self.url])
             self._wait_for_workers(workers, timeout_s)
         except Exception:

@@ -1,12 +1,15 @@
 """The search service: FastAPI app, its background index sync, the web page and product images.
 
-Run: ``python -m fashion_catalog.app.main`` (uses the configured profile; ``--set search.port=8080`` etc.).
+Run: ``python -m fashion_catalog.app.main --port 8000`` (the configured profile; ``--set key=value`` as every
+job), or as FastAPI services are started: ``uvicorn fashion_catalog.app.main:app`` (the module-level ``app``,
+configured from ``$FASHION_CONF_PROFILE``, or the default profile, when uvicorn starts it).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,7 +21,7 @@ from fashion_catalog.app.openapi import install_openapi
 from fashion_catalog.app.routes import site
 from fashion_catalog.app.routes.v1 import catalog, search
 from fashion_catalog.app.services import build_services
-from fashion_catalog.conf import Config, ConfigError
+from fashion_catalog.conf import ActionableError, Config, load_config
 from fashion_catalog.indexes.local import LocalIndexStore
 
 log = logging.getLogger(__name__)
@@ -82,18 +85,60 @@ def with_app_resources(config: Config) -> Config:
     return updated
 
 
+class ServiceFromEnvironment:
+    """The module-level ASGI ``app`` for ``uvicorn fashion_catalog.app.main:app`` (or any ASGI server).
+
+    Importing the module builds nothing (tests and tools import ``create_app``): the service is built on
+    the first event uvicorn sends, the lifespan start-up, from the environment's profile
+    (``$FASHION_CONF_PROFILE``, else ``local``) and, as a Databricks App, its serving endpoint. A known
+    mistake (a missing model or table, a bad setting) fails the start-up with its one-line message, which
+    uvicorn prints before it exits; anything else keeps its traceback.
+    """
+
+    def __init__(self) -> None:
+        self._app: FastAPI | None = None
+        self._lock = threading.Lock()
+
+    def build(self) -> FastAPI:
+        """The service, built once."""
+        with self._lock:
+            if self._app is None:
+                self._app = create_app(with_app_resources(load_config()))
+            return self._app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            app = self.build()
+        except ActionableError as exc:
+            if scope["type"] != "lifespan":
+                raise
+            await receive()  # lifespan.startup
+            await send({"type": "lifespan.startup.failed", "message": f"error: {exc}"})
+            return
+        await app(scope, receive, send)
+
+
+app = ServiceFromEnvironment()
+
+
 def main(argv: list[str] | None = None) -> None:
     from fashion_catalog.app.server import serve
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.conf.cli import parser, run, setup
 
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--host", help="the interface to listen on (default: search.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="the port (default: search.port; 0 picks a free one and prints it)")
+    args = p.parse_args(argv)
+    # The flags are settings like any other: validated with the rest (a bad port is one line).
+    args.set += [f"search.{key}={value}" for key, value in (("host", args.host), ("port", args.port))
+                 if value is not None]
     config = with_app_resources(setup(args))
-    try:
-        app = create_app(config)
-    except ConfigError as exc:
-        raise SystemExit(f"configuration error: {exc}") from None
-    host, port = bind_address(config)
-    serve(app, config, host, port)
+
+    def start() -> None:
+        host, port = bind_address(config)
+        serve(create_app(config), config, host, port)
+
+    run(start, args)
 
 
 if __name__ == "__main__":

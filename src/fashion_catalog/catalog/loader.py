@@ -31,7 +31,7 @@ def load_catalog(spark: SparkSession, config: Config, source_dir: str | None = N
     styles = os.path.join(source_dir, "styles.csv")
     if not os.path.isfile(styles):
         raise FileNotFoundError(f"no styles.csv in {source_dir}: expected the Kaggle layout styles.csv + images/")
-    parsed: ParsedCatalog = parse_styles_csv(styles, os.path.join(source_dir, "images"))
+    parsed: ParsedCatalog = parse_styles_csv(styles, os.path.join(source_dir, "images"), config.image_root)
     ensure_all_tables(spark, config)
     rows = [tuple(r[c] for c in PRODUCT_COLUMNS) for r in parsed.rows]
     source = spark.createDataFrame(rows, PRODUCTS_SCHEMA)

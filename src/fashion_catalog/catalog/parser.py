@@ -18,6 +18,8 @@ import os
 import zlib
 from dataclasses import dataclass, field
 
+from fashion_catalog.conf import ActionableError
+
 KAGGLE_COLUMNS = [
     "id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
     "season", "year", "usage", "productDisplayName",
@@ -51,7 +53,7 @@ PRICE_BANDS: dict[str, tuple[float, float]] = {
 DEFAULT_PRICE_BAND = (10.0, 150.0)
 
 
-class CatalogFormatError(ValueError):
+class CatalogFormatError(ActionableError, ValueError):
     """The catalog file as a whole is unusable (e.g. wrong header)."""
 
 
@@ -204,8 +206,10 @@ def _records(data: bytes):
         yield start, text, None
 
 
-def parse_styles_csv(styles_path: str | os.PathLike[str], images_dir: str | None = None) -> ParsedCatalog:
-    """Read a styles.csv; rows get ``image_path`` = <images_dir>/<id>.jpg (absolute).
+def parse_styles_csv(styles_path: str | os.PathLike[str], images_dir: str | None = None,
+                     image_root: str | None = None) -> ParsedCatalog:
+    """Read a styles.csv; rows get ``image_path`` = <images_dir>/<id>.jpg, relative to ``image_root`` when the
+    images lie under it (so the data folder can be moved: images.base_dir), else absolute.
 
     Every record becomes a row or a quarantined line with its reason (bad bytes, bad numbers,
     too few fields, a duplicate id); nothing aborts the load. A quarantined line whose id
@@ -214,6 +218,11 @@ def parse_styles_csv(styles_path: str | os.PathLike[str], images_dir: str | None
     """
     styles_path = os.fspath(styles_path)
     images_dir = os.path.abspath(images_dir or os.path.join(os.path.dirname(styles_path), "images"))
+    prefix = images_dir + os.sep
+    if image_root is not None:
+        relative = os.path.relpath(images_dir, os.path.abspath(image_root))
+        if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
+            prefix = "" if relative == os.curdir else relative.replace(os.sep, "/") + "/"
     out = ParsedCatalog()
     first_line: dict[int, int] = {}
     with open(styles_path, "rb") as fh:
@@ -240,6 +249,6 @@ def parse_styles_csv(styles_path: str | os.PathLike[str], images_dir: str | None
             out.quarantined.append((number, text, f"duplicate product_id {pid} (first at line {first_line[pid]})"))
             continue
         first_line[pid] = number
-        row["image_path"] = os.path.join(images_dir, f"{pid}.jpg")
+        row["image_path"] = f"{prefix}{pid}.jpg"
         out.rows.append(row)
     return out

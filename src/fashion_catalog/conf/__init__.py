@@ -2,6 +2,7 @@
 
 from fashion_catalog.conf.config import (
     CONF_DIR,
+    ActionableError,
     Config,
     ConfigError,
     TableRef,
@@ -9,4 +10,4 @@ from fashion_catalog.conf.config import (
     parse_override,
 )
 
-__all__ = ["CONF_DIR", "Config", "ConfigError", "TableRef", "load_config", "parse_override"]
+__all__ = ["CONF_DIR", "ActionableError", "Config", "ConfigError", "TableRef", "load_config", "parse_override"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
-from fashion_catalog.conf import Config, ConfigError, load_config
+from fashion_catalog.conf import ActionableError, Config, ConfigError, load_config
 from fashion_catalog.conf.config import parse_override
 
 
@@ -18,7 +19,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set model.precision=bf16 (repeatable)")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (one line without)")
     return p
+
+
+def run(job: Callable[[], object], args: argparse.Namespace) -> None:
+    """Run a job's body: an expected failure (an ActionableError) is one line on stderr and exit status 2; with
+    ``--debug`` its traceback too. Anything else is a bug and keeps its traceback."""
+    try:
+        job()
+    except ActionableError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def setup(args: argparse.Namespace) -> Config:

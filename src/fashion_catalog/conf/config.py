@@ -38,7 +38,12 @@ _URI_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 TRIGGERS = ("availableNow", "processingTime")
 
 
-class ConfigError(ValueError):
+class ActionableError(Exception):
+    """An error whose message says what went wrong and what to do: the jobs and the service print it as one line
+    on stderr and exit (a traceback only with ``--debug``). Every expected failure at start-up derives from it."""
+
+
+class ConfigError(ActionableError, ValueError):
     """The configuration is missing a value or holds an invalid one."""
 
 
@@ -74,6 +79,15 @@ Count = Annotated[int, BeforeValidator(_int_at_least(1)), annotated_types.Ge(1)]
 NonNegative = Annotated[int, BeforeValidator(_int_at_least(0)), annotated_types.Ge(0)]
 Number = Annotated[float, BeforeValidator(_number)]
 Fraction = Annotated[float, BeforeValidator(_unit_interval), annotated_types.Interval(ge=0, le=1)]
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"must be a port number in [0, 65535], got {value!r}")
+    return value
+
+
+Port = Annotated[int, BeforeValidator(_port), annotated_types.Interval(ge=0, le=65535)]
 
 
 class Section(BaseModel):
@@ -188,7 +202,9 @@ class ServingSettings(Section):
 
 
 class ImageSettings(Section):
-    base_dir: str | None = Field(None, description="resolves relative image_path values; null = as stored")
+    base_dir: str | None = Field(None, description="the image root: the loader stores image_path relative to it "
+                                                   "(a data folder can move) and a relative image_path resolves "
+                                                   "against it; null: catalog.source_dir")
     allowed_roots: list[str] | None = Field(
         None, description="folders images may be read and served from (links and .. resolved first); "
                           "null: catalog.source_dir")
@@ -277,12 +293,19 @@ class SearchSettings(Section):
                                              "0.04-0.06 P@10 (README, 'Search that understands shoppers')")
     fusion_k: NonNegative = Field(60, description="the RRF constant: score = sum weight / (k + rank)")
     fusion_candidates: Count = Field(100, description="results each retriever hands to the fusion")
+    nothing_close_below: Number | None = Field(
+        None, description="fused text search: with no keyword hit and no vector cosine at or above this, the "
+                          "answer says nothing came close; null: never said. Per model: `jobs.evaluate` reports "
+                          "the floor to set (docs/search.md, 'Nothing close')")
     boost_weight: Number = Field(1.0, description="a result naming a boosted colour or type gains this many "
                                                   "top ranks' worth of RRF score per match (weight / (k + 1))")
     synonyms_file: str | None = Field("synonyms.txt", description="shopper synonyms (Solr-style lines); relative "
                                                                   "to conf/; null: none")
+    examples: list[Annotated[str, annotated_types.MinLen(1), annotated_types.MaxLen(200)]] = Field(
+        ["red dress under 100", "black jeans for men", "white sports shoes", "brown watch for women", "party bag"],
+        description="example searches the page offers on its first screen")
     host: str = "127.0.0.1"
-    port: NonNegative = Field(description="port the service listens on (0: a free one, printed at start)")
+    port: Port = Field(description="port the service listens on (0: a free one, printed at start)")
 
     @model_validator(mode="after")
     def _limits(self) -> SearchSettings:
@@ -411,6 +434,11 @@ class Config(Section):
     def catalog_source_dir(self) -> str:
         """catalog.source_dir, resolved."""
         return self.catalog.source_dir
+
+    @property
+    def image_root(self) -> str:
+        """Where relative image paths live: images.base_dir, else catalog.source_dir."""
+        return self.images.base_dir or self.catalog.source_dir
 
     @property
     def backfill_chunk_rows(self) -> int:

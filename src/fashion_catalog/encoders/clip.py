@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fashion_catalog.conf import ActionableError
 from fashion_catalog.conf.precisions import device_error
 from fashion_catalog.encoders.model_card import read_model_card
 from fashion_catalog.encoders.towers import TorchTowers, TowerInputs, Towers, build_towers
@@ -24,7 +25,7 @@ from fashion_catalog.encoders.vectors import l2_normalize
 log = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ActionableError, RuntimeError):
     """The configured CLIP model could not be loaded."""
 
 

@@ -76,7 +76,7 @@ class ImageLimits:
         """The limits of ``config.images`` (a :class:`conf.Config`); roots default to the catalog's folder."""
         images = config.images
         roots = images.allowed_roots if images.allowed_roots is not None else [config.catalog_source_dir]
-        return cls(images.max_bytes, images.max_pixels, images.base_dir, tuple(roots))
+        return cls(images.max_bytes, images.max_pixels, config.image_root, tuple(roots))
 
     def allowed(self, path: str) -> str:
         """``path`` with links and ``..`` resolved, when it lies under an allowed root; else IMAGE_PATH_NOT_ALLOWED."""

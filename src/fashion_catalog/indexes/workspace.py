@@ -12,12 +12,14 @@ import logging
 import os
 from enum import Enum
 
+from fashion_catalog.conf import ActionableError
+
 log = logging.getLogger(__name__)
 
 WAREHOUSE_ENV = "DATABRICKS_WAREHOUSE_ID"
 
 
-class WorkspaceError(RuntimeError):
+class WorkspaceError(ActionableError, RuntimeError):
     """A workspace call failed (statement error, missing warehouse)."""
 
 

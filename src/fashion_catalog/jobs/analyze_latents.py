@@ -9,7 +9,7 @@ import json
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.conf.cli import parser, run, setup
     from fashion_catalog.evaluation.latents import analyze
 
     p = parser(__doc__.splitlines()[0])
@@ -19,8 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clusters", type=int, default=20)
     args = p.parse_args(argv)
     config = setup(args)
-    report = analyze(config, args.out, args.top, args.duplicate_threshold, args.clusters)
-    print(json.dumps(report, indent=2, default=str))
+
+    def job() -> None:
+        report = analyze(config, args.out, args.top, args.duplicate_threshold, args.clusters)
+        print(json.dumps(report, indent=2, default=str))
+
+    run(job, args)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+# What to do when the source table is missing or empty.
+LOAD = "load a catalogue first: `python -m fashion_catalog.jobs.load_catalog` (or check storage.root)"
+
 
 def main(argv: list[str] | None = None) -> None:
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.conf.cli import parser, run, setup
     from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import require_rows
     from fashion_catalog.streaming.backfill import backfill
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     config = setup(args)
-    print(backfill(get_spark(config), config))
+
+    def job() -> None:
+        require_rows(config.tables.products, "tables.products", LOAD)
+        spark = get_spark(config)
+        require_rows(config.tables.products, "tables.products", LOAD, spark)
+        print(backfill(spark, config))
+
+    run(job, args)
 
 
 if __name__ == "__main__":

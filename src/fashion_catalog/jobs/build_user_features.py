@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+# What to do when the source table is missing or empty.
+EMB = "run the embedder first: `python -m fashion_catalog.jobs.stream` (or check storage.root)"
+
 
 def main(argv: list[str] | None = None) -> None:
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.conf.cli import parser, run, setup
     from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import require_rows
     from fashion_catalog.personalization.features import build_user_features
 
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--personas", help="personas JSON (default: personalization/data/personas.json)")
     args = p.parse_args(argv)
     config = setup(args)
-    for row in build_user_features(get_spark(config), config, args.personas):
-        print(row)
+
+    def job() -> None:
+        require_rows(config.tables.embeddings, "tables.embeddings", EMB)
+        spark = get_spark(config)
+        require_rows(config.tables.embeddings, "tables.embeddings", EMB, spark)
+        for row in build_user_features(spark, config, args.personas):
+            print(row)
+
+    run(job, args)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fashion_catalog.conf import ConfigError
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.conf.cli import parser, run, setup
     from fashion_catalog.vectorsearch.lifecycle import create_configured_indexes
 
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--timeout", type=float, default=3600)
     args = p.parse_args(argv)
-    try:
-        print(create_configured_indexes(setup(args), timeout_s=args.timeout))
-    except ConfigError as exc:
-        raise SystemExit(f"configuration error: {exc}") from None
+    config = setup(args)
+    run(lambda: print(create_configured_indexes(config, timeout_s=args.timeout)), args)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 
 def main(argv: list[str] | None = None) -> None:
     from fashion_catalog.catalog.loader import load_catalog
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.catalog.parser import CatalogFormatError
+    from fashion_catalog.conf.cli import parser, run, setup
     from fashion_catalog.lakehouse.session import get_spark
 
     p = parser(__doc__.splitlines()[0])
@@ -13,7 +16,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--delete-missing", action="store_true", help="delete products absent from the file")
     args = p.parse_args(argv)
     config = setup(args)
-    print(load_catalog(get_spark(config), config, args.source_dir, args.delete_missing))
+
+    def job() -> None:
+        source = args.source_dir or config.catalog_source_dir
+        if not os.path.isfile(os.path.join(source, "styles.csv")):
+            raise CatalogFormatError(f"no styles.csv in {source} (catalog.source_dir or --source-dir): point it at a "
+                                     "folder with styles.csv and images/ (the Kaggle fashion dataset's layout)")
+        print(load_catalog(get_spark(config), config, args.source_dir, args.delete_missing))
+
+    run(job, args)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+# What to do when the source table is missing or empty.
+EMB = "run the embedder first: `python -m fashion_catalog.jobs.stream` (or check storage.root)"
+
 
 def main(argv: list[str] | None = None) -> None:
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.conf.cli import parser, run, setup
     from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import require_rows
     from fashion_catalog.streaming.backfill import reembed
 
     p = parser(__doc__.splitlines()[0])
@@ -13,7 +17,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="re-encode rows whose last encode failed (model or endpoint error), whatever their attempts")
     args = p.parse_args(argv)
     config = setup(args)
-    print(reembed(get_spark(config), config, failed_only=args.failed))
+
+    def job() -> None:
+        require_rows(config.tables.embeddings, "tables.embeddings", EMB)
+        spark = get_spark(config)
+        require_rows(config.tables.embeddings, "tables.embeddings", EMB, spark)
+        print(reembed(spark, config, failed_only=args.failed))
+
+    run(job, args)
 
 
 if __name__ == "__main__":

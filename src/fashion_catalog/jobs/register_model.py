@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.conf.cli import parser, run, setup
     from fashion_catalog.encoders.registry import register_model
 
     p = parser(__doc__.splitlines()[0])
@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--alias", help="alias to point at the new version (default: mlflow.alias)")
     args = p.parse_args(argv)
     config = setup(args)
-    print(register_model(config, args.model_dir, args.name, args.alias))
+    run(lambda: print(register_model(config, args.model_dir, args.name, args.alias)), args)
 
 
 if __name__ == "__main__":

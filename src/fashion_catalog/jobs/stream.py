@@ -8,17 +8,30 @@ import signal
 log = logging.getLogger(__name__)
 
 
+# What to do when the source table is missing or empty.
+LOAD = "load a catalogue first: `python -m fashion_catalog.jobs.load_catalog` (or check storage.root)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    from fashion_catalog.conf.cli import parser, setup
-    from fashion_catalog.lakehouse.session import get_spark
-    from fashion_catalog.streaming.runner import Embedder
+    from fashion_catalog.conf.cli import parser, run, setup
 
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--trigger", choices=["availableNow", "processingTime"],
                    help="override stream.trigger for this run")
     args = p.parse_args(argv)
     config = setup(args)
-    query = Embedder(get_spark(config), config).start_stream(args.trigger)
+    run(lambda: _run(config, args.trigger), args)
+
+
+def _run(config, trigger: str | None) -> None:
+    from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import require_rows
+    from fashion_catalog.streaming.runner import Embedder
+
+    require_rows(config.tables.products, "tables.products", LOAD)
+    spark = get_spark(config)
+    require_rows(config.tables.products, "tables.products", LOAD, spark)
+    query = Embedder(spark, config).start_stream(trigger)
     log.info("stream running (query %s)", query.id)
     # SIGTERM (a scheduler stopping the job) stops the query like Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+# What to do when the source table is missing or empty.
+LOAD = "load a catalogue first: `python -m fashion_catalog.jobs.load_catalog` (or check storage.root)"
+
 
 def main(argv: list[str] | None = None) -> None:
-    from fashion_catalog.conf.cli import parser, setup
+    from fashion_catalog.conf.cli import parser, run, setup
     from fashion_catalog.lakehouse.session import get_spark
+    from fashion_catalog.lakehouse.tables import require_rows
     from fashion_catalog.training.trainer import train_clip
 
     p = parser(__doc__.splitlines()[0])
@@ -22,11 +26,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     config = setup(args)
-    result = train_clip(get_spark(config), config, output_dir=args.out, max_minutes=args.max_minutes,
-                        epochs=args.epochs, log_to_mlflow=not args.no_mlflow, progress=not args.no_progress)
-    print(json.dumps(asdict(result), indent=2))
-    print(f"model: {result.output_dir} (weights: trained, {result.base}); use it with "
-          f"--set model.name_or_path={result.output_dir}")
+
+    def job() -> None:
+        require_rows(config.tables.products, "tables.products", LOAD)
+        result = train_clip(get_spark(config), config, output_dir=args.out, max_minutes=args.max_minutes,
+                            epochs=args.epochs, log_to_mlflow=not args.no_mlflow, progress=not args.no_progress)
+        print(json.dumps(asdict(result), indent=2))
+        print(f"model: {result.output_dir} (weights: trained, {result.base}); use it with "
+              f"--set model.name_or_path={result.output_dir}")
+
+    run(job, args)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute in table_rows
 
 
 def local_path(path: str | None) -> str | None:
@@ -29,6 +30,24 @@ def local_path(path: str | None) -> str | None:
     if parsed.scheme == "file":
         return parsed.path
     return path if parsed.scheme == "" else None
+
+
+def table_rows(path: str) -> int | None:
+    """Rows the Delta table at ``path`` holds by its files' statistics (None: no Delta table there). Opens only
+    the log, so a job can check its source before starting Spark."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(path)
+    except (TableNotFoundError, OSError):
+        return None
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if not actions.num_rows:
+        return 0
+    records = actions["num_records"]
+    # A file written without statistics counts as one row: it exists, so the table is not empty.
+    return int(pa.compute.sum(records).as_py() or 0) + records.null_count
 
 
 def plain_types(table: pa.Table) -> pa.Table:

@@ -13,13 +13,33 @@ import uuid
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
-from fashion_catalog.conf import Config, TableRef
+from fashion_catalog.conf import ActionableError, Config, TableRef
+from fashion_catalog.lakehouse.direct import local_path, table_rows
 from fashion_catalog.schemas import PRODUCT_EMBEDDINGS, PRODUCTS, QUARANTINE, TableSchema, create_table_ddl
 from fashion_catalog.schemas.tables import TABLE_PROPERTIES
 
 
-class TableMissingError(RuntimeError):
+class TableMissingError(ActionableError, RuntimeError):
     """A table the job reads does not exist yet."""
+
+
+def require_rows(ref: TableRef, setting: str, what_to_do: str, spark: SparkSession | None = None) -> None:
+    """A job's source table must exist and hold rows: else one actionable error naming the table and the setting.
+
+    A table on this machine's file system is checked from its log, before Spark starts (a mistyped
+    ``storage.root`` stops at once, with no JVM output); a catalog table through ``spark``.
+    """
+    path = local_path(ref.path)
+    if path is not None:
+        rows = table_rows(path)
+    elif spark is not None:
+        rows = (read_table(spark, ref, check=False).limit(1).count() if table_exists(spark, ref) else None)
+    else:
+        return
+    if rows is None:
+        raise TableMissingError(f"{setting} {ref} does not exist: {what_to_do}")
+    if rows == 0:
+        raise TableMissingError(f"{setting} {ref} is empty: {what_to_do}")
 
 
 def _missing(ref: TableRef) -> TableMissingError:

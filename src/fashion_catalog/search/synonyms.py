@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from fashion_catalog.conf import ActionableError
 
-class SynonymError(ValueError):
+
+class SynonymError(ActionableError, ValueError):
     """A synonyms file line that cannot be read; the message names the file and the line."""
 
 

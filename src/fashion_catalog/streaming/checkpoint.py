@@ -7,8 +7,10 @@ import json
 from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
+from fashion_catalog.conf import ActionableError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(ActionableError, RuntimeError):
     """The stream's checkpoint exists but its metadata cannot be read."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from fashion_catalog.conf import ActionableError
 
-class VectorSearchConfigError(RuntimeError):
+
+class VectorSearchConfigError(ActionableError, RuntimeError):
     """The Vector Search client cannot be built: no workspace URL or no credentials."""
 
 

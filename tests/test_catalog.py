@@ -70,3 +70,39 @@ def test_prices_follow_the_documented_bands_and_rule():
     assert len({derive_price(i, "Apparel") for i in range(10000, 10500)}) > 50
     row = parse_line("1,Men,Footwear,Shoes,Casual Shoes,Black,Fall,2012,Casual,X")
     assert row["price"] == 97.99  # the golden price of id 1 in Footwear
+
+
+def test_demo_names_read_as_real_display_names(tmp_path):
+    import csv
+
+    from fashion_catalog.catalog.demo import generate_demo_catalog
+
+    generate_demo_catalog(str(tmp_path), n_products=40)
+    with open(tmp_path / "styles.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    # How a shopper would name one of each (written by hand, not taken from the generator).
+    endings = {"Dresses": " Dress", "Watches": " Watch", "Jeans": " Jeans", "Tshirts": " Tshirt",
+               "Handbags": " Handbag", "Sports Shoes": " Sports Shoes"}
+    seen = set()
+    for row in rows:
+        if None in row:  # the deliberate unquoted comma (a tie set), as in the real file
+            continue
+        if row["articleType"] in endings:
+            assert row["productDisplayName"].endswith(endings[row["articleType"]]), row
+            seen.add(row["articleType"])
+    assert {"Dresses", "Watches", "Jeans"} <= seen
+    assert not any(row["productDisplayName"].endswith(("Dresse", "Watche", " Jean")) for row in rows)
+
+
+def test_image_paths_are_stored_relative_to_the_image_root(tmp_path):
+    root = tmp_path / "catalog"
+    (root / "images").mkdir(parents=True)
+    (root / "styles.csv").write_text(FIXTURE.read_text(encoding="utf-8"), encoding="utf-8")
+    inside = parse_styles_csv(root / "styles.csv", str(root / "images"), str(root))
+    assert inside.rows and {r["image_path"] for r in inside.rows[:2]} == {
+        f"images/{r['product_id']}.jpg" for r in inside.rows[:2]}
+    # Images outside the root stay absolute (still accepted), and with no root too.
+    elsewhere = parse_styles_csv(root / "styles.csv", str(tmp_path / "photos"), str(root))
+    assert elsewhere.rows[0]["image_path"] == f"{tmp_path}/photos/{elsewhere.rows[0]['product_id']}.jpg"
+    assert parse_styles_csv(root / "styles.csv").rows[0]["image_path"] == \
+        f"{root}/images/{inside.rows[0]['product_id']}.jpg"

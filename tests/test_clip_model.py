@@ -32,6 +32,17 @@ def test_loads_saved_model_and_produces_unit_vectors(tiny_model_dir, caplog):
     np.testing.assert_allclose(enc.encode_texts(TEXTS[:1]), t[:1], atol=1e-6)
 
 
+def test_a_training_start_point_loads_without_the_random_weights_warning(tmp_path, caplog):
+    from fashion_catalog.encoders.model_card import read_model_card
+    from fashion_catalog.encoders.random_clip import build_random_clip
+
+    folder = build_random_clip(tmp_path / "init", training_start=True)
+    assert read_model_card(folder)["weights"] == "random-init"
+    with caplog.at_level(logging.INFO):
+        ClipEncoder(folder)
+    assert "RANDOM WEIGHTS" not in caplog.text and "weights: random-init" in caplog.text
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8", "openvino-bf16"])
 def test_fast_paths_stay_faithful_to_fp32(tiny_model_dir, precision):
     fp32 = ClipEncoder(tiny_model_dir, precision="fp32")

@@ -36,3 +36,15 @@ def test_the_demo_speaks_plainly_and_logs_the_rest(tmp_path, tiny_model_dir):
     assert "streaming.metrics" in text
     assert not any(" WARN " in line or ":: resolving" in line for line in lines)
     assert done.stderr.strip() == ""
+    # Steps 1 and 4 in words, not a raw dict or JSON.
+    assert not any(line.lstrip().startswith(("{", "{'", '{"')) for line in lines), done.stdout
+    # It ends with what happened, the command that opens the page on these tables and its address, and a next step.
+    tail = "\n".join(lines[-14:])
+    assert "== Done" in tail and "products embedded" in tail and "re-encoded only what changed" in tail
+    assert f".venv/bin/python -m fashion_catalog.app.main --port 8000 --set storage.root={tmp_path}/data" in tail
+    assert "http://127.0.0.1:8000" in tail and "Next:" in tail and "docs/deploy.md" in tail
+    # Expected notices (random weights, the photo missing on purpose) are said in words, never counted as warnings.
+    assert "note: the model has random weights" in done.stdout
+    warnings_at = next((i for i, line in enumerate(lines) if " warnings (details in" in line), None)
+    counted = lines[warnings_at:] if warnings_at is not None else []
+    assert not any("RANDOM" in line or "IMAGE_MISSING" in line for line in counted), counted

@@ -28,6 +28,9 @@ ARTICLES = {
     "Watches": ("Accessories", "Watches", "Casual", "watch"),
     "Handbags": ("Accessories", "Bags", "Casual", "bag"),
 }
+# How one product of each type is named, as real display names read ("Puma Men Black Watch", "... Jeans").
+NAMES = {"Tshirts": "Tshirt", "Shirts": "Shirt", "Dresses": "Dress", "Jeans": "Jeans", "Casual Shoes": "Casual Shoes",
+         "Sports Shoes": "Sports Shoes", "Watches": "Watch", "Handbags": "Handbag"}
 BRANDS = ["Aurora", "Northwind", "Velvet Lane", "Kestrel", "Urban Fox", "Maple & Co"]
 GENDERS = ["Men", "Women", "Unisex"]
 SEASONS = ["Summer", "Fall", "Winter", "Spring"]
@@ -75,7 +78,7 @@ def generate_demo_catalog(out_dir: str, n_products: int = 48, seed: int = 7, mis
         master, sub, usage, kind = ARTICLES[article]
         gender = "Women" if article in ("Dresses", "Handbags") else rnd.choice(GENDERS)
         brand = rnd.choice(BRANDS)
-        name = f"{brand} {gender} {colour} {article.rstrip('s')}"
+        name = f"{brand} {gender} {colour} {NAMES[article]}"
         if i == 3:  # like the real file: an unquoted comma in the last column
             name = f"{brand} {gender} {colour} Tie, Cufflink and Pocket Square Set"
         lines.append(",".join([str(pid), gender, master, sub, article, colour, rnd.choice(SEASONS),

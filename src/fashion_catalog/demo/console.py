@@ -3,7 +3,8 @@
 Spark's JVM, Ivy's dependency resolution and the Python workers write to the process's file
 descriptors 1 and 2, so those are pointed at the log file; ``print`` keeps a duplicate of the
 terminal. At the end the warnings are summarised (counted by source, with the log's path), so
-nothing that matters is dropped; on failure the log's tail is shown.
+nothing that matters is dropped; on failure the log's tail is shown. Warnings the caller expects (a
+pattern and its meaning in words) are said as notes, not counted among the warnings.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ class _Counter(logging.Handler):
         self.records.append(record)
 
 
+Expected = tuple[tuple[str, str], ...]  # (regex of a log line, what it means in words)
+
+
 @contextmanager
-def quiet_console(log_path: str) -> Iterator[None]:
+def quiet_console(log_path: str, expected: Expected = ()) -> Iterator[None]:
     """Send fd 1/2 (JVM, Ivy, workers, logging) to ``log_path``; keep ``print`` on the terminal."""
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     sys.stdout.flush()
@@ -69,7 +73,7 @@ def quiet_console(log_path: str) -> Iterator[None]:
             if isinstance(handler, logging.StreamHandler) and handler.stream is log_file:
                 handler.setStream(old_stderr)
         log_file.close()
-        summary = warning_summary(log_path, counter.records)
+        summary = warning_summary(log_path, counter.records, expected)
         if summary:
             print(summary, file=terminal)
         if failed:
@@ -79,23 +83,43 @@ def quiet_console(log_path: str) -> Iterator[None]:
         terminal.close()
 
 
-def warning_summary(log_path: str, records: list[logging.LogRecord]) -> str:
-    """One line per warning source (Python loggers and the JVM's WARN lines), most frequent first."""
+def warning_summary(log_path: str, records: list[logging.LogRecord], expected: Expected = ()) -> str:
+    """The expected notices in words, then one line per other warning source (Python loggers and the JVM's
+    WARN lines), most frequent first; "no warnings" when there are none."""
     counts: collections.Counter[str] = collections.Counter()
+    noticed: dict[str, None] = {}
+
+    def count(text: str, what: str) -> None:
+        meaning = next((words for pattern, words in expected if re.search(pattern, text)), None)
+        if meaning is None:
+            counts[what] += 1
+        else:
+            noticed.setdefault(meaning)
+
     for r in records:
-        counts[f"{r.name}: {r.getMessage()[:90]}"] += 1
+        message = r.getMessage()
+        count(message, f"{r.name}: {_cut(message, 90)}")
     with open(log_path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             m = _WARN.search(line)
             if m and " WARNING " not in line:  # Python records are counted above, from the handler
-                counts[f"Spark {m.group(2)}: {m.group(3)[:70]}"] += 1
+                count(line, f"Spark {m.group(2)}: {_cut(m.group(3), 70)}")
+    lines = [f"note: {meaning}" for meaning in noticed]
     if not counts:
-        return ""
-    lines = [f"{sum(counts.values())} warnings (details in {log_path}):"]
+        return "\n".join([*lines, f"no warnings (the full log: {log_path})"])
+    lines.append(f"{sum(counts.values())} warnings (details in {log_path}):")
     lines += [f"  {n} x {what}" for what, n in counts.most_common(5)]
     if len(counts) > 5:
         lines.append(f"  ... and {len(counts) - 5} other kinds")
     return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` on one line, cut at a word boundary with an ellipsis when longer than ``width``."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    return text[:width].rsplit(" ", 1)[0] + "…"
 
 
 @contextmanager

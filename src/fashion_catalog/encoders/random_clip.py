@@ -82,11 +82,17 @@ def build_tokenizer(out_dir: str | os.PathLike[str], corpus: Iterable[str] | Non
     return CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"))
 
 
+RANDOM = "random"  # model_card.json "weights" of a model that will serve as is: the encoder warns
+RANDOM_INIT = "random-init"  # the start of a training run: about to be trained, no warning
+
+
 def build_random_clip(out_dir: str | os.PathLike[str], shape: str = "tiny", seed: int = 0,
-                      corpus: Iterable[str] | None = None) -> str:
+                      corpus: Iterable[str] | None = None, training_start: bool = False) -> str:
     """Create and save a random-weights CLIP of the given shape; returns the folder.
 
-    ``corpus`` (texts) gives the tokenizer word merges (see :func:`build_tokenizer`).
+    ``corpus`` (texts) gives the tokenizer word merges (see :func:`build_tokenizer`). ``training_start``
+    marks the folder as the starting point of a training run (weights ``random-init``): loading it is
+    expected and does not raise the random-weights warning meant for models that serve searches.
     """
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
@@ -125,7 +131,7 @@ def build_random_clip(out_dir: str | os.PathLike[str], shape: str = "tiny", seed
     model.save_pretrained(out)
     processor.save_pretrained(out)
     card = {
-        "weights": "random",
+        "weights": RANDOM_INIT if training_start else RANDOM,
         "shape": shape,
         "seed": seed,
         "note": "Random weights built locally by encoders.random_clip: for tests, benchmarks and plumbing demos only.",

@@ -91,7 +91,8 @@ def initial_model(config: Config, frame: pd.DataFrame, work: str) -> tuple[str, 
         return tc.base_model, tc.base_model
     train = frame[frame["split"] == "train"]
     corpus = train["description"].dropna().tolist() + train["product_display_name"].dropna().tolist()
-    init_dir = build_random_clip(os.path.join(work, "init"), shape=tc.init_shape, seed=tc.seed, corpus=corpus)
+    init_dir = build_random_clip(os.path.join(work, "init"), shape=tc.init_shape, seed=tc.seed, corpus=corpus,
+                                 training_start=True)
     base = f"from scratch ({tc.init_shape} CLIP, tokenizer from {len(corpus)} catalog texts)"
     log.info("training %s", base)
     return init_dir, base

@@ -30,7 +30,7 @@ setup(
     package_data={
         "fashion_catalog.conf": ["*.yaml", "*.txt"],
         "fashion_catalog.encoders": ["serving-requirements.txt"],
-        "fashion_catalog.evaluation": ["query_set.yaml"],
+        "fashion_catalog.evaluation": ["query_set.yaml", "unanswerable_queries.txt"],
         "fashion_catalog.app": ["static/*.html"],
         "fashion_catalog.personalization": ["data/*.json"],
     },

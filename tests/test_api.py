@@ -162,6 +162,10 @@ def test_text_search_reads_the_query_and_fuses_keyword_and_vector_results(env):
     results = body["results"]
     assert results and all(x["gender"] in ("Women", "Unisex") and x["price"] < 400 for x in results)
     assert results[0]["product_id"] == 5 and results[0]["ranks"]  # name, colour and type all match
+    assert body["exact_matches"] == 1  # CATALOG by hand: 5 is the only red dress
+    # No red tshirt at all: the answer says so (0 exact) and still shows the closest.
+    none = client.post("/api/v1/search/text", json={"query": "red tshirt for men under 50"}).json()
+    assert none["exact_matches"] == 0 and none["results"]
     # The shopper removes the price chip: the phrase is read as words again.
     r = client.post("/api/v1/search/text", json={"query": "red dresses for women under 100", "ignore": ["under 100"]})
     assert "price <" not in r.json()["interpreted"]["filters"] and 5 in [x["product_id"] for x in r.json()["results"]]
@@ -243,6 +247,8 @@ def test_hybrid_search(env, reference_clip, tmp_path):
 
 def test_users_and_facets_say_what_they_hold_and_never_an_embedding(env):
     client, *_ = env
+    assert client.get("/api/v1/examples").json() == [
+        "red dress under 100", "black jeans for men", "white sports shoes", "brown watch for women", "party bag"]
     users = client.get("/api/v1/users").json()
     # The personas file, read by hand: ids, segments and price ranges.
     assert {(u["user_id"], u["segment"], u["min_price"], u["max_price"]) for u in users} == {
@@ -269,6 +275,10 @@ def test_each_persona_gets_different_recommendations(env):
         seen[user] = {x["product_id"] for x in r.json()["results"]}
         assert seen[user]
     assert seen == EXPECTED_RECOMMENDATIONS  # product 12 is below the luxury persona's minimum price
+    # Why, in words (personas.json read by hand: the first two categories and the price range).
+    because = client.get("/api/v1/recommendations/user_008828").json()["because"]
+    assert because == {"user_id": "user_008828", "segment": "Luxury Fashionista",
+                       "preferences": ["dresses", "heels", "$100 to $1000"]}
     pairs = [(a, b) for i, a in enumerate(PERSONAS) for b in PERSONAS[i + 1:]]
     assert all(seen[a] != seen[b] for a, b in pairs)
     r = client.get("/api/v1/recommendations/user_000000")

@@ -41,11 +41,14 @@ def _meta() -> pd.DataFrame:
     return frame
 
 
-VECTORS = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 16)))[0][: len(ROWS)]  # orthonormal rows
+BASIS = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 16)))[0]
+VECTORS = BASIS[: len(ROWS)]  # orthonormal rows
+FAR = BASIS[len(ROWS)]  # orthogonal to every product: cosine 0 with all of them
 
 
 class Encoder:
-    """CLIP stand-in: a text naming ``#<id>`` encodes to that product's vector, anything else to product 8's."""
+    """CLIP stand-in: a text naming ``#<id>`` encodes to that product's vector (``#0``: a vector far from every
+    product), anything else to product 8's."""
 
     def __init__(self):
         self.seen: list[str] = []
@@ -55,7 +58,7 @@ class Encoder:
         out = []
         for text in texts:
             ids = [int(w[1:]) for w in text.split() if w.startswith("#") and w[1:].isdigit()]
-            out.append(VECTORS[(ids[0] if ids else 8) - 1])
+            out.append(FAR if ids and ids[0] == 0 else VECTORS[(ids[0] if ids else 8) - 1])
         return np.asarray(out, np.float32)
 
 
@@ -186,3 +189,40 @@ def test_the_configuration_is_checked_and_builds_the_search(tmp_path):
     text = TextSearch.from_config(config, SearchService(store, 50), QueryEncoder(Encoder(), None, 1000, "x"))
     assert text.default_mode == "keyword" and text.fusion.active() == {"keyword": 2.0, "image": 1.0}
     assert text.fusion.boost_weight == 0.5 and text.synonyms.expand("shades") == ["sunglasses"]
+
+
+def test_exact_matches_count_results_with_every_colour_and_type_the_query_named(searcher):
+    # ROWS by hand: under 50 for men (or unisex), the only black tshirt is 3; no red one (4 is for women).
+    assert searcher.run("black tshirt for men under 50", 8, mode="fused").exact_matches == 1
+    closest = searcher.run("red tshirt for men under 50", 8, mode="fused")
+    assert closest.exact_matches == 0 and closest.results  # the closest are still shown
+    assert searcher.run("for men under 50", 8, mode="fused").exact_matches is None  # no colour or type named
+
+
+def test_nothing_close_needs_no_keyword_hit_and_every_vector_below_the_floor(searcher):
+    assert searcher.run("xyzzy #0", 8, mode="fused").nothing_close is None  # no floor set: never judged
+    searcher.fusion = FusionSettings(nothing_close_below=0.2)
+    far = searcher.run("xyzzy #0", 8, mode="fused", understand=False)
+    assert far.nothing_close is True
+    assert far.closeness.keyword_hits == 0 and far.closeness.best_cosine == pytest.approx(0.0, abs=1e-5)
+    assert searcher.run("tunic #0", 8, mode="fused", understand=False).nothing_close is False  # a keyword hit
+    assert searcher.run("xyzzy #2", 8, mode="fused", understand=False).nothing_close is False  # cosine 1 to #2
+    assert searcher.run("xyzzy #0", 8, mode="vector").nothing_close is None  # judged in fused mode only
+    # Filters that leave no product at all: an empty answer, not "nothing close".
+    assert searcher.run("xyzzy #0", 8, mode="fused", filters={"price <": 1}).nothing_close is None
+
+
+def test_the_floor_is_the_lowest_that_costs_least():
+    from fashion_catalog.evaluation.nl_queries import choose_floor
+
+    # By hand: at 0.20 no answerable query is judged empty and 0.26 slips through (1 mistake); at 0.27 the
+    # 0.25 answerable one is judged empty instead (1 mistake): the lower floor wins the tie.
+    chosen = choose_floor([0.30, 0.25, 0.28], [0.10, 0.15, 0.26])
+    assert chosen["floor"] == pytest.approx(0.20)
+    assert chosen["answerable_judged_nothing_close"] == 0 and chosen["unanswerable_not_caught"] == 1
+    assert choose_floor([0.3], [0.1])["floor"] == pytest.approx(0.2)  # separable: the midpoint
+    # A real query judged empty costs two: at 0.40 one answerable (0.2) is judged empty (cost 2), at 0.15 two
+    # unanswerable ones slip through (cost 2); the tie goes to the lower floor, though 0.40 makes fewer mistakes.
+    weighted = choose_floor([0.5, 0.2], [0.1, 0.3, 0.35])
+    assert weighted["floor"] == pytest.approx(0.15) and weighted["unanswerable_not_caught"] == 2
+    assert choose_floor([], [0.1])["floor"] is None

@@ -285,6 +285,9 @@ def test_evaluate_and_analyze_latents_write_their_reports(trained):
     assert set(nl["label_queries"]) >= {"queries", "image_index", "fused_understanding"}
     assert len(nl["examples"]) == 10 and all(e["interpreted"]["text"] for e in nl["examples"])
     assert "Natural-language queries" in open(os.path.join(out, "evaluation.html")).read()
+    floor = nl["nothing_close"]
+    assert floor["answerable"] == len(floor["answerable_cosines"]) and floor["unanswerable"] + floor[
+        "unanswerable_with_a_keyword_hit"] == 18  # the lines of evaluation/unanswerable_queries.txt
 
     stream_once(Embedder(spark, cfg))
     lat_out = os.path.join(workspace.path, "latents")
@@ -337,3 +340,16 @@ def test_hybrid_comparison_leaves_the_query_photo_out():
     assert out["queries"] == 1
     assert out["p_at_10"] == {"text_only": 0.1, "image_only": 0.1, "hybrid": 0.1}
     assert out["hybrid_beats_text_only"] is False
+
+
+def test_a_metric_without_enough_support_is_not_judged():
+    from fashion_catalog.evaluation.retrieval import TARGETS, judge_targets
+
+    trained = {"text_to_image": {"colour_type": {"p_at_10": None}, "type": {"p_at_10": 0.9}},
+               "image_to_image": {"same_type_at_10": 0.1}, "zero_shot": {"article_type": {"accuracy": 0.35}}}
+    judged = judge_targets(trained)
+    assert judged["text_to_image.colour_type.p_at_10"] == {
+        "target": TARGETS["text_to_image.colour_type.p_at_10"], "value": None, "met": None}
+    # By hand against the targets 0.45, 0.6 and 0.35: above, below, exactly at.
+    assert [judged[k]["met"] for k in ("text_to_image.type.p_at_10", "image_to_image.same_type_at_10",
+                                        "zero_shot.article_type.accuracy")] == [True, False, True]

@@ -75,6 +75,13 @@ class SearchResponse(BaseModel):
     interpreted: dict[str, Any] | None = Field(
         None, description="text search with understanding: the filters and boosts read from the query, the phrases "
                           "behind them, the synonyms added, the rest of the text and what the vector encoder saw")
+    exact_matches: int | None = Field(
+        None, description="text search: results with every colour and type the query named (null: it named none); "
+                          "0 means the results are only the closest")
+    nothing_close: bool | None = Field(
+        None, description="fused text search: no keyword hit and no vector close enough (search.nothing_close_below)")
+    because: dict[str, Any] | None = Field(
+        None, description="recommendations: the persona and the preferences behind them")
 
 
 class ErrorResponse(BaseModel):

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from fashion_catalog.conf import Config
+from fashion_catalog.conf import ActionableError, Config
 from fashion_catalog.encoders.prompts import colour_type_query, zero_shot_prompt
 from fashion_catalog.evaluation.metrics import ndcg_at_k, precision_at_k
 from fashion_catalog.indexes.filters import evaluate as evaluate_filters
@@ -41,6 +41,8 @@ from fashion_catalog.search.service import SearchService
 from fashion_catalog.search.text_search import TextSearch
 
 QUERY_SET = Path(__file__).with_name("query_set.yaml")
+# Queries a fashion catalogue has no answer to (gibberish, other domains): the negatives for the "nothing close" floor.
+UNANSWERABLE = Path(__file__).with_name("unanswerable_queries.txt")
 KINDS = ("catalogue", "shopper", "constraint", "brand", "need")
 MODES: dict[str, dict] = {
     "image_index": {"mode": "vector", "index": "image", "understand": False},
@@ -55,7 +57,7 @@ TARGET_MARGIN = 0.10  # fused + understanding over the best single index, P@10 o
 K = 10
 
 
-class QuerySetError(ValueError):
+class QuerySetError(ActionableError, ValueError):
     """The query set file is malformed; the message names the entry."""
 
 
@@ -182,6 +184,65 @@ def examples(search: TextSearch, queries: list[JudgedQuery], n: int = 10) -> lis
     return [{"query": q.query, "interpreted": search.read(q.query, None, True).interpreted} for q in chosen]
 
 
+def load_unanswerable(path: str | Path = UNANSWERABLE) -> list[str]:
+    """The unanswerable queries of ``path``: one per line, ``#`` comments and blank lines skipped."""
+    lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line]
+
+
+# Telling a shopper "nothing close" about a real product costs this many gibberish queries shown weak results.
+WRONGLY_EMPTY_COST = 2
+
+
+def choose_floor(answerable: list[float], unanswerable: list[float]) -> dict:
+    """The "nothing close" cosine floor that costs the least, and how it did.
+
+    ``answerable``: each answerable query's best vector cosine; ``unanswerable``: the same for the
+    unanswerable queries with no keyword hit (a keyword hit is never judged "nothing close"). A query is judged
+    unanswerable below the floor. The candidates are the midpoints between neighbouring cosines. An answerable
+    query judged empty costs :data:`WRONGLY_EMPTY_COST`, an unanswerable one not caught costs 1; of the floors
+    that cost least the lowest is kept.
+    """
+    if not answerable or not unanswerable:
+        return {"floor": None, "note": "needs answerable and unanswerable queries without a keyword hit"}
+    cosines = sorted(set(answerable) | set(unanswerable))
+    midpoints = [(a + b) / 2 for a, b in zip(cosines, cosines[1:], strict=False)]
+    candidates = [cosines[0] - 1e-6, *midpoints, cosines[-1] + 1e-6]
+
+    def mistakes(floor: float) -> tuple[int, int]:
+        return sum(c < floor for c in answerable), sum(c >= floor for c in unanswerable)
+
+    def cost(floor: float) -> int:
+        wrongly_empty, missed = mistakes(floor)
+        return WRONGLY_EMPTY_COST * wrongly_empty + missed
+
+    floor = min(candidates, key=lambda f: (cost(f), f))
+    wrongly_empty, missed = mistakes(floor)
+    return {"floor": round(floor, 4), "answerable": len(answerable), "unanswerable": len(unanswerable),
+            "answerable_judged_nothing_close": wrongly_empty, "unanswerable_not_caught": missed,
+            "wrongly_empty_cost": WRONGLY_EMPTY_COST,
+            "answerable_cosines": sorted(round(c, 4) for c in answerable),
+            "unanswerable_cosines": sorted(round(c, 4) for c in unanswerable)}
+
+
+def nothing_close_report(search: TextSearch, frame: pd.DataFrame, queries: list[JudgedQuery],
+                         unanswerable: list[str]) -> dict:
+    """The floor for ``search.nothing_close_below`` chosen on this catalogue and model (:func:`choose_floor`)."""
+    def closeness(query: str):
+        return search.run(query, K, mode="fused", understand=True).closeness
+
+    # Every answerable query's best cosine, keyword hit or not: how close real needs come to this catalogue
+    # is what the floor must stay under, and a catalogue whose words cover most queries would leave too few.
+    judged = [(q.query, c) for q in queries if q.relevance(frame).any() if (c := closeness(q.query)) is not None]
+    negatives = [c.best_cosine for q in unanswerable if (c := closeness(q)) is not None and c.keyword_hits == 0]
+    keyword_hits = sum(1 for q in unanswerable if (c := closeness(q)) is not None and c.keyword_hits > 0)
+    chosen = choose_floor([c.best_cosine for _, c in judged], negatives)
+    # The answerable queries under the floor, and whether a keyword hit keeps them from being judged.
+    below = [{"query": q, "cosine": round(c.best_cosine, 4), "keyword_hits": c.keyword_hits}
+             for q, c in judged if chosen["floor"] is not None and c.best_cosine < chosen["floor"]]
+    return chosen | {"unanswerable_with_a_keyword_hit": keyword_hits, "answerable_below_floor": below}
+
+
 def natural_language_report(config: Config, encoder, frame: pd.DataFrame, vectors: dict[str, np.ndarray],
                             test_mask: np.ndarray, limits, min_support: int, path: str | Path = QUERY_SET) -> dict:
     """Every mode on the query set (test split and whole catalogue) and on the label-only test queries."""
@@ -209,6 +270,7 @@ def natural_language_report(config: Config, encoder, frame: pd.DataFrame, vector
                     "fused_understanding_p_at_10": label["fused_understanding"]["p_at_10"],
                     "not_worse": label["fused_understanding"]["p_at_10"] >= label["image_index"]["p_at_10"]}
             report["examples"] = examples(search, queries)
+            report["nothing_close"] = nothing_close_report(search, part, queries, load_unanswerable())
     report["per_query_p_at_10"] = {}
     for scope, scores in per_query.items():
         wide = scores.pivot_table(index=["query", "kind", "held_out"], columns="mode", values="p_at_10") \

@@ -271,13 +271,24 @@ def evaluate(spark, config: Config, out_dir: str | None = None, min_support: int
     with tempfile.TemporaryDirectory() as tmp:
         floor = ClipEncoder(build_random_floor(model_dir, tmp), precision="fp32")
         report["random_floor"] = evaluate_encoder(floor, test, limits, weight, min_support)
-    report["targets"] = {k: {"target": v, "value": _get(report["trained"], k), "met": _get(report["trained"], k) >= v}
-                         for k, v in TARGETS.items()}
+    report["targets"] = judge_targets(report["trained"])
     hybrid = report["trained"]["hybrid_vs_single"]
     report["targets"]["hybrid_beats_text_only"] = {"met": bool(hybrid.get("hybrid_beats_text_only"))}
     out = out_dir or os.path.join(config.root, "reports", "evaluation")
     write_report_files(report, out)
     return report
+
+
+def judge_targets(trained: dict) -> dict:
+    """Each of :data:`TARGETS` with the trained model's value and whether it is met.
+
+    A metric with no query of enough support (a small catalogue) is None: its target is not judged (None).
+    """
+    return {k: {"target": v, "value": (value := _get(trained, k)), "met": None if value is None else value >= v}
+            for k, v in TARGETS.items()}
+
+
+JUDGED = {True: "met", False: "MISSED", None: "not judged (no query with enough support)"}
 
 
 def _rows(report: dict) -> list[tuple[str, float, float]]:
@@ -322,7 +333,7 @@ def write_report_files(report: dict, out_dir: str) -> dict[str, str]:
     table = "".join(f"<tr><td>{html.escape(k)}</td><td>{t:.4f}</td><td>{f:.4f}</td></tr>" for k, t, f in rows)
     targets = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v.get('target', '')}</td><td>{v.get('value', '')}</td>"
-        f"<td>{'met' if v['met'] else 'MISSED'}</td></tr>" for k, v in report["targets"].items())
+        f"<td>{JUDGED[v['met']]}</td></tr>" for k, v in report["targets"].items())
     page = f"""<!doctype html><meta charset="utf-8"><title>CLIP evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}</style>
 <h1>Retrieval quality on the test split</h1>

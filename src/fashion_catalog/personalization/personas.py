@@ -56,3 +56,14 @@ def recommendation_filters(user: dict) -> dict:
     """The user's price range and category preferences as filters in the Databricks dialect."""
     return {"price >=": float(user["min_price"]), "price <=": float(user["max_price"]),
             "article_type": list(user["category_prefs"])}
+
+
+def recommendation_reasons(user: dict, count: int = 3) -> list[str]:
+    """The two or three preferences behind a user's recommendations, in words (for the page and the API)."""
+    # The filters first (two favourite categories, the price range), then the favourite colour the style
+    # embedding leans to.
+    reasons = [str(c).lower() for c in user.get("category_prefs", [])[:2]]
+    reasons.append(f"${float(user['min_price']):g} to ${float(user['max_price']):g}")
+    if user.get("color_prefs"):
+        reasons.append(f"{str(user['color_prefs'][0]).lower()} colours")
+    return reasons[:count]

@@ -57,6 +57,7 @@ class FusionSettings:
     k: int = 60
     candidates: int = 100
     boost_weight: float = 1.0
+    nothing_close_below: float | None = None  # a cosine: below it (and with no keyword hit) nothing came close
 
     def active(self) -> dict[str, float]:
         return {name: float(self.weights.get(name, 0.0)) for name in RETRIEVERS if self.weights.get(name, 0.0) > 0}
@@ -70,6 +71,24 @@ class TextSearchResult:
     index: str
     results: list[dict]
     interpreted: dict | None
+    # How many results have every colour and type read from the query (None: none was read).
+    exact_matches: int | None = None
+    # Fused mode: no keyword hit and no vector above search.nothing_close_below (None: not judged).
+    nothing_close: bool | None = None
+    # Fused mode on the local index: the keyword hits and the best vector cosine that judgement read.
+    closeness: Closeness | None = None
+
+
+@dataclass(frozen=True)
+class Closeness:
+    """How close a fused query came: keyword hits and the best cosine of any vector retriever (after filters)."""
+
+    keyword_hits: int
+    best_cosine: float
+
+    def nothing_close(self, floor: float | None) -> bool | None:
+        """No keyword hit and no vector at or above ``floor`` (None: no floor set, not judged)."""
+        return None if floor is None else self.keyword_hits == 0 and self.best_cosine < floor
 
 
 @dataclass(frozen=True)
@@ -114,7 +133,8 @@ class TextSearch:
     def from_config(cls, config: Config, search: SearchService, queries) -> TextSearch:
         """Text search (modes, understanding, synonyms, fusion) as ``config.search`` sets it."""
         se = config.search
-        fusion = FusionSettings(dict(se.fusion_weights), se.fusion_k, se.fusion_candidates, se.boost_weight)
+        fusion = FusionSettings(dict(se.fusion_weights), se.fusion_k, se.fusion_candidates, se.boost_weight,
+                                se.nothing_close_below)
         return cls(search, queries, fusion, load_synonyms(config), se.default_mode, se.understand)
 
     def __init__(self, search: SearchService, queries, fusion: FusionSettings | None = None,
@@ -185,8 +205,9 @@ class TextSearch:
         # Validated once, whatever the number of retrievers that take them.
         reading = replace(reading, filters=validated(reading.filters, FILTER_COLUMNS))
         boosts = reading.boosts
+        closeness = None
         if mode == "fused":
-            results = self._fused(reading, limit)
+            results, closeness = self._fused(reading, limit)
         else:
             k = max(limit, self.fusion.candidates) if boosts else limit
             if mode == "keyword":
@@ -194,7 +215,10 @@ class TextSearch:
             else:
                 rows = self.search.store.search(kind, self._vector(reading), k, reading.filters)
             results = self._boosted(rows, boosts)[:limit] if boosts else rows
-        return TextSearchResult(mode, kind, [self.search.public(r) for r in results], reading.interpreted)
+        exact = sum(boost_matches(r, boosts) == len(boosts) for r in results) if boosts else None
+        return TextSearchResult(mode, kind, [self.search.public(r) for r in results], reading.interpreted, exact,
+                                closeness.nothing_close(self.fusion.nothing_close_below) if closeness else None,
+                                closeness)
 
     def _vector(self, reading: Reading) -> np.ndarray:
         return self.queries.text_embedding(reading.vector_text)
@@ -240,7 +264,15 @@ class TextSearch:
         order = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
         return [scored[i] for i in order]
 
-    def _fused(self, reading: Reading, limit: int) -> list[dict]:
+    def _fused(self, reading: Reading, limit: int) -> tuple[list[dict], Closeness | None]:
+        """The fused results, and how close the query came (None where the backend fuses itself or no product
+        passes the filters)."""
         lists = self.rankings(reading, max(limit, self.fusion.candidates))
-        return [dict(row, score=score, ranks=ranks)
-                for row, score, ranks in self._fuse(lists, self.fusion.active(), reading.boosts)[:limit]]
+        fused = [dict(row, score=score, ranks=ranks)
+                 for row, score, ranks in self._fuse(lists, self.fusion.active(), reading.boosts)[:limit]]
+        if isinstance(self.search.store, HybridQueries) or "keyword" not in lists:
+            return fused, None
+        cosines = [row["score"] for name, rows in lists.items() if name != "keyword" for row in rows]
+        if not cosines:  # nothing passes the filters at all: an empty answer, not a far one
+            return fused, None
+        return fused, Closeness(len(lists["keyword"]), float(max(cosines)))

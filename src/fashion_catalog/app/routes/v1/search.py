@@ -25,7 +25,7 @@ from fashion_catalog.app.models import (
     json_form_field,
     labels_schema,
 )
-from fashion_catalog.personalization.personas import recommendation_filters
+from fashion_catalog.personalization.personas import recommendation_filters, recommendation_reasons
 from fashion_catalog.search.queries import MAX_QUERY_CHARS, is_blank
 from fashion_catalog.search.service import SearchService
 
@@ -115,7 +115,8 @@ def search_text(body: TextSearchRequest, services: ServicesDep, text: TextSearch
     found = text.run(body.query, body.limit or services.config.search.default_limit, body.filters, body.mode,
                      body.index, body.understand, body.ignore or ())
     return SearchResponse(index=found.index, mode=found.mode, count=len(found.results), results=found.results,
-                          interpreted=found.interpreted)
+                          interpreted=found.interpreted, exact_matches=found.exact_matches,
+                          nothing_close=found.nothing_close)
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=errors(400, 413, 415, 503),
@@ -152,7 +153,9 @@ def recommendations(user_id: str, services: ServicesDep, search: SearchDep, user
     if user.get("user_embedding") is None:
         raise HTTPException(409, f"user {user_id!r} has no style embedding yet (no matching products indexed)")
     merged = recommendation_filters(user) | (_parse_filters(filters) or {})
-    return _search(services, search, "hybrid", user["user_embedding"], limit, merged)
+    found = _search(services, search, "hybrid", user["user_embedding"], limit, merged)
+    found.because = {"user_id": user_id, "segment": user.get("segment"), "preferences": recommendation_reasons(user)}
+    return found
 
 
 @router.get("/products/{product_id}/similar", response_model=SearchResponse, responses=errors(400, 404, 409, 503))
@@ -164,6 +167,12 @@ def similar_products(product_id: int, services: ServicesDep, search: SearchDep,
     results = search.similar(product_id, index, limit or services.config.search.default_limit,
                              _parse_filters(filters))
     return SearchResponse(index=index, count=len(results), results=results)
+
+
+@router.get("/examples")
+def example_searches(services: ServicesDep) -> list[str]:
+    """A few searches to try, for the page's first screen (search.examples)."""
+    return list(services.config.search.examples)
 
 
 @router.get("/users")

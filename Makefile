@@ -1,36 +1,41 @@
 # Two commands on a fresh machine:  `make demo` (main job, local default)  and  `make test`.
-# Both create .venv and install everything; Delta's jars come from Maven Central on the
-# first Spark start (Spark's spark.jars.packages -> ~/.ivy2.5.2 cache; offline afterwards).
+# Both create .venv: `make demo` installs the runtime, `make test` the test tools too; Delta's jars come
+# from Maven Central on the first Spark start (Spark's spark.jars.packages -> ~/.ivy2.5.2 cache; offline afterwards).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Two stamps: the demo needs only the runtime (requirements.txt); the tests, lint and benchmarks add the
+# dev tools (requirements-dev.txt: pytest, playwright, schemathesis, locust, ...).
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
 
-.PHONY: demo cluster-demo test lint bench clean browser wheel serving-env-check
-
-$(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
+$(RUNTIME): requirements.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
-	touch $(STAMP)
+	touch $(RUNTIME)
 
-demo: $(STAMP)
+$(DEV): $(RUNTIME) requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(DEV)
+
+demo: $(RUNTIME)
 	$(PY) -m fashion_catalog.jobs.demo
 
 # The stream on a local standalone cluster: master + 2 workers on 127.0.0.1, encoding in executor processes.
-cluster-demo: $(STAMP)
+cluster-demo: $(RUNTIME)
 	SPARK_LOCAL_IP=127.0.0.1 $(PY) -m fashion_catalog.jobs.cluster_demo --set storage.root=data/cluster-demo
 
 # The registered encoder served from a clean environment built from its own requirements (slow: torch again).
-serving-env-check: $(STAMP)
+serving-env-check: $(DEV)
 	FASHION_SERVING_ENV_CHECK=1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -s -m serving_env tests/test_serving_env.py
 
 # The wheel the Databricks Asset Bundle deploys (dist/*.whl).
-wheel: $(STAMP)
+wheel: $(RUNTIME)
 	$(PY) -m pip wheel --no-deps -q -w dist .
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
@@ -44,7 +49,7 @@ browser:
 test: lint browser
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(PY) -m bench.backfill_throughput
 
 clean:

@@ -1,12 +1,15 @@
-"""The README is checked: its map of the code matches the tree and the import contracts, and its
-commands and settings list match the code (a changed flag, module path or key fails CI).
+"""The README and the pages under ``docs/`` are checked: the map of the code in
+``docs/architecture.md`` matches the tree and the import contracts, the commands and the settings
+list match the code (a changed flag, module path or key fails CI), the README stays a front page,
+and every link between the pages resolves.
 
-Every ```bash block is vetted command by command: ``python -m <module>`` runs ``main(["--help"])``
-and every ``--flag`` the README shows must be in that help, every ``--set key=value`` must name a
-real setting; ``make <target>`` must be a Makefile target; the MLflow and schemathesis CLIs are
-asked for their own ``--help``. A block that cannot run here says so in an HTML comment right
-above it (``<!-- not run in tests: why -->``). Slow commands themselves run in their own tests
-(the demo, the stream, the service, the scoring server); this test keeps their spelling honest.
+Every ```bash block of README.md and docs/*.md is vetted command by command: ``python -m <module>``
+runs ``main(["--help"])`` and every ``--flag`` shown must be in that help, every ``--set key=value``
+must name a real setting; ``make <target>`` must be a Makefile target; ``uvicorn`` must name a
+module-level ASGI app; the MLflow and schemathesis CLIs are asked for their own ``--help``. A block
+that cannot run here says so in an HTML comment right above it (``<!-- not run in tests: why -->``).
+Slow commands themselves run in their own tests (the demo, the stream, the service, the scoring
+server); this test keeps their spelling honest.
 """
 
 from __future__ import annotations
@@ -28,14 +31,19 @@ from fashion_catalog.conf.docs import BEGIN, END, settings_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH_ROOT = Path(ROOT)
-PACKAGE_ROOT = PATH_ROOT / "src" / "fashion_catalog"  # the one import root; the README's map names paths inside it
-README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+PACKAGE_ROOT = PATH_ROOT / "src" / "fashion_catalog"  # the one import root; the map names paths inside it
+PAGES = {p.relative_to(PATH_ROOT).as_posix(): p.read_text(encoding="utf-8")
+         for p in [PATH_ROOT / "README.md", *sorted((PATH_ROOT / "docs").glob("*.md"))]}
+README = PAGES["README.md"]
+ARCHITECTURE = PAGES["docs/architecture.md"]
+CONFIGURATION = PAGES["docs/configuration.md"]
 SKIP = re.compile(r"<!-- not run in tests: (.+?) -->\s*$")
+README_MAX_LINES = 130  # a front page: what it is, two commands, the page, the main job, links (issue 25)
 
 
-def _blocks() -> list[tuple[int, str, str | None]]:
-    """(line, body, skip reason) of every ```bash block."""
-    out, lines = [], README.split("\n")
+def _blocks(text: str) -> list[tuple[int, str, str | None]]:
+    """(line, body, skip reason) of every ```bash block of one page."""
+    out, lines = [], text.split("\n")
     i = 0
     while i < len(lines):
         if lines[i].strip() == "```bash":
@@ -120,12 +128,21 @@ def _vet(words: list[str], keys: set[str], targets: set[str], helps: dict) -> No
         rest = words[3:]
         for flag in _flags(rest):
             assert re.search(rf"(^|[\s,\[]){re.escape(flag)}([\s,=\]]|$)", helps[module], re.M), \
-                f"python -m {module}: the README shows {flag}, its --help does not know it"
+                f"python -m {module}: the page shows {flag}, its --help does not know it"
         for i, w in enumerate(rest):
             if w == "--set":
                 key = rest[i + 1].split("=", 1)[0]
                 assert key in keys or key.split(".")[:2] == ["spark", "conf"], \
                     f"--set {key}: not a setting (see the generated list)"
+        return
+    if head in (".venv/bin/uvicorn", "uvicorn"):
+        # `uvicorn pkg.module:app`: the attribute must be a module-level ASGI callable (a FastAPI app).
+        module, _, attr = words[1].partition(":")
+        app = getattr(importlib.import_module(module), attr or "app")
+        assert callable(app), f"uvicorn {words[1]}: {attr} is not an ASGI app"
+        text = _cli_help([os.path.join(os.path.dirname(sys.executable), "uvicorn"), "--help"])
+        for flag in _flags(words[2:]):
+            assert flag in text, f"uvicorn: unknown option {flag}"
         return
     if head == ".venv/bin/mlflow":
         # MLflow starts uvicorn from PATH: the command must put the venv's bin on it (issue: exit code 127).
@@ -148,26 +165,72 @@ def _vet(words: list[str], keys: set[str], targets: set[str], helps: dict) -> No
         for flag in _flags(words[2:]):
             assert flag in text, f"schemathesis {words[1]}: unknown option {flag}"
         return
-    raise AssertionError(f"README command not vetted by tests/test_readme.py: {' '.join(words)} "
+    raise AssertionError(f"command not vetted by tests/test_readme.py: {' '.join(words)} "
                          f"(teach the test, or mark its block <!-- not run in tests: why -->)")
 
 
-def test_every_readme_command_block_is_vetted_or_says_why_not():
-    blocks = _blocks()
-    assert len(blocks) >= 8
+def test_every_command_block_of_the_readme_and_the_docs_is_vetted_or_says_why_not():
     keys, targets, helps = _setting_keys(), _make_targets(), {}
-    vetted = 0
-    for line, body, skip in blocks:
-        if skip:
-            assert len(skip) > 15, f"README line {line}: say why the block is not run"
-            continue
-        for words in _commands(body):
-            try:
-                _vet(words, keys, targets, helps)
-            except AssertionError as exc:
-                raise AssertionError(f"README line {line}: {exc}") from None
-            vetted += 1
-    assert vetted >= 30
+    vetted, blocks = 0, 0
+    for page, text in PAGES.items():
+        for line, body, skip in _blocks(text):
+            blocks += 1
+            if skip:
+                assert len(skip) > 15, f"{page} line {line}: say why the block is not run"
+                continue
+            for words in _commands(body):
+                try:
+                    _vet(words, keys, targets, helps)
+                except AssertionError as exc:
+                    raise AssertionError(f"{page} line {line}: {exc}") from None
+                vetted += 1
+    assert blocks >= 10 and vetted >= 30, (blocks, vetted)
+
+
+def test_the_readme_is_a_front_page():
+    lines = README.count("\n") + 1
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail to docs/ (at most {README_MAX_LINES})"
+    first_block = _commands(_blocks(README)[0][1])
+    assert [w[:2] for w in first_block] == [["make", "demo"], ["make", "test"]], "the two set-up commands come first"
+    assert "docs/page.png" in README and (PATH_ROOT / "docs" / "page.png").is_file(), "the screenshot of the page"
+    for page in ("architecture", "configuration", "search", "deploy", "operations", "benchmarks", "testing"):
+        assert f"(docs/{page}.md)" in README, f"the README links docs/{page}.md"
+    assert re.search(r"uvicorn fashion_catalog\.app\.main:app", README), "the serving line as FastAPI users write it"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _broken_links(pages: dict[str, str]) -> list[str]:
+    """Relative links of ``pages`` (path from the repository root -> text) whose file or heading is missing."""
+    broken = []
+    for page, text in pages.items():
+        here = (PATH_ROOT / page).parent
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^[a-z]+://", target) or target.startswith("mailto:"):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (here / path).resolve() if path else PATH_ROOT / page
+            if not file.exists():
+                broken.append(f"{page}: {target} (no such file)")
+            elif anchor and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), re.M)
+                if anchor not in {_anchor(h) for h in headings}:
+                    broken.append(f"{page}: {target} (no such heading)")
+    return broken
+
+
+def test_every_link_between_the_pages_resolves():
+    assert not _broken_links(PAGES)
+
+
+def test_the_link_check_catches_a_missing_page_and_a_missing_heading():
+    assert _anchor("Bad input never kills the job") == "bad-input-never-kills-the-job"
+    page = "[a](docs/nope.md) [b](docs/operations.md#no-such-heading) [c](docs/operations.md#jobs) [d](https://x.y)"
+    assert _broken_links({"README.md": page}) == [
+        "README.md: docs/nope.md (no such file)", "README.md: docs/operations.md#no-such-heading (no such heading)"]
 
 
 def test_the_vetting_catches_a_renamed_flag_a_wrong_module_and_an_unknown_key():
@@ -185,18 +248,19 @@ def test_the_vetting_catches_a_renamed_flag_a_wrong_module_and_an_unknown_key():
         _vet([".venv/bin/mlflow", "models", "serve", "-m", "models:/x@champion"], keys, targets, helps)
 
 
-def test_the_settings_list_in_the_readme_is_the_generated_one():
-    start, end = README.index(BEGIN), README.index(END) + len(END)
-    assert README[start:end] == settings_markdown(), "run: python -m fashion_catalog.conf.docs --write README.md"
+def test_the_settings_list_in_the_docs_is_the_generated_one():
+    start, end = CONFIGURATION.index(BEGIN), CONFIGURATION.index(END) + len(END)
+    assert CONFIGURATION[start:end] == settings_markdown(), \
+        "run: python -m fashion_catalog.conf.docs --write docs/configuration.md"
     assert ("| `model.precision` | `fp32` \\| `bf16` \\| `int8` \\| `fp16` \\| `openvino-bf16` \\| `openvino-int8` "
-            "\\| `auto` |") in README
+            "\\| `auto` |") in CONFIGURATION
 
 
 # -- the map of the code ------------------------------------------------------------------------
 def _section(title: str) -> str:
-    start = README.index(f"## {title}")
-    end = README.find("\n## ", start + 1)
-    return README[start:end if end > 0 else None]
+    start = ARCHITECTURE.index(f"## {title}")
+    end = ARCHITECTURE.find("\n## ", start + 1)
+    return ARCHITECTURE[start:end if end > 0 else None]
 
 
 def test_every_path_in_where_things_are_exists():
@@ -204,17 +268,18 @@ def test_every_path_in_where_things_are_exists():
     paths = {p for p in re.findall(r"`([\w./-]+)`", section) if "/" in p and not p.startswith("/")}
     assert len(paths) > 30
     missing = sorted(p for p in paths if not (PATH_ROOT / p).exists() and not (PACKAGE_ROOT / p).exists())
-    assert not missing, f"README names files that do not exist: {missing}"
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
 
 
 def test_every_python_module_is_in_the_map():
     section = _section("Where things are")
     named = set(re.findall(r"`([\w./-]+\.py)`", section))
     packages = ("conf", "schemas", "lakehouse", "catalog", "streaming", "udfs", "encoders", "search",
-                "personalization", "vectorsearch", "training", "evaluation", "demo", "app")
+                "personalization", "vectorsearch", "training", "evaluation", "demo", "app", "indexes")
     modules = {str(p.relative_to(PACKAGE_ROOT)) for pkg in packages for p in (PACKAGE_ROOT / pkg).rglob("*.py")
                if p.name != "__init__.py"}
-    assert not sorted(modules - named), f"modules the README's map does not name: {sorted(modules - named)}"
+    missing = sorted(modules - named)
+    assert not missing, f"modules the map in docs/architecture.md does not name: {missing}"
 
 
 def test_layer_diagram_matches_the_import_linter_contract():

@@ -240,7 +240,10 @@ def test_trained_model_saves_logs_and_loads_through_the_embedder(trained):
 
     reference = ReferenceClip(result.output_dir)
     np.testing.assert_allclose(some.text_embedding, reference.text([some.description])[0], atol=1e-5)
-    np.testing.assert_allclose(some.image_embedding, reference.images([some.image_path])[0], atol=1e-5)
+    # The loader stores image paths relative to the image root (here the catalogue folder).
+    assert not os.path.isabs(some.image_path)
+    photo = os.path.join(cfg.image_root, some.image_path)
+    np.testing.assert_allclose(some.image_embedding, reference.images([photo])[0], atol=1e-5)
 
 
 def test_training_refuses_an_empty_catalog(spark, workspace):

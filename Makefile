@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
+.PHONY: demo cluster-demo test lint bench clean browser wheel serving-env-check
+
 $(RUNTIME): requirements.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

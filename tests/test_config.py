@@ -66,3 +66,14 @@ def test_unknown_profile_lists_known_ones(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("model.precision")
+
+
+def test_one_namespace_pair_moves_every_databricks_name():
+    config = load_config("databricks", overrides={"namespace.catalog": "dev", "namespace.schema": "fashion_jdoe"})
+    assert config.tables.embeddings.name == "dev.fashion_jdoe.product_embeddings_multimodal"
+    assert config.mlflow.registered_model_name == "dev.fashion_jdoe.clip_multimodal_encoder"
+    assert config.stream.checkpoint == "/Volumes/dev/fashion_jdoe/embedder/checkpoints/embedder"
+    assert config.images.allowed_roots == ["/Volumes/dev/fashion_jdoe/raw"]
+    assert config.vector_search.indexes["text"] == "dev.fashion_jdoe.vs_text_search"
+    with pytest.raises(ConfigError, match=r"namespace\.schema is not set"):
+        load_config("databricks", overrides={"namespace.schema": None})

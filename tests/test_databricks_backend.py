@@ -304,3 +304,19 @@ def test_volume_photos_are_read_through_the_files_api_and_only_under_the_allowed
         assert err.value.code == "IMAGE_TOO_LARGE"
     finally:
         server.close()
+
+
+def test_a_configured_sync_without_a_search_client_stops_at_start(monkeypatch):
+    from fashion_catalog.conf import load_config
+    from fashion_catalog.vectorsearch import client, sync
+
+    config = load_config("databricks")
+    assert config.vector_search.sync_from_stream and config.vector_search.pipeline_type == "TRIGGERED"
+
+    def missing():
+        raise ImportError("No module named 'databricks.ai_search'")
+
+    monkeypatch.setattr(client, "client_class", missing)
+    with pytest.raises(client.VectorSearchConfigError, match="pip install databricks-ai-search"):
+        sync.require_sync_client(config)
+    sync.require_sync_client(load_config("databricks", overrides={"vector_search.sync_from_stream": False}))

@@ -43,6 +43,16 @@ def test_a_job_with_a_mistyped_storage_root_says_which_table_is_missing(tmp_path
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "TableMissingError" in debug.stderr
 
 
+def test_the_databricks_profile_off_a_cluster_says_where_to_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATABRICKS_RUNTIME_VERSION"}
+    done = subprocess.run([sys.executable, "-m", "fashion_catalog.jobs.stream", "--profile", "databricks"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    line = _one_line(done)
+    assert "not a Databricks cluster" in line and "databricks-connect" in line and "--profile local" in line
+    assert "Spark" not in done.stdout  # it stopped before starting a local Spark
+
+
 def test_a_source_table_that_is_empty_is_named(tmp_path):
     from deltalake import write_deltalake
 

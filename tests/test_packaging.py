@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import copy
 import glob
 import os
 import re
@@ -132,7 +133,19 @@ def test_bundle_resources_build_with_the_typed_bundle_classes():
         assert job.name and job.tasks, key
     for key, spec in resources["volumes"].items():
         assert Volume.from_dict(spec).name, key
-    assert resources["jobs"]["embedder_stream"]["continuous"]["pause_status"] == "UNPAUSED"
+    from databricks.bundles.registered_models import RegisteredModel
+    from databricks.bundles.schemas import Schema
+
+    Schema.from_dict(resources["schemas"]["fashion"])  # a misspelt field or privilege raises here
+    RegisteredModel.from_dict(resources["registered_models"]["clip_encoder"])
+    assert resources["schemas"]["fashion"]["name"] == "${var.schema}"
+    # The Volumes and the model name the schema through the resource: the schema is created first.
+    for spec in [*resources["volumes"].values(), resources["registered_models"]["clip_encoder"]]:
+        assert spec["schema_name"] == "${resources.schemas.fashion.name}"
+    # A job-level entry for the platform group would replace its top-level CAN_MANAGE (databricks/cli).
+    for key, spec in resources["jobs"].items():
+        groups = {p.get("group_name") for p in spec.get("permissions", [])}
+        assert "${var.platform_group}" not in groups, key
     for name in {m for text in map(str, resources.values()) for m in VAR.findall(text)}:
         assert name in root["variables"], f"undeclared variable {name}"
 
@@ -154,3 +167,81 @@ def test_every_wheel_task_names_a_real_entry_point_and_real_config_keys(wheel, t
             overrides = dict(parse_override(args[i + 1]) for i, a in enumerate(args) if a == "--set")
             config = load_config(profile, overrides=overrides, base_dir=tmp_path)  # an unknown key raises
             assert config.tables.embeddings.name.endswith(".product_embeddings_multimodal"), key
+
+
+def _resolve(value, variables: dict):
+    """A bundle value with ${var.*} and ${workspace.current_user.short_name} substituted (as the CLI would)."""
+    if isinstance(value, dict):
+        return {k: _resolve(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, variables) for v in value]
+    if not isinstance(value, str):
+        return value
+    value = value.replace("${workspace.current_user.short_name}", "jdoe")
+    return VAR.sub(lambda m: str(variables[m.group(1)]), value)
+
+
+def _target(name: str) -> tuple[dict, dict]:
+    """The variables and the jobs as target ``name`` deploys them: its variable values and resource overrides."""
+    root, resources = _bundle()
+    variables = {k: v.get("default") for k, v in root["variables"].items()}
+    target = root["targets"][name]
+    variables.update({k: _resolve(v, variables) for k, v in target.get("variables", {}).items()})
+    jobs = copy.deepcopy(resources["jobs"])
+    for key, override in target.get("resources", {}).get("jobs", {}).items():
+        _merge(jobs[key], override)
+    return variables, _resolve(jobs, variables)
+
+
+def _merge(base: dict, override: dict) -> None:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _task_config(job: dict, tmp_path):
+    task = job["tasks"][0]
+    args = task["python_wheel_task"]["parameters"]
+    overrides = dict(parse_override(args[i + 1]) for i, a in enumerate(args) if a == "--set")
+    return load_config(args[args.index("--profile") + 1], overrides=overrides, base_dir=tmp_path)
+
+
+def test_dev_and_prod_are_isolated_and_only_prod_runs_the_stream(tmp_path):
+    dev_vars, dev = _target("dev")
+    prod_vars, prod = _target("prod")
+    assert (dev_vars["schema"], prod_vars["schema"]) == ("fashion_jdoe", "fashion_demo")
+    dev_config, prod_config = _task_config(dev["embedder_stream"], tmp_path), _task_config(prod["embedder_stream"],
+                                                                                           tmp_path)
+    assert dev_config.stream.checkpoint == "/Volumes/main/fashion_jdoe/embedder/checkpoints/embedder"
+    assert prod_config.stream.checkpoint == "/Volumes/main/fashion_demo/embedder/checkpoints/embedder"
+    assert (str(dev_config.tables.products), str(prod_config.tables.products)) == (
+        "main.fashion_jdoe.products", "main.fashion_demo.products")
+    # Development mode pauses a continuous job only when its pause_status is empty (databricks/cli#885).
+    assert dev["embedder_stream"]["continuous"].get("pause_status") is None
+    assert prod["embedder_stream"]["continuous"]["pause_status"] == "UNPAUSED"
+    # Every job names the pair once: no table, Volume or checkpoint path of its own.
+    for key, job in prod.items():
+        args = job["tasks"][0]["python_wheel_task"]["parameters"]
+        assert {"namespace.catalog=main", "namespace.schema=fashion_demo"} <= set(args), key
+        assert not [a for a in args if a.startswith(("tables.", "stream.checkpoint", "storage.root"))], key
+
+
+# Entry points that run the Embedder, which syncs TRIGGERED indexes after its writes.
+EMBEDDER_ENTRY_POINTS = {"fashion-stream", "fashion-backfill", "fashion-reembed"}
+
+
+def test_every_job_that_syncs_indexes_installs_the_search_client(tmp_path):
+    _, jobs = _target("prod")
+    syncing = []
+    for key, job in jobs.items():
+        task = job["tasks"][0]
+        config = _task_config(job, tmp_path)
+        vs = config.vector_search
+        if task["python_wheel_task"]["entry_point"] in EMBEDDER_ENTRY_POINTS and vs.sync_from_stream \
+                and vs.pipeline_type == "TRIGGERED":
+            syncing.append(key)
+            packages = [lib["pypi"]["package"] for lib in task.get("libraries", []) if "pypi" in lib]
+            assert any(p.startswith(("databricks-ai-search", "databricks-vectorsearch")) for p in packages), key
+    assert sorted(syncing) == ["backfill", "backfill_gpu", "embedder_stream", "reembed"]

@@ -120,6 +120,42 @@ class TableRef(Section):
         return self.name or str(self.path)
 
 
+class Namespace(Section):
+    """The Unity Catalog catalog and schema that ``${namespace.catalog}``/``${namespace.schema}`` stand for.
+
+    A profile writes its table names, Volumes paths and registered model with these two tokens, so one
+    pair of ``--set`` (the bundle's ``catalog``/``schema`` variables) moves every one of them together.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+    catalog: str | None = Field(None, description="Unity Catalog catalog: replaces ${namespace.catalog} in the "
+                                                  "profile's strings")
+    schema_name: str | None = Field(None, alias="schema", description="Unity Catalog schema: replaces "
+                                                                      "${namespace.schema} in the profile's strings")
+
+
+_NAMESPACE_TOKEN = re.compile(r"\$\{namespace\.(catalog|schema)\}")
+
+
+def expand_namespace(data: Any, namespace: Mapping[str, Any] | None) -> Any:
+    """``data`` with every ``${namespace.catalog}``/``${namespace.schema}`` replaced by the section's value."""
+    if isinstance(data, dict):
+        return {k: expand_namespace(v, namespace) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_namespace(v, namespace) for v in data]
+    if not isinstance(data, str) or "${namespace." not in data:
+        return data
+
+    def value(match: re.Match) -> str:
+        found = (namespace or {}).get(match.group(1))
+        if not found:
+            raise ConfigError(f"{data!r} uses ${{namespace.{match.group(1)}}} but namespace.{match.group(1)} is "
+                              f"not set; pass --set namespace.{match.group(1)}=...")
+        return str(found)
+
+    return _NAMESPACE_TOKEN.sub(value, data)
+
+
 class StorageSettings(Section):
     root: str = Field(description="Folder relative paths resolve against (itself relative to the working dir)")
 
@@ -374,6 +410,7 @@ class Config(Section):
     """Everything the jobs and the service need; build it with :func:`load_config`."""
 
     profile: str = "custom"
+    namespace: Namespace = Field(default_factory=Namespace)
     storage: StorageSettings
     spark: SparkSettings = Field(default_factory=SparkSettings)
     tables: Tables
@@ -563,4 +600,6 @@ def load_config(
     data = copy.deepcopy(data)
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
+    namespace = data.get("namespace") if isinstance(data.get("namespace"), Mapping) else None
+    data = {k: v if k == "namespace" else expand_namespace(v, namespace) for k, v in data.items()}
     return validate_config(data, base_dir)

@@ -101,7 +101,7 @@ def _value(data: Any, dotted: str) -> str:
 
 def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation is not TableRef:
             yield from _fields(annotation, f"{key}.")

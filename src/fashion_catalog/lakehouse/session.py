@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
-from fashion_catalog.conf import Config
+from fashion_catalog.conf import ActionableError, Config
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,28 @@ def session_confs(spark: SparkSession, values: dict[str, str], required: frozens
                 log.debug("could not restore %s", key)
 
 
+class SessionError(ActionableError, RuntimeError):
+    """No Spark session can be had where this process runs."""
+
+
+def _cluster_session() -> SparkSession:
+    """The Databricks cluster's session; off-cluster, Databricks Connect's, or one line saying what to do.
+
+    ``spark.master: null`` means "the cluster's own session": ``SparkSession.builder.getOrCreate()`` off a
+    cluster would start a local Spark that then fails on the first three-part table name, long after start.
+    """
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return SparkSession.builder.getOrCreate()
+    try:
+        from databricks.connect import DatabricksSession
+    except ImportError:
+        raise SessionError(
+            "spark.master is null (the Databricks profile) but this is not a Databricks cluster: run the job on "
+            "Databricks (databricks bundle run), or pip install databricks-connect and configure a workspace "
+            "profile to run it from here, or use --profile local") from None
+    return DatabricksSession.builder.getOrCreate()  # the workspace of DATABRICKS_CONFIG_PROFILE / DATABRICKS_HOST
+
+
 def get_spark(config: Config) -> SparkSession:
     """Return a Delta-enabled Spark session for this configuration.
 
@@ -86,7 +108,7 @@ def get_spark(config: Config) -> SparkSession:
         return spark
     active = SparkSession.getActiveSession()
     if config.spark.master is None:
-        spark = active or SparkSession.builder.getOrCreate()
+        spark = active or _cluster_session()
         set_confs(spark, runtime_confs(config))
         return spark
     # Python workers must run this interpreter (the project's virtualenv).

@@ -28,6 +28,7 @@ from fashion_catalog.streaming.metrics import BatchMetrics
 from fashion_catalog.streaming.reader import final_state, read_product_changes
 from fashion_catalog.streaming.roads import Tools, choose_road
 from fashion_catalog.streaming.writer import clear_write_identity
+from fashion_catalog.vectorsearch.sync import require_sync_client
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class Embedder:
         self.spark = spark
         self.config = config
         self.run_id = uuid.uuid4().hex
+        require_sync_client(config)
         self.processor = BatchProcessor(config, self.run_id)
         ensure_all_tables(spark, config)
 

@@ -91,6 +91,26 @@ class IndexSyncTrigger:
         return False
 
 
+def require_sync_client(config) -> None:
+    """Stop at start, in one line, when the stream is to sync TRIGGERED indexes but no client is installed.
+
+    Without it every sync would fail inside the background thread and the indexes would go stale with only a
+    log line to show for it.
+    """
+    vs = config.vector_search
+    if not (vs.sync_from_stream and vs.pipeline_type == "TRIGGERED"):
+        return
+    from fashion_catalog.vectorsearch.client import VectorSearchConfigError, client_class
+
+    try:
+        client_class()
+    except ImportError:
+        raise VectorSearchConfigError(
+            "vector_search.sync_from_stream is on (TRIGGERED indexes) but no Vector Search client is installed: "
+            "pip install databricks-ai-search (or databricks-vectorsearch), or set "
+            "vector_search.sync_from_stream=false") from None
+
+
 def indexes_of(config, client_factory: Callable | None = None) -> Callable[[], list]:
     """A lazy getter of the three configured index handles (the client is made on first use)."""
     from fashion_catalog.vectorsearch.client import make_client

@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Two stamps: the demo needs only the runtime (requirements.txt); the tests, lint and benchmarks add the
 # dev tools (requirements-dev.txt: pytest, playwright, schemathesis, locust, ...).
+# --no-compile: Python compiles what is imported on first use instead of all ~9 GB at install time.
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
@@ -14,12 +15,12 @@ DEV := $(VENV)/.dev-installed
 $(RUNTIME): requirements.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-compile -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(RUNTIME)
 
 $(DEV): $(RUNTIME) requirements-dev.txt
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-compile -r requirements-dev.txt
 	touch $(DEV)
 
 demo: $(RUNTIME)

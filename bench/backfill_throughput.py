@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-batch-size", type=int, default=32)
     p.add_argument("--text-batch-size", type=int, default=128)
     p.add_argument("--skip-raw", action="store_true")
+    p.add_argument("--warm-products", type=int, default=8,
+                   help="products backfilled (then deleted) before the timed run, to load the model in the "
+                        "Spark Python worker; 0: none (a plumbing check, not a measurement)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not os.path.isfile(os.path.join(args.sample_dir, "styles.csv")):
@@ -218,9 +221,11 @@ def main(argv: list[str] | None = None) -> None:
         del encoder
 
     # Warm the Spark Python worker (model load) on a few products outside the timed run.
-    warm_ids = products.select("product_id").orderBy("product_id").limit(8)
-    backfill(spark, config, product_ids=warm_ids)  # Spark reuses its Python workers, and they keep the model
-    spark.sql(f"DELETE FROM {config.tables.embeddings.sql}")
+    if args.warm_products:
+        warm_ids = products.select("product_id").orderBy("product_id").limit(args.warm_products)
+        backfill(spark, config, product_ids=warm_ids)  # Spark reuses its Python workers, which keep the model
+        spark.sql(f"DELETE FROM {config.tables.embeddings.sql}")
+    result["warm_products"] = args.warm_products
     t0 = time.perf_counter()
     totals = backfill(spark, config)
     wall = time.perf_counter() - t0

@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decode-workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--limit", type=int, default=0, help="products (0 = the whole sample)")
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--e2e-warm-products", type=int, default=8,
+                   help="bench.backfill_throughput --warm-products (0: a plumbing check, not a measurement)")
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.sample_dir, "styles.csv")):
         sys.exit(f"no catalog at {args.sample_dir}: pass --sample-dir (Kaggle layout: styles.csv + images/)")
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", "bench.backfill_throughput", "--sample-dir", args.sample_dir,
                "--work-dir", os.path.join(work, "e2e"), "--limit", str(args.limit), "--device", args.device,
                "--precision", args.precision, "--shape", args.shape, "--image-batch-size", str(args.batch_size),
-               "--text-batch-size", str(args.batch_size), "--skip-raw"]
+               "--text-batch-size", str(args.batch_size), "--skip-raw", "--warm-products", str(args.e2e_warm_products)]
         with tempfile.TemporaryFile("w+") as log:
             done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, check=False)
             if done.returncode != 0:

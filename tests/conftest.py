@@ -46,6 +46,12 @@ def make_config(root: str, model_dir: str, **overrides):
         "model.torch_threads": 1,
         "stream.processing_time": "1 second",
         "spark.conf.spark.sql.shuffle.partitions": "2",
+        # The in-process sessions (classic and Connect) evaluate expressions without generating code: the
+        # tests' tables are a few rows, where compiling each query's Java costs more than it saves (the
+        # Spark-heavy tests run ~30% faster). Jobs the tests start as processes keep Spark's default
+        # (whole-stage codegen), so both ways are exercised.
+        "spark.conf.spark.sql.codegen.wholeStage": "false",
+        "spark.conf.spark.sql.codegen.factoryMode": "NO_CODEGEN",
         # The tests draw their images in the temporary directory.
         "images.allowed_roots": [tempfile.gettempdir()],
     }

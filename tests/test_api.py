@@ -410,3 +410,30 @@ def test_more_like_this_leaves_out_the_product_and_its_byte_identical_photos(own
     assert client.get("/api/v1/products/14/similar", params={"index": "hybrid"}).status_code == 200
     assert client.get("/api/v1/products/3/similar", params={"filters": "{bad"}).status_code == 400
     assert client.get("/api/v1/products/3/similar", params={"index": "nope"}).status_code == 422
+
+
+def test_an_empty_users_table_is_read_again_with_backoff_not_every_interval():
+    from fashion_catalog.search.syncer import IndexSyncer
+
+    class Store:
+        synced_version = 7  # the index does not move
+
+        def sync(self):
+            pass
+
+    class Users:
+        reloads: list[float] = []
+
+        def reload(self, store):
+            Users.reloads.append(now[0])
+
+        def __len__(self):
+            return 0  # the users table is missing or empty
+
+    now = [0.0]
+    syncer = IndexSyncer(Store(), Users(), interval_s=1.0, clock=lambda: now[0])
+    for second in range(40):
+        now[0] = float(second)
+        syncer.refresh()
+    # By hand: the first load at 0 s, then again after 2, 4, 8 and 16 s (not once a second).
+    assert Users.reloads == [0.0, 2.0, 6.0, 14.0, 30.0]

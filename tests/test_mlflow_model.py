@@ -218,3 +218,20 @@ def test_serving_requirements_are_explicit_pins_without_spark(registered):
     names = {r.split("==")[0].lower() for r in reqs}
     assert {"mlflow", "torch", "transformers", "pillow", "numpy", "pandas"} <= names
     assert not names & {"pyspark", "delta-spark", "py4j"}
+
+
+def test_register_model_takes_a_folder_or_a_reachable_hub_id_and_says_what_to_stage(monkeypatch, tmp_path):
+    import transformers
+
+    from fashion_catalog.encoders.clip import ModelLoadError
+
+    def unreachable(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(transformers.CLIPModel, "from_pretrained", unreachable)
+    config = load_config("local", overrides={"storage.root": str(tmp_path)})
+    with pytest.raises(ModelLoadError, match=r"could not fetch 'openai/clip-vit-base-patch32'.*stage the folder "
+                                             r"on a Volume"):
+        register_model(config, model_dir="openai/clip-vit-base-patch32")
+    with pytest.raises(ModelLoadError, match=r"is not a folder"):
+        register_model(config, model_dir=str(tmp_path / "no-such-model"))

@@ -245,3 +245,21 @@ def test_every_job_that_syncs_indexes_installs_the_search_client(tmp_path):
             packages = [lib["pypi"]["package"] for lib in task.get("libraries", []) if "pypi" in lib]
             assert any(p.startswith(("databricks-ai-search", "databricks-vectorsearch")) for p in packages), key
     assert sorted(syncing) == ["backfill", "backfill_gpu", "embedder_stream", "reembed"]
+
+
+# vCPUs of the CPU node types the bundle names (AWS docs; the Azure/GCP equivalents in databricks.yml match).
+NODE_VCPUS = {"i3.xlarge": 4}
+
+
+def test_cpu_jobs_do_not_oversubscribe_their_nodes(tmp_path):
+    _, jobs = _target("prod")
+    for key, job in jobs.items():
+        for cluster in job.get("job_clusters", []):
+            spec = cluster["new_cluster"]
+            if "gpu" in spec["spark_version"]:
+                continue
+            cores = NODE_VCPUS[spec["node_type_id"]]
+            threads = int(spec["spark_env_vars"]["OMP_NUM_THREADS"])
+            # Spark runs one task per core: cores tasks at once, each with `threads` torch threads.
+            assert threads * cores <= cores, (key, threads)
+            assert _task_config(job, tmp_path).model.torch_threads * cores <= cores, key

@@ -74,16 +74,39 @@ def register_model(config: Config, model_dir: str | None = None, registered_name
     """Log and register the encoder and point its alias (``mlflow.alias``, e.g. ``champion``) at the new version.
 
     Returns run id, model URI, the registered version URI and the alias URI
-    (``models:/<name>@<alias>``), which the embedder and the serving endpoint can load.
+    (``models:/<name>@<alias>``), which the embedder and the serving endpoint can load. ``model_dir`` (default
+    ``model.name_or_path``) is a CLIP folder, or a hub id downloaded first where the hub is reachable.
     """
+    model_dir = model_dir or config.model.name_or_path
+    with tempfile.TemporaryDirectory() as staged:
+        if not os.path.isdir(model_dir):
+            model_dir = _fetch_from_hub(model_dir, staged)
+        return _register(config, model_dir, registered_name, alias)
+
+
+def _fetch_from_hub(name: str, out_dir: str) -> str:
+    """A hub id saved into ``out_dir`` (save_pretrained) when this machine reaches the hub; else one line."""
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1  # a hub id is "org/name"
+    if not looks_like_path:
+        try:
+            from transformers import CLIPModel, CLIPProcessor
+
+            CLIPModel.from_pretrained(name).save_pretrained(out_dir)
+            CLIPProcessor.from_pretrained(name).save_pretrained(out_dir)
+            return out_dir
+        except (OSError, ValueError) as exc:
+            reason = f"could not fetch {name!r} from the Hugging Face hub ({exc.__class__.__name__})"
+    else:
+        reason = f"{name!r} is not a folder"
+    raise ModelLoadError(
+        f"register_model needs a CLIP folder (save_pretrained) or a hub id this machine can download: {reason}; "
+        "stage the folder on a Volume (/Volumes/<catalog>/<schema>/raw/models/...) and pass it as "
+        "model.name_or_path (the bundle's var.model) or --model-dir")
+
+
+def _register(config: Config, model_dir: str, registered_name: str | None, alias: str | None) -> dict:
     import mlflow
 
-    model_dir = model_dir or config.model.name_or_path
-    if not os.path.isdir(model_dir):
-        raise ModelLoadError(
-            f"register_model needs a local CLIP folder (save_pretrained), got {model_dir!r}; "
-            "pass --model-dir or set model.name_or_path"
-        )
     name = registered_name or config.mlflow.registered_model_name
     setup_mlflow(config)
     card = read_model_card(model_dir)

@@ -23,8 +23,16 @@ class IndexSyncer:
     says ``degraded``) and tried again at the next interval.
     """
 
-    def __init__(self, store, users: UserDirectory, interval_s: float, sync_index: bool = True):
+    # While the users table is missing or empty, it is read again after 2x, 4x, ... the interval, up to this:
+    # on Databricks each read is a SQL statement, and a warehouse polled every second never idles.
+    EMPTY_USERS_MAX_BACKOFF_S = 300.0
+
+    def __init__(self, store, users: UserDirectory, interval_s: float, sync_index: bool = True,
+                 clock=time.monotonic):
         self.store, self.users, self.interval_s = store, users, interval_s
+        self._clock = clock
+        self._empty_backoff_s = 0.0
+        self._empty_retry_at = 0.0
         self.sync_index = sync_index
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -41,9 +49,11 @@ class IndexSyncer:
             if sync_index:
                 self.store.sync()
             version = self.store.synced_version
-            if not self._users_loaded or version != self._users_version or not len(self.users):
+            empty_due = not len(self.users) and self._clock() >= self._empty_retry_at
+            if not self._users_loaded or version != self._users_version or empty_due:
                 self.users.reload(self.store)
                 self._users_version, self._users_loaded = version, True
+                self._back_off_while_empty()
         except IndexNotReadyError as exc:
             log.debug("index not ready: %s", exc)
             self.last_error = None
@@ -54,6 +64,14 @@ class IndexSyncer:
             self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", time.time()
             return
         self.last_error = None
+
+    def _back_off_while_empty(self) -> None:
+        if len(self.users):
+            self._empty_backoff_s = 0.0
+            return
+        self._empty_backoff_s = min(max(2 * self._empty_backoff_s, 2 * self.interval_s),
+                                    self.EMPTY_USERS_MAX_BACKOFF_S)
+        self._empty_retry_at = self._clock() + self._empty_backoff_s
 
     @property
     def running(self) -> bool:

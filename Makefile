@@ -6,7 +6,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Two stamps: the demo needs only the runtime (requirements.txt); the tests, lint and benchmarks add the
 # dev tools (requirements-dev.txt: pytest, playwright, schemathesis, locust, ...).
-# --no-compile: Python compiles what is imported on first use instead of all ~9 GB at install time.
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
@@ -15,12 +14,12 @@ DEV := $(VENV)/.dev-installed
 $(RUNTIME): requirements.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --no-compile -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(RUNTIME)
 
 $(DEV): $(RUNTIME) requirements-dev.txt
-	$(PY) -m pip install -q --no-compile -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $(DEV)
 
 demo: $(RUNTIME)
@@ -49,7 +48,10 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: sudo apt-get install chromium (the browser test is skipped without it)"; fi; }
 
+# Byte-compile the project first: where PYTHONDONTWRITEBYTECODE is set (as on CI), every process the suite
+# starts (jobs, Spark's Python workers) would otherwise compile the project's modules again.
 test: lint browser
+	$(PY) -m compileall -q src tests bench
 	$(PY) -m pytest -q
 
 bench: $(DEV)

@@ -45,8 +45,7 @@ def test_fast_decode_keeps_at_least_the_model_size(tmp_path):
 def test_the_gpu_benchmark_runs_on_cpu_with_a_tiny_model(tmp_path):
     catalog = generate_demo_catalog(str(tmp_path / "catalog"), n_products=12)
     cmd = [sys.executable, "-m", "bench.gpu_throughput", "--device", "cpu", "--precision", "fp32", "--shape", "tiny",
-           "--batch-size", "4", "--decode-workers", "2", "--sample-dir", catalog, "--work-dir", str(tmp_path / "w"),
-           "--e2e-warm-products", "0"]  # the plumbing and the JSON are checked here, not the speed
+           "--batch-size", "4", "--decode-workers", "2", "--sample-dir", catalog, "--work-dir", str(tmp_path / "w")]
     done = subprocess.run(cmd, env=loopback_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout[done.stdout.index("{"):])

@@ -7,7 +7,7 @@ same embeddings table as one run from scratch over the final catalogue.
    after a random delay the whole process group gets SIGKILL, mid-start, mid-batch or idle.
 3. The stream runs once more with ``availableNow`` to catch up.
 4. From scratch: the same job with a new checkpoint and a new embeddings table, ``availableNow``.
-5. Both tables are read with delta-rs and compared row for row on every column but ``updated_at`` and
+5. Both tables are read (through Spark) and compared row for row on every column but ``updated_at`` and
    ``source_commit_version`` (when a row was written, and which commit it reflects, differ by design: the
    scratch run reads one snapshot). Vectors are compared to 1e-5.
 
@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+BATCH_LINE = "fashion_catalog.streaming.metrics: batch "  # one line per committed batch in the job's log
 RUN_DEPENDENT = ("updated_at", "source_commit_version")
 VECTORS = ("image_embedding", "text_embedding", "hybrid_embedding")
 
@@ -82,10 +83,9 @@ def _edit(spark, table: str, rng: random.Random, next_id: list[int], images: lis
     return kind
 
 
-def _table(path: str):
-    from deltalake import DeltaTable
-
-    return DeltaTable(path).to_pandas().sort_values("product_id").reset_index(drop=True)
+def _table(spark, path: str):
+    # Through Spark: the tables carry deletion vectors, which the deltalake reader does not read.
+    return spark.read.format("delta").load(path).toPandas().sort_values("product_id").reset_index(drop=True)
 
 
 def compare(chaos, scratch) -> list[str]:
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kills", type=int, default=5)
     p.add_argument("--products", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-delay-s", type=float, default=15.0, help="a kill lands 1 s to this long after a start")
+    p.add_argument("--min-delay-s", type=float, default=5.0)
+    p.add_argument("--max-delay-s", type=float, default=45.0,
+                   help="a kill lands min-delay-s to this long after a start (a start takes 10-20 s here)")
     p.add_argument("--work-dir", default="data/bench-chaos")
     args = p.parse_args(argv)
 
@@ -138,27 +140,32 @@ def main(argv: list[str] | None = None) -> None:
     images = sorted(os.path.join(catalog, "images", f) for f in os.listdir(os.path.join(catalog, "images")))
     next_id = [10_000]
     kills, edits = [], []
+    batches_before_kill = []
     for _ in range(args.kills):
+        with open(log, encoding="utf-8") as fh:
+            seen = fh.read().count(BATCH_LINE)
         stream = _job("fashion_catalog.jobs.stream", overrides, "--trigger", "processingTime", log=log)
         started = time.monotonic()
-        delay = rng.uniform(1.0, args.max_delay_s)
+        delay = rng.uniform(args.min_delay_s, args.max_delay_s)
         while time.monotonic() - started < delay:
             edits.append(_edit(spark, table, rng, next_id, images))
         os.killpg(stream.pid, signal.SIGKILL)
         stream.wait(timeout=60)
         kills.append(round(time.monotonic() - started, 1))
+        with open(log, encoding="utf-8") as fh:
+            batches_before_kill.append(fh.read().count(BATCH_LINE) - seen)
     _finish(_job("fashion_catalog.jobs.stream", overrides, "--trigger", "availableNow", log=log), "catch-up")
     scratch = dict(overrides, **{"tables.embeddings.path": os.path.join(work, "scratch", "embeddings"),
                                  "stream.checkpoint": os.path.join(work, "scratch", "checkpoint")})
     _finish(_job("fashion_catalog.jobs.stream", scratch, "--trigger", "availableNow", log=log), "scratch run")
+    chaos_rows = _table(spark, config.tables.embeddings.path)
+    scratch_rows = _table(spark, os.path.join(work, "scratch", "embeddings"))
+    products = _table(spark, config.tables.products.path)
     spark.stop()
-
-    chaos_rows = _table(config.tables.embeddings.path)
-    scratch_rows = _table(os.path.join(work, "scratch", "embeddings"))
-    products = _table(config.tables.products.path)
     diffs = compare(chaos_rows, scratch_rows)
     print(json.dumps({
         "benchmark": "chaos", "seed": args.seed, "kills": len(kills), "kill_after_s": kills,
+        "batches_committed_before_each_kill": batches_before_kill,
         "edits": len(edits), "edits_by_kind": {k: edits.count(k) for k in sorted(set(edits))},
         "products": len(products), "rows_chaos": len(chaos_rows), "rows_scratch": len(scratch_rows),
         "compared_columns": [c for c in chaos_rows.columns if c not in RUN_DEPENDENT],

@@ -8,17 +8,14 @@ LOAD = "load a catalogue first: `python -m fashion_catalog.jobs.load_catalog` (o
 
 def main(argv: list[str] | None = None) -> None:
     from fashion_catalog.conf.cli import parser, run, setup
-    from fashion_catalog.lakehouse.session import get_spark
-    from fashion_catalog.lakehouse.tables import require_rows
+    from fashion_catalog.lakehouse.tables import spark_over_rows
     from fashion_catalog.streaming.backfill import backfill
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     config = setup(args)
 
     def job() -> None:
-        require_rows(config.tables.products, "tables.products", LOAD)
-        spark = get_spark(config)
-        require_rows(config.tables.products, "tables.products", LOAD, spark)
+        spark = spark_over_rows(config, config.tables.products, "tables.products", LOAD)
         print(backfill(spark, config))
 
     run(job, args)

@@ -8,8 +8,7 @@ EMB = "run the embedder first: `python -m fashion_catalog.jobs.stream` (or check
 
 def main(argv: list[str] | None = None) -> None:
     from fashion_catalog.conf.cli import parser, run, setup
-    from fashion_catalog.lakehouse.session import get_spark
-    from fashion_catalog.lakehouse.tables import require_rows
+    from fashion_catalog.lakehouse.tables import spark_over_rows
     from fashion_catalog.personalization.features import build_user_features
 
     p = parser(__doc__.splitlines()[0])
@@ -18,9 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     config = setup(args)
 
     def job() -> None:
-        require_rows(config.tables.embeddings, "tables.embeddings", EMB)
-        spark = get_spark(config)
-        require_rows(config.tables.embeddings, "tables.embeddings", EMB, spark)
+        spark = spark_over_rows(config, config.tables.embeddings, "tables.embeddings", EMB)
         for row in build_user_features(spark, config, args.personas):
             print(row)
 

@@ -8,8 +8,7 @@ LOAD = "load a catalogue first: `python -m fashion_catalog.jobs.load_catalog` (o
 
 def main(argv: list[str] | None = None) -> None:
     from fashion_catalog.conf.cli import parser, run, setup
-    from fashion_catalog.lakehouse.session import get_spark
-    from fashion_catalog.lakehouse.tables import require_rows
+    from fashion_catalog.lakehouse.tables import spark_over_rows
     from fashion_catalog.streaming.reconcile import reconcile
 
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
@@ -17,9 +16,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def job() -> None:
         # An empty or missing products table would delete every embedding: refused.
-        require_rows(config.tables.products, "tables.products", LOAD)
-        spark = get_spark(config)
-        require_rows(config.tables.products, "tables.products", LOAD, spark)
+        spark = spark_over_rows(config, config.tables.products, "tables.products", LOAD)
         print(reconcile(spark, config))
 
     run(job, args)

@@ -8,8 +8,7 @@ EMB = "run the embedder first: `python -m fashion_catalog.jobs.stream` (or check
 
 def main(argv: list[str] | None = None) -> None:
     from fashion_catalog.conf.cli import parser, run, setup
-    from fashion_catalog.lakehouse.session import get_spark
-    from fashion_catalog.lakehouse.tables import require_rows
+    from fashion_catalog.lakehouse.tables import spark_over_rows
     from fashion_catalog.streaming.backfill import reembed
 
     p = parser(__doc__.splitlines()[0])
@@ -19,9 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     config = setup(args)
 
     def job() -> None:
-        require_rows(config.tables.embeddings, "tables.embeddings", EMB)
-        spark = get_spark(config)
-        require_rows(config.tables.embeddings, "tables.embeddings", EMB, spark)
+        spark = spark_over_rows(config, config.tables.embeddings, "tables.embeddings", EMB)
         print(reembed(spark, config, failed_only=args.failed))
 
     run(job, args)

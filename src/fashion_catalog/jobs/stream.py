@@ -24,13 +24,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(config, trigger: str | None) -> None:
-    from fashion_catalog.lakehouse.session import get_spark
-    from fashion_catalog.lakehouse.tables import require_rows
+    from fashion_catalog.lakehouse.tables import spark_over_rows
     from fashion_catalog.streaming.runner import Embedder
 
-    require_rows(config.tables.products, "tables.products", LOAD)
-    spark = get_spark(config)
-    require_rows(config.tables.products, "tables.products", LOAD, spark)
+    spark = spark_over_rows(config, config.tables.products, "tables.products", LOAD)
     query = Embedder(spark, config).start_stream(trigger)
     log.info("stream running (query %s)", query.id)
     # SIGTERM (a scheduler stopping the job) stops the query like Ctrl-C does.

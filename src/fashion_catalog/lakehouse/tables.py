@@ -42,6 +42,17 @@ def require_rows(ref: TableRef, setting: str, what_to_do: str, spark: SparkSessi
         raise TableMissingError(f"{setting} {ref} is empty: {what_to_do}")
 
 
+def spark_over_rows(config: Config, ref: TableRef, setting: str, what_to_do: str) -> SparkSession:
+    """A job's Spark session, once its source table holds rows: :func:`require_rows` before Spark starts (a
+    table on this file system) and after (a catalog table)."""
+    from fashion_catalog.lakehouse.session import get_spark
+
+    require_rows(ref, setting, what_to_do)
+    spark = get_spark(config)
+    require_rows(ref, setting, what_to_do, spark)
+    return spark
+
+
 def _missing(ref: TableRef) -> TableMissingError:
     return TableMissingError(f"Delta table {ref} does not exist: "
                              "run `python -m fashion_catalog.jobs.load_catalog` first")

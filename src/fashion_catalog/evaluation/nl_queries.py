@@ -234,8 +234,9 @@ def nothing_close_report(search: TextSearch, frame: pd.DataFrame, queries: list[
     # Every answerable query's best cosine, keyword hit or not: how close real needs come to this catalogue
     # is what the floor must stay under, and a catalogue whose words cover most queries would leave too few.
     judged = [(q.query, c) for q in queries if q.relevance(frame).any() if (c := closeness(q.query)) is not None]
-    negatives = [c.best_cosine for q in unanswerable if (c := closeness(q)) is not None and c.keyword_hits == 0]
-    keyword_hits = sum(1 for q in unanswerable if (c := closeness(q)) is not None and c.keyword_hits > 0)
+    unanswered = [c for q in unanswerable if (c := closeness(q)) is not None]  # each query searched once
+    negatives = [c.best_cosine for c in unanswered if c.keyword_hits == 0]
+    keyword_hits = sum(1 for c in unanswered if c.keyword_hits > 0)
     chosen = choose_floor([c.best_cosine for _, c in judged], negatives)
     # The answerable queries under the floor, and whether a keyword hit keeps them from being judged.
     below = [{"query": q, "cosine": round(c.best_cosine, 4), "keyword_hits": c.keyword_hits}

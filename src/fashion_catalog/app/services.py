@@ -53,15 +53,17 @@ def _local_backend(config: Config) -> tuple[IndexStore, UserDirectory, ImageRead
 
 def _databricks_backend(config: Config) -> tuple[IndexStore, UserDirectory, ImageReader]:
     from fashion_catalog.indexes.databricks import DatabricksStore
-    from fashion_catalog.indexes.workspace import SqlWarehouse, VolumeFiles, workspace_client
+    from fashion_catalog.indexes.workspace import SqlWarehouse, VolumeFiles, require_reachable, workspace_client
     from fashion_catalog.vectorsearch.client import make_client
 
     vs = config.vector_search
+    require_reachable(vs.workspace_url)
     workspace = workspace_client(vs.workspace_url)
     warehouse = SqlWarehouse(workspace, vs.warehouse_id)
     table = config.tables.embeddings.name or config.tables.embeddings.sql
     store = DatabricksStore(vs.endpoint_name, vs.indexes, client=make_client(vs.workspace_url),
-                            dimension=config.model.dimension, table_name=table, warehouse=warehouse)
+                            dimension=config.model.dimension, table_name=table, warehouse=warehouse,
+                            endpoint_type=vs.endpoint_type)
     users_ref = config.tables.user_features
     users = UserDirectory(warehouse=warehouse, table_name=users_ref.name or users_ref.sql) if users_ref \
         else UserDirectory()

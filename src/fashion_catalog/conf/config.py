@@ -235,6 +235,14 @@ class ServingSettings(Section):
     timeout_s: Number
     max_retries: NonNegative
     backoff_base_s: Number
+    # The Model Serving endpoint the setup job creates (or points at each newly registered version) on
+    # Databricks; the App encodes queries through it (app/main.py, $FASHION_SERVING_ENDPOINT).
+    endpoint_name: str | None = Field(None, description="Model Serving endpoint of the registered encoder "
+                                                        "(jobs.setup creates it); null: none")
+    workload_size: Literal["Small", "Medium", "Large"] = "Small"
+    scale_to_zero: bool = True
+    app_name: str | None = Field(None, description="Databricks App whose service principal may query the "
+                                                   "endpoint (jobs.setup grants CAN_QUERY); null: none")
 
 
 class ImageSettings(Section):
@@ -363,6 +371,21 @@ class VectorSearchSettings(Section):
     warehouse_id: str | None = Field(None, description="SQL warehouse the service reads facets and user "
                                                        "features through (search.backend: databricks)")
     indexes: dict[Literal["image", "text", "hybrid"], str]
+
+    @model_validator(mode="after")
+    def _storage_optimized_is_triggered(self) -> VectorSearchSettings:
+        """Storage-optimized endpoints sync TRIGGERED pipelines only (the endpoint-type comparison in
+        https://docs.databricks.com/aws/en/vector-search/vector-search-endpoints): CONTINUOUS is turned into
+        TRIGGERED with a warning rather than failing at index creation."""
+        if self.endpoint_type == "STORAGE_OPTIMIZED" and self.pipeline_type != "TRIGGERED":
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "vector_search.pipeline_type: STORAGE_OPTIMIZED endpoints take TRIGGERED pipelines only; "
+                "using TRIGGERED (the stream syncs the indexes after its writes)")
+            self.pipeline_type = "TRIGGERED"
+            self.sync_from_stream = True
+        return self
 
     @field_validator("indexes")
     @classmethod

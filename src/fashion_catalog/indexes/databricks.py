@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from fashion_catalog.encoders.vectors import HYBRID_BOTH, HYBRID_IMAGE_ONLY, HYBRID_TEXT_ONLY
-from fashion_catalog.indexes.filters import FilterError, parse_filters, raw_filters
+from fashion_catalog.indexes.filters import FilterError, parse_filters, raw_filters, sql_filter
 from fashion_catalog.schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_COLUMNS, METADATA_COLUMNS
 from fashion_catalog.vectorsearch.client import make_client
 
@@ -58,13 +58,37 @@ def _with_vector_filter(kind: str, filters: dict | None) -> dict:
     return out
 
 
+def endpoint_filters(kind: str, filters, endpoint_type: str) -> dict | str | None:
+    """The request's filters (plus the vector-presence filter of ``kind``) in the endpoint type's dialect: the dict
+    of STANDARD endpoints, or the SQL-like string of STORAGE_OPTIMIZED ones (the client sends a str as
+    ``filter_string``; https://docs.databricks.com/aws/en/vector-search/vector-search-filtering-guide)."""
+    combined = _with_vector_filter(kind, raw_filters(filters))
+    if endpoint_type == "STORAGE_OPTIMIZED":
+        return sql_filter(combined, FILTER_COLUMNS)
+    return combined
+
+
+def _index_lag(status: dict, service_sync_at: float | None) -> dict:
+    """How far an index is behind: the source version it has applied and the seconds since it last synced.
+
+    The API reference documents neither; triggered indexes report ``triggered_update_status``
+    (``last_processed_commit_version`` / ``_timestamp``, ms) in practice, so they are read when present. Without
+    them the age is that of the service's own last sync call (``None`` before the first)."""
+    update = status.get("triggered_update_status") or {}
+    version, stamp_ms = update.get("last_processed_commit_version"), update.get("last_processed_commit_timestamp")
+    synced_at = float(stamp_ms) / 1000.0 if stamp_ms else service_sync_at
+    return {"indexed_version": version, "last_synced_at": synced_at,
+            "seconds_since_sync": None if synced_at is None else round(max(0.0, time.time() - synced_at), 1)}
+
+
 class DatabricksStore:
     """The :class:`indexes.store.IndexStore` of the Databricks backend, with :class:`indexes.store.HybridQueries`
     (fused text search uses Vector Search's HYBRID query per index)."""
 
     def __init__(self, endpoint_name: str, index_names: dict[str, str], client=None, dimension: int = 512,
-                 table_name: str | None = None, warehouse=None):
+                 table_name: str | None = None, warehouse=None, endpoint_type: str = "STANDARD"):
         self.endpoint_name = endpoint_name
+        self.endpoint_type = endpoint_type
         self.index_names = index_names
         self.client = client or make_client()
         self.dim = dimension
@@ -93,8 +117,8 @@ class DatabricksStore:
 
     def _query(self, kind: str, query, k: int, filters: dict | None, columns: list[str]) -> list[dict]:
         response = self._index(kind).similarity_search(
-            query_vector=self._vector(query), columns=columns, filters=_with_vector_filter(kind, raw_filters(filters)),
-            num_results=k)
+            query_vector=self._vector(query), columns=columns,
+            filters=endpoint_filters(kind, filters, self.endpoint_type), num_results=k)
         rows = rows_from_response(response)
         for row in rows:
             row["score"] = cosine_from_score(row.pop("score", 0.0))
@@ -106,7 +130,7 @@ class DatabricksStore:
         extra = {} if vector is None else {"query_vector": self._vector(vector)}
         response = self._index(kind).similarity_search(
             query_text=text, query_type=query_type, query_columns=KEYWORD_COLUMNS, columns=METADATA_COLUMNS,
-            filters=_with_vector_filter(kind, raw_filters(filters)), num_results=k, **extra)
+            filters=endpoint_filters(kind, filters, self.endpoint_type), num_results=k, **extra)
         return rows_from_response(response)
 
     def keyword_search(self, query: str, k: int = 10, filters: dict | None = None,
@@ -183,7 +207,8 @@ class DatabricksStore:
             except Exception as exc:  # noqa: BLE001 - the endpoint being down is what health reports
                 status = {"ready": False, "message": f"{exc.__class__.__name__}: {exc}"}
             indexes[kind] = {"ready": bool(status.get("ready")), "rows": status.get("indexed_row_count"),
-                             "state": status.get("detailed_state"), "message": status.get("message")}
+                             "state": status.get("detailed_state"), "message": status.get("message"),
+                             **_index_lag(status, self.last_sync_at)}
         states = [i["state"] for i in indexes.values()]
         up_to_date = all(state in UP_TO_DATE_STATES for state in states)
         return {"backend": "databricks", "ready": all(i["ready"] for i in indexes.values()),

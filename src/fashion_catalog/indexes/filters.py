@@ -214,3 +214,60 @@ def filters_json_schema(columns: dict[str, str]) -> dict:
             "description": "Databricks Vector Search filters, ANDed: {\"column\": value} (a list means IN), "
                            "{\"column NOT\": value}, {\"column <|<=|>|>=\": number}, {\"column LIKE\": text} "
                            "and {\"col1 OR col2\": [v1, v2]}; values of the column's type."}
+
+
+# -- the SQL-like dialect of storage-optimized Vector Search endpoints ---------------------------------
+# Storage-optimized endpoints take "a SQL-like filter string similar to a WHERE clause" instead of the
+# dict (https://docs.databricks.com/aws/en/vector-search/vector-search-filtering-guide); the client sends
+# it as the query's ``filter_string``. It is generated from the conditions parse_filters has validated, so
+# both dialects accept exactly the same requests.
+def _sql_literal(value) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, Number):
+        return repr(int(value)) if float(value).is_integer() and abs(value) < NUMBER_BOUND else repr(float(value))
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _sql_equals(column: str, value, negate: bool = False) -> str:
+    if value is None:
+        return f"{column} IS {'NOT ' if negate else ''}NULL"
+    if isinstance(value, list):
+        present = [v for v in value if v is not None]
+        inner = ", ".join(_sql_literal(v) for v in present)
+        if negate:  # NOT: neither one of the values nor (when listed) null
+            parts = [f"{column} NOT IN ({inner})"] if present else []
+            return " AND ".join(parts + [f"{column} IS NOT NULL"]) if len(present) < len(value) else parts[0]
+        parts = [f"{column} IN ({inner})"] if present else []
+        parts += [f"{column} IS NULL"] if len(present) < len(value) else []
+        return "(" + " OR ".join(parts) + ")" if len(parts) > 1 else parts[0]
+    return f"{column} {'!=' if negate else '='} {_sql_literal(value)}"
+
+
+def _sql_like(column: str, pattern: str) -> str:
+    """``%``/``_`` patterns as they are; a plain LIKE (the dict dialect's token match: every word present) as one
+    ``%word%`` per word. The endpoint decides case and word boundaries (a substring, not a whole word: the
+    only documented difference from the local index)."""
+    if "%" in pattern or "_" in pattern:
+        return f"{column} LIKE {_sql_literal(pattern)}"
+    words = re.findall(r"[A-Za-z0-9]+", pattern)
+    return " AND ".join(f"{column} LIKE {_sql_literal('%' + w + '%')}" for w in words) or f"{column} LIKE '%'"
+
+
+def sql_filter(filters: dict | Filters | None, columns: dict[str, str]) -> str | None:
+    """The filter object as a storage-optimized endpoint's filter string (None for no filters); validated first."""
+    parts = []
+    for c in parse_filters(filters, columns):
+        column = c.columns[0]
+        if c.op == "=":
+            parts.append(_sql_equals(column, c.value))
+        elif c.op == "NOT":
+            parts.append(_sql_equals(column, c.value, negate=True))
+        elif c.op == "LIKE":
+            parts.append(_sql_like(column, str(c.value)))
+        elif c.op == "OR":
+            parts.append("(" + " OR ".join(_sql_equals(col, v) for col, v in zip(c.columns, c.value, strict=True))
+                         + ")")
+        else:
+            parts.append(f"{column} {c.op} {_sql_literal(c.value)}")
+    return " AND ".join(f"({p})" if " OR " in p and not p.startswith("(") else p for p in parts) or None

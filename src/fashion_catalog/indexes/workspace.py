@@ -23,6 +23,31 @@ class WorkspaceError(ActionableError, RuntimeError):
     """A workspace call failed (statement error, missing warehouse)."""
 
 
+REACH_TIMEOUT_S = 5.0
+
+
+def require_reachable(host: str | None) -> str:
+    """The workspace URL, after one TCP connection to it succeeded within a few seconds: an unreachable workspace
+    is one line at start-up, not minutes of client retries (each client backs off and retries on its own)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = host or os.environ.get("DATABRICKS_HOST")
+    if not host:
+        raise WorkspaceError("no Databricks workspace: set DATABRICKS_HOST (a Databricks App gets it from the "
+                             "platform) or vector_search.workspace_url")
+    url = host if "://" in host else f"https://{host}"
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise WorkspaceError(f"cannot reach the Databricks workspace at {url} ({exc.__class__.__name__}: "
+                             f"{exc.strerror or exc}); check DATABRICKS_HOST or vector_search.workspace_url "
+                             "and that this machine can connect to it") from None
+    return url
+
+
 def workspace_client(host: str | None = None):
     """A ``WorkspaceClient`` (host from the argument or DATABRICKS_HOST; credentials from the environment)."""
     from databricks.sdk import WorkspaceClient

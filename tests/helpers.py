@@ -101,6 +101,7 @@ def write_synthetic_embeddings(path: str, n: int, seed: int, dim: int = 512, clu
     cols = {c: pa.array([None] * n, pa.string()) for c in METADATA_COLUMNS}
     cols["product_id"] = pa.array(np.asarray(ids if ids is not None else np.arange(n), dtype=np.int32))
     cols["product_display_name"] = pa.array([f"Synthetic product {i}" for i in cols["product_id"].to_pylist()])
+    cols["description"] = pa.array([f"synthetic product number {i}" for i in cols["product_id"].to_pylist()])
     cols["price"] = pa.array(rng.uniform(5, 300, n))
     cols["year"] = pa.array(np.full(n, 2012, dtype=np.int32))
     cols["gender"] = pa.array(rng.choice(["Men", "Women"], n))

@@ -48,6 +48,11 @@ def _png(colour=(200, 30, 30), size=(40, 40)) -> bytes:
 UC = "main.fashion_demo"
 
 
+# The local index, and Databricks Vector Search (the workspace stand-in) with each endpoint type: standard
+# endpoints take dict filters, storage-optimized ones SQL-like filter strings.
+BACKENDS = ["local", "databricks", "databricks-storage-optimized"]
+
+
 @pytest.fixture(scope="module")
 def prepared(spark, tiny_model_dir, tmp_path_factory):
     """The catalog streamed and the user features built once; a copy of the tables for each backend."""
@@ -60,7 +65,7 @@ def prepared(spark, tiny_model_dir, tmp_path_factory):
     stream_once(Embedder(spark, config))
     build_user_features(spark, config)
     copies = {}
-    for backend in ("local", "databricks"):
+    for backend in BACKENDS:
         copies[backend] = str(tmp_path_factory.mktemp(f"api-{backend}"))
         shutil.copytree(config.root, os.path.join(copies[backend], "data"))
     return copies
@@ -78,19 +83,17 @@ def _serve(backend: str, base: str, spark, tiny_model_dir):
         with TestClient(app) as client:
             yield client, config, embedder, app
         return
-    from fashion_catalog.indexes.local import LocalIndexStore
     from fashion_catalog.vectorsearch.lifecycle import create_configured_indexes
     from tests.vector_search_standin import WorkspaceStandIn
 
-    store = LocalIndexStore(config.tables.embeddings.path)
-    store.sync()
-    workspace = WorkspaceStandIn(store, tables={f"{UC}.product_embeddings_multimodal": config.tables.embeddings.path,
+    workspace = WorkspaceStandIn(tables={f"{UC}.product_embeddings_multimodal": config.tables.embeddings.path,
                                                 f"{UC}.user_style_features": config.tables.user_features.path})
     service_config = make_config(
         base, tiny_model_dir, search__max_upload_bytes=200_000, search__backend="databricks",
         tables__embeddings={"name": f"{UC}.product_embeddings_multimodal"},
         tables__user_features={"name": f"{UC}.user_style_features"},
-        vector_search__workspace_url=workspace.url, vector_search__warehouse_id="warehouse-1")
+        vector_search__workspace_url=workspace.url, vector_search__warehouse_id="warehouse-1",
+        vector_search__endpoint_type="STORAGE_OPTIMIZED" if backend.endswith("storage-optimized") else "STANDARD")
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("DATABRICKS_HOST", workspace.url)
@@ -105,7 +108,7 @@ def _serve(backend: str, base: str, spark, tiny_model_dir):
         workspace.close()
 
 
-@pytest.fixture(scope="module", params=["local", "databricks"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def env(request, prepared, spark, tiny_model_dir):
     """The whole API suite runs on the local index and on Databricks Vector Search (a loopback stand-in).
 
@@ -114,7 +117,7 @@ def env(request, prepared, spark, tiny_model_dir):
         yield served
 
 
-@pytest.fixture(params=["local", "databricks"])
+@pytest.fixture(params=BACKENDS)
 def own_env(request, prepared, spark, tiny_model_dir, tmp_path):
     """Like ``env``, on a copy of the catalog of this test's own."""
     base = str(tmp_path / "own")
@@ -123,12 +126,17 @@ def own_env(request, prepared, spark, tiny_model_dir, tmp_path):
         yield served
 
 
-def test_health_reports_index_and_model(env):
+def test_health_reports_index_and_model(env, request):
     client, config, _, _ = env
     body = client.get("/health").json()
     assert body["status"] == "ok" and body["model"] == "tiny-clip-test"
     assert body["index"]["rows"] == len(CATALOG) and body["index"]["lag_versions"] == 0
     assert body["users"] == 5
+    if request.node.callspec.params["env"] != "local":  # each Vector Search index's lag
+        lags = body["index"]["indexes"]
+        assert set(lags) == {"image", "text", "hybrid"}
+        for lag in lags.values():
+            assert isinstance(lag["indexed_version"], int) and 0 <= lag["seconds_since_sync"] < 120, lag
 
 
 def test_text_search_is_cross_modal_and_returns_all_columns(env):

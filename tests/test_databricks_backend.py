@@ -18,6 +18,8 @@ from fashion_catalog.vectorsearch.lifecycle import create_configured_indexes
 from tests.helpers import write_synthetic_embeddings
 from tests.vector_search_standin import VectorSearchStandIn
 
+SOURCE = "main.fashion_demo.product_embeddings_multimodal"  # the databricks profile's tables.embeddings
+
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory):
@@ -25,7 +27,7 @@ def standin(tmp_path_factory):
     vecs = write_synthetic_embeddings(path, 200, seed=1)
     store = LocalIndexStore(path)
     store.sync()
-    server = VectorSearchStandIn(store)
+    server = VectorSearchStandIn(tables={SOURCE: path})
     yield server, store, vecs
     server.close()
 
@@ -184,16 +186,20 @@ def _table_with_failed_images(path: str, n: int = 30, failed: tuple[int, ...] = 
     cols["image_embedding"] = pa.array(image, pa.list_(pa.float64()))
     cols["text_embedding"] = pa.array(list(vecs), pa.list_(pa.float64()))
     cols["hybrid_embedding"] = pa.array(list(vecs), pa.list_(pa.float64()))
-    write_deltalake(path, pa.table(cols))
+    cols["description"] = pa.array([f"product {i}" for i in range(n)])
+    write_deltalake(path, pa.table(cols), configuration={"delta.enableChangeDataFeed": "true"})
     return vecs
 
 
-def test_rows_without_an_image_vector_never_come_back_from_the_image_index(tmp_path, monkeypatch):
+@pytest.mark.parametrize("null_vectors", ["skip", "keep"])
+def test_rows_without_an_image_vector_never_come_back_from_the_image_index(tmp_path, monkeypatch, null_vectors):
+    """The docs do not say what Delta Sync does with a NULL vector: skip the row, or index it with no vector.
+    Queries of the image and text indexes filter on hybrid_source, so either way no such row comes back."""
     path = str(tmp_path / "emb")
     vecs = _table_with_failed_images(path)
     store = LocalIndexStore(path)
     store.sync()
-    server = VectorSearchStandIn(store)
+    server = VectorSearchStandIn(tables={SOURCE: path}, null_vectors=null_vectors)
     try:
         monkeypatch.setenv("DATABRICKS_HOST", server.url)
         monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
@@ -238,11 +244,13 @@ def test_the_sync_trigger_is_not_idle_while_a_round_runs_and_retries_a_failed_on
     assert (trigger.failures, trigger.last_error, len(calls)) == (1, None, 2)
 
 
-def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, workspace, standin, monkeypatch):
+def test_the_stream_syncs_triggered_indexes_after_batches_that_wrote(spark, workspace, tmp_path, monkeypatch, request):
     from fashion_catalog.streaming.runner import Embedder
     from tests.helpers import append_products, draw_image, product, stream_once
 
-    server, store, _ = standin
+    write_synthetic_embeddings(str(tmp_path / "emb"), 20, seed=2)
+    server = VectorSearchStandIn(tables={SOURCE: str(tmp_path / "emb")})  # TRIGGERED indexes of its own
+    request.addfinalizer(server.close)
     monkeypatch.setenv("DATABRICKS_HOST", server.url)
     monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
     vs = load_config("databricks").vector_search
@@ -278,7 +286,7 @@ def test_volume_photos_are_read_through_the_files_api_and_only_under_the_allowed
     draw_image(str(raw / "images" / "1.jpg"), 1)
     secret.mkdir()
     (secret / "token.txt").write_bytes(b"do not serve")
-    server = WorkspaceStandIn(store=None, volumes={"/Volumes/main/fashion_demo/raw": str(raw),
+    server = WorkspaceStandIn(volumes={"/Volumes/main/fashion_demo/raw": str(raw),
                                                    "/Volumes/main/hr/secret": str(secret)})
     try:
         monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
@@ -320,3 +328,52 @@ def test_a_configured_sync_without_a_search_client_stops_at_start(monkeypatch):
     with pytest.raises(client.VectorSearchConfigError, match="pip install databricks-ai-search"):
         sync.require_sync_client(config)
     sync.require_sync_client(load_config("databricks", overrides={"vector_search.sync_from_stream": False}))
+
+
+def test_the_standin_imports_nothing_from_the_product():
+    """The stand-in is written from the REST documentation: sharing the product's code would let a wrong
+    assumption pass on both sides."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "vector_search_standin.py").read_text()
+    assert not re.findall(r"^\s*(?:from|import)\s+(?:fashion_catalog|tests)\b", text, re.M)
+    assert "fashion_catalog" not in text.replace("``fashion_catalog``", "")
+
+
+FILTER_ROWS = [
+    {"product_id": 1, "gender": "Men", "price": 20.0, "base_color": "Blue", "season": "Summer",
+     "product_display_name": "Blue Shirt"},
+    {"product_id": 2, "gender": "Women", "price": 55.5, "base_color": "Red", "season": None,
+     "product_display_name": "Red Dress"},
+    {"product_id": 3, "gender": "Women", "price": 120.0, "base_color": None, "season": "Winter",
+     "product_display_name": "Wool Coat"},
+    {"product_id": 4, "gender": "Men", "price": 49.99, "base_color": "Red", "season": "Fall",
+     "product_display_name": "O'Neill Shirt"},
+]
+FILTER_CASES = [
+    {"gender": "Men"}, {"gender": ["Men", "Women"], "price <": 50}, {"price >=": 55.5, "price <=": 120},
+    {"base_color NOT": "Red"}, {"season": None}, {"season NOT": ["Summer", None]}, {"base_color": ["Red", None]},
+    {"product_display_name LIKE": "Shirt"}, {"gender OR base_color": ["Women", "Blue"]},
+    {"product_display_name": "O'Neill Shirt"}, {"price >": 20, "gender NOT": "Women"}, {},
+]
+
+
+@pytest.mark.parametrize("filters", FILTER_CASES, ids=[str(f) for f in FILTER_CASES])
+def test_both_filter_dialects_keep_the_rows_the_local_index_keeps(filters):
+    """The product's dict filters and the SQL-like strings it generates for storage-optimized endpoints,
+    evaluated by the stand-in's own parsers, keep exactly the rows the local index keeps."""
+    import pandas as pd
+
+    from fashion_catalog.indexes.filters import evaluate, parse_filters, sql_filter
+    from fashion_catalog.schemas import FILTER_COLUMNS
+    from tests.vector_search_standin import _dict_predicate, sql_predicate
+
+    columns = set(FILTER_ROWS[0])
+    local = [r["product_id"] for r, keep in zip(FILTER_ROWS, evaluate(parse_filters(filters, FILTER_COLUMNS),
+                                                                      pd.DataFrame(FILTER_ROWS)), strict=True)
+             if keep]
+    text = sql_filter(filters, FILTER_COLUMNS)
+    storage = [r["product_id"] for r in FILTER_ROWS if text is None or sql_predicate(text, columns)(r)]
+    standard = [r["product_id"] for r in FILTER_ROWS if _dict_predicate(filters, columns)(r)]
+    assert local == storage == standard, text

@@ -53,6 +53,25 @@ def test_the_databricks_profile_off_a_cluster_says_where_to_run(tmp_path):
     assert "Spark" not in done.stdout  # it stopped before starting a local Spark
 
 
+def test_the_app_with_an_unreachable_workspace_is_one_line_within_seconds(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    done = _run(["-m", "fashion_catalog.app.main", "--profile", "databricks", "--port", "0",
+                 "--set", "search.backend=databricks", "--set", "vector_search.warehouse_id=w1",
+                 "--set", f"model.name_or_path=http://127.0.0.1:{port}/serving-endpoints/encoder/invocations"],
+                str(tmp_path), timeout=60, env={"DATABRICKS_HOST": f"http://127.0.0.1:{port}",
+                                                "DATABRICKS_TOKEN": "t"})
+    assert done.returncode == 2 and time.monotonic() - started < 30, (done.returncode, done.stderr[-2000:])
+    line = _one_line(done)
+    assert line.startswith(f"error: cannot reach the Databricks workspace at http://127.0.0.1:{port}")
+    assert "DATABRICKS_HOST" in line
+
+
 def test_a_source_table_that_is_empty_is_named(tmp_path):
     from deltalake import write_deltalake
 

@@ -12,7 +12,7 @@ LOCAL = ["pyspark==4.0.1", "delta-spark==4.0.1"]
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "deltalake>=1.0", "faiss-cpu>=1.8"]
 INT8 = ["onnxruntime>=1.17", "onnx>=1.15"]
 OPENVINO = ["openvino>=2025.0", "nncf>=3.0"]  # model.precision openvino-bf16 / openvino-int8 (auto tries them)
-DATABRICKS = ["databricks-vectorsearch>=0.40"]
+DATABRICKS = ["databricks-ai-search>=0.81"]
 REPORTS = ["matplotlib>=3.7", "tqdm>=4.60"]
 DEV = ["pytest>=8", "chispa>=0.10", "httpx>=0.27", "playwright>=1.40", "ruff>=0.6", "import-linter>=2.1",
        "databricks-bundles>=0.248", "grpcio>=1.67", "grpcio-status>=1.67", "googleapis-common-protos>=1.65"]
@@ -60,6 +60,7 @@ setup(
             "fashion-user-features=fashion_catalog.jobs.build_user_features:main",
             "fashion-search-service=fashion_catalog.app.main:main",
             "fashion-create-indexes=fashion_catalog.jobs.create_indexes:main",
+            "fashion-setup=fashion_catalog.jobs.setup:main",
             "fashion-train-clip=fashion_catalog.jobs.train_clip:main",
             "fashion-evaluate=fashion_catalog.jobs.evaluate:main",
             "fashion-analyze-latents=fashion_catalog.jobs.analyze_latents:main",

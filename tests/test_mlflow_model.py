@@ -41,6 +41,15 @@ def registered(tmp_path_factory, tiny_model_dir):
     return config, info
 
 
+
+def test_the_setup_job_does_not_register_the_same_model_twice(registered):
+    from fashion_catalog.deploy.setup import register_encoder
+
+    config, info = registered
+    again = register_encoder(config)  # the alias already serves this source and model id
+    assert again == {"model": "unchanged", "registered_model": "clip_multimodal_encoder", "version": "1"}
+    assert str(info["version"]) == "1"
+
 @pytest.fixture(scope="module")
 def scoring_server(registered, tmp_path_factory):
     """A real MLflow scoring server on loopback for the registered model (on a port it binds itself)."""

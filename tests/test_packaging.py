@@ -125,7 +125,22 @@ def test_bundle_resources_build_with_the_typed_bundle_classes():
     root, resources = _bundle()
     assert set(root["targets"]) == {"dev", "prod"} and root["targets"]["prod"]["run_as"]
     assert set(resources["jobs"]) == {"embedder_stream", "backfill", "backfill_gpu", "reembed", "register_model",
-                                      "create_indexes"}
+                                      "create_indexes", "setup"}
+    # Everything the bundle can declare is a resource; the rest (tables, model versions, the serving endpoint
+    # naming one, the indexes over a table) is the setup job's.
+    from databricks.bundles.apps import App
+    from databricks.bundles.vector_search_endpoints import VectorSearchEndpoint
+
+    assert root["bundle"]["engine"] == "direct"  # the only engine that deploys Vector Search resources
+    app = App.from_dict(resources["apps"]["search"])
+    assert str(app.source_code_path) == "../src" and (ROOT / "src" / "requirements.txt").is_file()
+    assert str(VectorSearchEndpoint.from_dict(resources["vector_search_endpoints"]["fashion"]).name) == \
+        "${var.vector_search_endpoint}"
+    app_sp = "${resources.apps.search.service_principal_client_id}"
+    assert {"principal": app_sp, "privileges": ["USE_SCHEMA", "SELECT", "READ_VOLUME"]} in \
+        resources["schemas"]["fashion"]["grants"]
+    assert {"level": "CAN_USE", "service_principal_name": app_sp} in \
+        resources["vector_search_endpoints"]["fashion"]["permissions"]
     gpu = resources["jobs"]["backfill_gpu"]["job_clusters"][0]["new_cluster"]["spark_conf"]
     assert gpu["spark.executor.resource.gpu.amount"] == gpu["spark.task.resource.gpu.amount"] == "1"
     for key, spec in resources["jobs"].items():
@@ -177,7 +192,8 @@ def _resolve(value, variables: dict):
         return [_resolve(v, variables) for v in value]
     if not isinstance(value, str):
         return value
-    value = value.replace("${workspace.current_user.short_name}", "jdoe")
+    value = value.replace("${workspace.current_user.short_name}", "jdoe").replace("${workspace.current_user.id}",
+                                                                                   "4711")
     return VAR.sub(lambda m: str(variables[m.group(1)]), value)
 
 
@@ -214,6 +230,10 @@ def test_dev_and_prod_are_isolated_and_only_prod_runs_the_stream(tmp_path):
     assert (dev_vars["schema"], prod_vars["schema"]) == ("fashion_jdoe", "fashion_demo")
     dev_config, prod_config = _task_config(dev["embedder_stream"], tmp_path), _task_config(prod["embedder_stream"],
                                                                                            tmp_path)
+    # Development mode would prefix the schema (dev_jdoe_); the bundle skips that, so ${var.schema} is its name.
+    assert _bundle()[0]["experimental"]["skip_name_prefix_for_schema"] is True
+    assert (dev_vars["app_name"], dev_vars["vector_search_endpoint"]) == ("fashion-4711", "fashion_vs_jdoe")
+    assert (prod_vars["app_name"], prod_vars["vector_search_endpoint"]) == ("fashion-search", "fashion_vector_search")
     assert dev_config.stream.checkpoint == "/Volumes/main/fashion_jdoe/embedder/checkpoints/embedder"
     assert prod_config.stream.checkpoint == "/Volumes/main/fashion_demo/embedder/checkpoints/embedder"
     assert (str(dev_config.tables.products), str(prod_config.tables.products)) == (
@@ -229,7 +249,7 @@ def test_dev_and_prod_are_isolated_and_only_prod_runs_the_stream(tmp_path):
 
 
 # Entry points that run the Embedder, which syncs TRIGGERED indexes after its writes.
-EMBEDDER_ENTRY_POINTS = {"fashion-stream", "fashion-backfill", "fashion-reembed"}
+EMBEDDER_ENTRY_POINTS = {"fashion-stream", "fashion-backfill", "fashion-reembed", "fashion-setup"}
 
 
 def test_every_job_that_syncs_indexes_installs_the_search_client(tmp_path):
@@ -244,7 +264,7 @@ def test_every_job_that_syncs_indexes_installs_the_search_client(tmp_path):
             syncing.append(key)
             packages = [lib["pypi"]["package"] for lib in task.get("libraries", []) if "pypi" in lib]
             assert any(p.startswith(("databricks-ai-search", "databricks-vectorsearch")) for p in packages), key
-    assert sorted(syncing) == ["backfill", "backfill_gpu", "embedder_stream", "reembed"]
+    assert sorted(syncing) == ["backfill", "backfill_gpu", "embedder_stream", "reembed", "setup"]
 
 
 # vCPUs of the CPU node types the bundle names (AWS docs; the Azure/GCP equivalents in databricks.yml match).
@@ -263,3 +283,71 @@ def test_cpu_jobs_do_not_oversubscribe_their_nodes(tmp_path):
             # Spark runs one task per core: cores tasks at once, each with `threads` torch threads.
             assert threads * cores <= cores, (key, threads)
             assert _task_config(job, tmp_path).model.torch_threads * cores <= cores, key
+
+
+# What the App must never install: Spark, the model runtimes, the local index.
+APP_FORBIDDEN = {"pyspark", "delta-spark", "torch", "transformers", "openvino", "nncf", "onnx", "onnxruntime",
+                 "faiss-cpu", "deltalake"}
+# The modules the service imports on the databricks backend (app.services builds it from these).
+APP_MODULES = ["fashion_catalog.app.main", "fashion_catalog.app.server", "fashion_catalog.app.services",
+               "fashion_catalog.indexes.databricks", "fashion_catalog.indexes.workspace",
+               "fashion_catalog.encoders.endpoint", "fashion_catalog.encoders.factory"]
+
+
+def _requirement_closure(lines: list[str]) -> set[str]:
+    """The distributions ``lines`` install: each requirement and, recursively, what it requires (no extras)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [Requirement(line) for line in lines]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo.extend(Requirement(r) for r in distribution(name).requires or [])
+        except PackageNotFoundError:
+            continue
+    return seen
+
+
+def test_the_app_requirements_import_the_service_without_spark_or_torch():
+    """The service's imports resolve with only src/requirements.txt (and what it requires) importable."""
+    from packaging.utils import canonicalize_name
+
+    lines = [ln.split("#")[0].strip() for ln in (ROOT / "src" / "requirements.txt").read_text().splitlines()]
+    lines = [ln for ln in lines if ln]
+    allowed = _requirement_closure(lines)
+    assert not allowed & APP_FORBIDDEN, allowed & APP_FORBIDDEN
+    # The same versions as the tested environment's pins.
+    pins = dict(ln.split("==") for ln in (ROOT / "requirements.txt").read_text().splitlines() if "==" in ln)
+    for line in lines:
+        name, version = line.split("==")
+        assert canonicalize_name(name) in {canonicalize_name(p) for p in pins} | {"databricks-ai-search"}, name
+        assert pins.get(name, version) == version, line
+    script = f"""
+import importlib, importlib.abc, importlib.metadata, sys
+from packaging.utils import canonicalize_name
+ALLOWED = {sorted(allowed | {"fashion-multimodal-catalog"})!r}
+DISTS = importlib.metadata.packages_distributions()
+class OnlyTheAppRequirements(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        dists = DISTS.get(name.split(".")[0], [])
+        if dists and not any(canonicalize_name(d) in ALLOWED for d in dists):
+            raise ImportError(f"{{name}} is not in the App's requirements")
+sys.meta_path.insert(0, OnlyTheAppRequirements())
+for module in {APP_MODULES!r}:
+    importlib.import_module(module)
+from fashion_catalog.vectorsearch.client import client_class
+print(client_class().__name__, "pyspark" in sys.modules, "torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["AISearchClient", "False", "False"]

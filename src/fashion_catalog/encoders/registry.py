@@ -80,8 +80,10 @@ def register_model(config: Config, model_dir: str | None = None, registered_name
     model_dir = model_dir or config.model.name_or_path
     with tempfile.TemporaryDirectory() as staged:
         if not os.path.isdir(model_dir):
-            model_dir = _fetch_from_hub(model_dir, staged)
-        return _register(config, model_dir, registered_name, alias)
+            source, model_dir = model_dir, _fetch_from_hub(model_dir, staged)
+        else:
+            source = model_dir
+        return _register(config, model_dir, registered_name, alias, source)
 
 
 def _fetch_from_hub(name: str, out_dir: str) -> str:
@@ -104,14 +106,16 @@ def _fetch_from_hub(name: str, out_dir: str) -> str:
         "model.name_or_path (the bundle's var.model) or --model-dir")
 
 
-def _register(config: Config, model_dir: str, registered_name: str | None, alias: str | None) -> dict:
+def _register(config: Config, model_dir: str, registered_name: str | None, alias: str | None,
+              source: str | None = None) -> dict:
     import mlflow
 
     name = registered_name or config.mlflow.registered_model_name
     setup_mlflow(config)
     card = read_model_card(model_dir)
     with mlflow.start_run(run_name="clip_multimodal_encoder") as run:
-        mlflow.log_params({"source_model": model_dir, "model_id": config.model.id,
+        # "source": what was asked for (hub id or folder), so a setup re-run can tell the alias already serves it.
+        mlflow.log_params({"source_model": model_dir, "source": source or model_dir, "model_id": config.model.id,
                            "weights": card.get("weights", "unknown"), "dimension": config.model.dimension})
         info = log_encoder_model(config, model_dir, name)
     version = getattr(info, "registered_model_version", None)

@@ -1,0 +1,1 @@
+"""Deployment steps a Databricks Asset Bundle cannot declare (the setup job)."""

@@ -165,6 +165,20 @@ def _vet(words: list[str], keys: set[str], targets: set[str], helps: dict) -> No
         for flag in _flags(words[2:]):
             assert flag in text, f"schemathesis {words[1]}: unknown option {flag}"
         return
+    if head == "databricks" and words[1] == "bundle":
+        # The bundle's CLI: the target must be one of databricks.yml's, `run` must name a job or App of resources/.
+        import yaml
+
+        bundle = yaml.safe_load((PATH_ROOT / "databricks.yml").read_text())
+        keys = {key for path in (PATH_ROOT / "resources").glob("*.yml")
+                for kind, items in yaml.safe_load(path.read_text())["resources"].items() if kind in ("jobs", "apps")
+                for key in items}
+        assert words[2] in ("validate", "deploy", "run", "summary", "open"), f"databricks bundle {words[2]}: not vetted"
+        if "-t" in words:
+            assert words[words.index("-t") + 1] in bundle["targets"], f"{' '.join(words)}: no such target"
+        if words[2] in ("run", "open"):
+            assert words[3] in keys, f"databricks bundle {words[2]} {words[3]}: no such job or App in resources/"
+        return
     raise AssertionError(f"command not vetted by tests/test_readme.py: {' '.join(words)} "
                          f"(teach the test, or mark its block <!-- not run in tests: why -->)")
 

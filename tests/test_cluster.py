@@ -1,7 +1,9 @@
-"""The embedder where the platform team runs it: a real multi-process standalone cluster, a file: checkpoint URI."""
+"""The embedder where the platform team runs it: a real multi-process standalone cluster (with the GPU job's
+scheduling settings), a file: checkpoint URI."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +11,7 @@ import sys
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 from chispa import assert_df_equality
 
 from fashion_catalog.lakehouse.local_cluster import loopback_env
@@ -25,7 +28,7 @@ def standalone_cluster(tmp_path_factory):
     is a JVM of its own, its Python workers processes of their own: what a cluster's are)."""
     from fashion_catalog.lakehouse.local_cluster import StandaloneCluster
 
-    cluster = StandaloneCluster(workers=1, cores_per_worker=2, memory_per_worker="2g",
+    cluster = StandaloneCluster(workers=1, cores_per_worker=2, memory_per_worker="2g", gpus_per_worker=1,
                                 work_dir=str(tmp_path_factory.mktemp("standalone")))
     yield cluster
     cluster.stop()
@@ -35,6 +38,9 @@ def standalone_cluster(tmp_path_factory):
 def test_stream_runs_on_a_standalone_cluster_with_encoding_in_executor_processes(spark, workspace, tiny_model_dir,
                                                                                   standalone_cluster):
     config = workspace.config()
+    gpu_conf, encode_task_gpus = _gpu_job_scheduling()
+    events_dir = f"{workspace.path}/spark-events"
+    os.makedirs(events_dir)
     imgs = [draw_image(f"{workspace.path}/img/{i}.jpg", i) for i in range(6)]
     append_products(spark, config, [product(i + 1, imgs[i], product_display_name=f"Cluster product {i}")
                                     for i in range(6)])
@@ -48,7 +54,15 @@ def test_stream_runs_on_a_standalone_cluster_with_encoding_in_executor_processes
             "--set", "stream.small_batch_max_rows=0",
             "--set", f"spark.master={standalone_cluster.url}",
             "--set", "spark.conf.spark.executor.memory=1g", "--set", "spark.conf.spark.driver.memory=1g",
-            "--set", "spark.conf.spark.driver.host=127.0.0.1", "--set", "spark.conf.spark.driver.bindAddress=127.0.0.1"]
+            "--set", "spark.conf.spark.driver.host=127.0.0.1", "--set", "spark.conf.spark.driver.bindAddress=127.0.0.1",
+            # The GPU backfill job's scheduling (Databricks gives each executor its node's GPUs; here the worker
+            # announces one): its fractional task amount for every stage, a whole GPU for the encoding stages.
+            "--set", "spark.conf.spark.executor.resource.gpu.amount=1",
+            "--set", f"spark.conf.spark.task.resource.gpu.amount={gpu_conf}",
+            "--set", f"model.encode_task_gpus={encode_task_gpus}",
+            "--set", "spark.conf.spark.eventLog.enabled=true", "--set", "spark.conf.spark.eventLog.compress=false",
+            "--set", "spark.conf.spark.eventLog.rolling.enabled=false",
+            "--set", f"spark.conf.spark.eventLog.dir=file://{events_dir}"]
     done = subprocess.run(args, env=loopback_env(), capture_output=True, text=True, timeout=600,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-4000:]
@@ -63,7 +77,58 @@ def test_stream_runs_on_a_standalone_cluster_with_encoding_in_executor_processes
     for _host, pid, role, jvm in workers:
         assert int(pid) != driver_pid and role.startswith("executor-"), batch.encoder_workers
         assert jvm.startswith("jvm")
+    _assert_encoding_stages_take_a_whole_gpu(events_dir, float(gpu_conf), float(encode_task_gpus))
     print("cluster batch:", batch)
+
+
+def _gpu_job_scheduling() -> tuple[str, str]:
+    """(spark.task.resource.gpu.amount, model.encode_task_gpus) as resources/backfill_gpu.job.yml sets them."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "resources", "backfill_gpu.job.yml"), encoding="utf-8") as fh:
+        job = yaml.safe_load(fh)["resources"]["jobs"]["backfill_gpu"]
+    conf = job["job_clusters"][0]["new_cluster"]["spark_conf"]
+    params = job["tasks"][0]["python_wheel_task"]["parameters"]
+    [gpus] = [p.split("=", 1)[1] for p in params if p.startswith("model.encode_task_gpus=")]
+    return conf["spark.task.resource.gpu.amount"], gpus
+
+
+def _assert_encoding_stages_take_a_whole_gpu(events_dir: str, task_gpus: float, encode_gpus: float) -> None:
+    """From the driver's event log: the stages that ran under a profile asking ``encode_gpus`` GPUs per task
+    are the two encoding stages, and their tasks never overlapped on the executor's one GPU; every other
+    stage ran under the default profile with the fractional amount."""
+    [log_file] = os.listdir(events_dir)
+    with open(os.path.join(events_dir, log_file), encoding="utf-8") as fh:
+        events = [json.loads(line) for line in fh]
+    gpu_amount = {e["Resource Profile Id"]: e["Task Resource Requests"].get("gpu", {}).get("Amount")
+                  for e in events if e["Event"] == "SparkListenerResourceProfileAdded"}
+    assert gpu_amount[0] == task_gpus, gpu_amount
+    stages = {e["Stage Info"]["Stage ID"]: e["Stage Info"] for e in events
+              if e["Event"] == "SparkListenerStageCompleted"}
+    encoding = {sid for sid, info in stages.items() if gpu_amount[info["Resource Profile Id"]] == encode_gpus}
+    # The stages that ran the model read the rows to encode from the shuffle into encode_partitions: one per
+    # modality. (The later jobs that broadcast the cached vectors inherit the profile through their lineage;
+    # they read the cache, no shuffle, and run no model.)
+    shuffled: dict[int, int] = {}
+    for e in events:
+        if e["Event"] == "SparkListenerTaskEnd" and e.get("Task Metrics"):
+            read = e["Task Metrics"].get("Shuffle Read Metrics", {}).get("Total Records Read", 0)
+            shuffled[e["Stage ID"]] = shuffled.get(e["Stage ID"], 0) + read
+    model_stages = {sid for sid in encoding if shuffled.get(sid)}
+    assert len(model_stages) == 2, {sid: (stages[sid]["Resource Profile Id"], shuffled.get(sid)) for sid in stages}
+    assert len(stages) > len(encoding)  # hashing, planning and the MERGE share the GPU at the default amount
+    # Each model task's time on the executor (launch + deserialising + running; the driver's finish time also
+    # counts sending the result back, while the executor already runs the next task).
+    runs: dict[str, list] = {}
+    for e in events:
+        if e["Event"] == "SparkListenerTaskEnd" and e["Stage ID"] in model_stages:
+            info, metrics = e["Task Info"], e["Task Metrics"]
+            busy = metrics["Executor Deserialize Time"] + metrics["Executor Run Time"]
+            runs.setdefault(info["Executor ID"], []).append((info["Launch Time"], info["Launch Time"] + busy))
+    assert sum(map(len, runs.values())) >= 4, runs  # encode_partitions (2) tasks per modality
+    for spans in runs.values():
+        spans.sort()
+        overlapping = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
+        assert not overlapping, f"encoding tasks overlapped on one GPU: {spans}"
 
 
 def _run_id(spark, config) -> str:

@@ -51,11 +51,20 @@ def test_overrides_apply_dotted_keys_including_spark_conf(tmp_path):
         ("tables.products", {"name": "bad name; drop"}, "is not a valid table name"),
         ("tables.embeddings", None, "missing required setting tables.embeddings"),
         ("model.id", None, "missing required setting model.id"),
+        # Spark refuses a task resource amount that is neither whole nor at most 0.5 (TaskResourceRequest).
+        ("model.encode_task_gpus", 0.75, "model.encode_task_gpus must be 0, a fraction <= 0.5 or a whole number"),
+        ("model.encode_task_gpus", -1, "model.encode_task_gpus must be 0, a fraction <= 0.5 or a whole number"),
     ],
 )
 def test_invalid_values_raise_clear_errors(tmp_path, key, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config("local", base_dir=tmp_path, overrides={key: value})
+
+
+@pytest.mark.parametrize("gpus", [0, 0.25, 0.5, 1, 2])
+def test_encoding_tasks_take_whole_gpus_or_a_share_spark_accepts(tmp_path, gpus):
+    assert load_config("local", base_dir=tmp_path, overrides={"model.encode_task_gpus": gpus}).model.encode_task_gpus \
+        == float(gpus)
 
 
 def test_unknown_profile_lists_known_ones(tmp_path):

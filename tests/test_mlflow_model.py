@@ -50,6 +50,36 @@ def test_the_setup_job_does_not_register_the_same_model_twice(registered):
     assert again == {"model": "unchanged", "registered_model": "clip_multimodal_encoder", "version": "1"}
     assert str(info["version"]) == "1"
 
+
+def test_a_setup_without_its_model_step_serves_the_version_the_alias_points_at(registered, monkeypatch):
+    """A re-run with the model step skipped (after a failed deploy) still points the endpoint at the alias's
+    version, and says what to do when the alias points at none."""
+    from databricks.sdk import WorkspaceClient
+
+    from fashion_catalog.conf import ConfigError
+    from fashion_catalog.deploy import setup
+    from tests.vector_search_standin import WorkspaceStandIn
+
+    registered_config, info = registered
+    others = tuple(s for s in setup.STEPS if s != "serving")
+
+    def config(alias: str):
+        return load_config("local", overrides={
+            "mlflow.tracking_uri": registered_config.mlflow.tracking_uri, "mlflow.alias": alias,
+            "serving.endpoint_name": "fashion-clip-encoder"})
+
+    with pytest.raises(ConfigError, match="no version of clip_multimodal_encoder has the alias 'staging' to serve"):
+        setup.run_setup(config("staging"), skip=others)
+    ws = WorkspaceStandIn()
+    monkeypatch.setattr(setup, "_workspace", lambda _config: WorkspaceClient(host=ws.url, token=ws.token))
+    try:
+        [done] = setup.run_setup(config("champion"), skip=others)
+        assert (done["serving"], done["version"]) == ("created", str(info["version"]))
+        [entity] = ws.serving["fashion-clip-encoder"]["config"]["served_entities"]
+        assert (entity["entity_name"], entity["entity_version"]) == ("clip_multimodal_encoder", "1")
+    finally:
+        ws.close()
+
 @pytest.fixture(scope="module")
 def scoring_server(registered, tmp_path_factory):
     """A real MLflow scoring server on loopback for the registered model (on a port it binds itself)."""

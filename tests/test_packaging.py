@@ -142,7 +142,11 @@ def test_bundle_resources_build_with_the_typed_bundle_classes():
     assert {"level": "CAN_USE", "service_principal_name": app_sp} in \
         resources["vector_search_endpoints"]["fashion"]["permissions"]
     gpu = resources["jobs"]["backfill_gpu"]["job_clusters"][0]["new_cluster"]["spark_conf"]
-    assert gpu["spark.executor.resource.gpu.amount"] == gpu["spark.task.resource.gpu.amount"] == "1"
+    # Databricks preconfigures the executors' GPUs; every stage shares a node's GPU at a quarter per task (one
+    # task per vCPU of a g5.xlarge), the encoding stages take it whole (tests/test_cluster.py runs these settings).
+    assert "spark.executor.resource.gpu.amount" not in gpu and gpu["spark.task.resource.gpu.amount"] == "0.25"
+    assert "model.encode_task_gpus=1" in \
+        resources["jobs"]["backfill_gpu"]["tasks"][0]["python_wheel_task"]["parameters"]
     for key, spec in resources["jobs"].items():
         job = Job.from_dict(spec)  # a misspelt field raises here
         assert job.name and job.tasks, key

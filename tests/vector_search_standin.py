@@ -166,6 +166,13 @@ class _SqlFilter:
         self.i += 1
         return tok
 
+    def _accept(self, kind, value) -> bool:
+        """Consume the next token when it is ``value``; say whether it was."""
+        if self._peek(kind, value) is None:
+            return False
+        self.i += 1
+        return True
+
     def _or(self):
         left = self._and()
         while self._peek("kw", "OR"):
@@ -200,10 +207,10 @@ class _SqlFilter:
             raise BadRequest(f"Invalid filter string: column {col} is not in the index")
         if self._peek("kw", "IS"):
             self.i += 1
-            negate = bool(self._peek("kw", "NOT")) and bool(self._take("kw", "NOT"))
+            negate = self._accept("kw", "NOT")
             self._take("kw", "NULL")
             return lambda row: (row.get(col) is not None) if negate else (row.get(col) is None)
-        negate = bool(self._peek("kw", "NOT")) and bool(self._take("kw", "NOT"))
+        negate = self._accept("kw", "NOT")
         if self._peek("kw", "IN"):
             self.i += 1
             self._take("op", "(")

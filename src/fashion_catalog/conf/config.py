@@ -201,6 +201,21 @@ class ModelSettings(Section):
     text_batch_size: Count
     image_batch_size: Count
     encode_partitions: Count = Field(description="partitions the encoders run in; x torch_threads ~ cores")
+    # Stage-level scheduling (Spark >= 3.4 standalone, which Databricks' cluster manager is; 3.5.1 YARN/K8s): only
+    # the encoding stages ask for this many GPUs per task, every other stage runs at spark.task.resource.gpu.amount
+    # (a fraction, so hashing, joins and the MERGE run one task per core beside them).
+    encode_task_gpus: float = Field(0.0, description="GPUs each Spark encoding task takes (1: one model per GPU; "
+                                                     "0: no resource profile, the cluster's task default)")
+
+    @field_validator("encode_task_gpus", mode="before")
+    @classmethod
+    def _gpu_amount(cls, value: Any) -> Any:
+        # Spark's own rule for a task resource amount: a whole number, or a fraction of at most 0.5
+        # (pyspark.resource.TaskResourceRequest); checked here so a bad value fails at start, not at the first batch.
+        amount = _number(value)
+        if amount < 0 or (amount > 0.5 and amount != int(amount)):
+            raise ValueError(f"must be 0, a fraction <= 0.5 or a whole number of GPUs, got {value!r}")
+        return amount
 
     @model_validator(mode="after")
     def _precision_fits_device(self) -> ModelSettings:

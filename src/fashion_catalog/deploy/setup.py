@@ -49,27 +49,47 @@ def prepare_products(spark, config: Config, load_catalog: bool) -> dict:
     return {"products": action}
 
 
+def _aliased_version(config: Config):
+    """The model version ``mlflow.alias`` points at, or None (no alias configured, no such model or alias)."""
+    import mlflow
+
+    from fashion_catalog.encoders.registry import setup_mlflow
+
+    name, alias = config.mlflow.registered_model_name, config.mlflow.alias
+    if not alias:
+        return None
+    setup_mlflow(config)
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
 def register_encoder(config: Config) -> dict:
     """Register ``model.name_or_path`` unless the alias already points at a version of the same source and
     model id; returns the registered name and the version the alias serves."""
     import mlflow
 
-    from fashion_catalog.encoders.registry import register_model, setup_mlflow
+    from fashion_catalog.encoders.registry import register_model
 
-    name, alias = config.mlflow.registered_model_name, config.mlflow.alias
-    setup_mlflow(config)
-    client = mlflow.MlflowClient()
-    if alias:
-        try:
-            current = client.get_model_version_by_alias(name, alias)
-        except mlflow.exceptions.MlflowException:
-            current = None
-        if current is not None:
-            params = client.get_run(current.run_id).data.params if current.run_id else {}
-            if params.get("source") == config.model.name_or_path and params.get("model_id") == config.model.id:
-                return {"model": "unchanged", "registered_model": name, "version": str(current.version)}
+    name = config.mlflow.registered_model_name
+    current = _aliased_version(config)
+    if current is not None:
+        params = mlflow.MlflowClient().get_run(current.run_id).data.params if current.run_id else {}
+        if params.get("source") == config.model.name_or_path and params.get("model_id") == config.model.id:
+            return {"model": "unchanged", "registered_model": name, "version": str(current.version)}
     result = register_model(config)
     return {"model": "registered", "registered_model": name, "version": str(result["version"])}
+
+
+def served_model(config: Config) -> dict:
+    """The version the serving step points the endpoint at when the model step is skipped: the alias's."""
+    name, alias = config.mlflow.registered_model_name, config.mlflow.alias
+    current = _aliased_version(config)
+    if current is None:
+        raise ConfigError(f"no version of {name} has the alias {alias!r} to serve: run the setup's model step "
+                          "(drop it from --skip) or register one with the register_model job")
+    return {"registered_model": name, "version": str(current.version)}
 
 
 def ensure_serving_endpoint(config: Config, model_name: str, version: str, workspace=None) -> dict:
@@ -148,8 +168,12 @@ def run_setup(config: Config, spark=None, load_catalog: bool = False, skip: tupl
         elif step == "model":
             model = register_encoder(config)
             done.append(model)
-        elif step == "serving" and model:
-            done.append(ensure_serving_endpoint(config, model["registered_model"], model["version"]))
+        elif step == "serving" and not config.serving.endpoint_name:
+            done.append({"serving": "skipped (serving.endpoint_name is null)"})
+        elif step == "serving":
+            # Skipping the model step serves what its alias already points at (a re-run after a failed deploy).
+            served = model or served_model(config)
+            done.append(ensure_serving_endpoint(config, served["registered_model"], served["version"]))
         elif step == "embeddings":
             done.append({"embeddings": backfill(spark, config)})
         elif step == "indexes" and config.tables.embeddings.name:

@@ -132,9 +132,12 @@ class StandaloneCluster:
     """A Spark standalone master and ``workers`` workers on 127.0.0.1 (``spark://127.0.0.1:<port>``)."""
 
     def __init__(self, workers: int = 2, cores_per_worker: int = 1, memory_per_worker: str = "2g",
-                 work_dir: str | None = None, timeout_s: float = 120):
+                 work_dir: str | None = None, timeout_s: float = 120, gpus_per_worker: int = 0):
+        """``gpus_per_worker``: GPU addresses each worker offers Spark's resource scheduling (announced by a
+        discovery script; no device is behind them: what is checked is which tasks Spark lets run together)."""
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="spark-standalone-")
         os.makedirs(self.work_dir, exist_ok=True)
+        worker_opts = self._gpu_properties(gpus_per_worker) if gpus_per_worker else []
         self.procs: list[subprocess.Popen] = []
         self._logs = []
         self.log_paths: list[str] = []
@@ -151,12 +154,24 @@ class StandaloneCluster:
                 self._start(f"worker-{i}", [
                     spark_class, "org.apache.spark.deploy.worker.Worker", "--host", LOOPBACK,
                     "--port", "0", "--webui-port", "0", "--cores", str(cores_per_worker),
-                    "--memory", memory_per_worker, "--work-dir", worker_dir, self.url])
+                    "--memory", memory_per_worker, "--work-dir", worker_dir, *worker_opts, self.url])
             self._wait_for_workers(workers, timeout_s)
         except Exception:
             self.stop()
             raise
         log.info("standalone cluster at %s with %d workers (logs in %s)", self.url, workers, self.work_dir)
+
+    def _gpu_properties(self, gpus: int) -> list[str]:
+        """Worker options announcing ``gpus`` GPU addresses (spark.worker.resource.gpu.*, a discovery script)."""
+        script = os.path.join(self.work_dir, "gpus.sh")
+        addresses = ", ".join(f'"{i}"' for i in range(gpus))
+        Path(script).write_text(f"#!/bin/sh\necho '{{\"name\": \"gpu\", \"addresses\": [{addresses}]}}'\n",
+                                encoding="utf-8")
+        os.chmod(script, 0o755)
+        props = os.path.join(self.work_dir, "worker.properties")
+        Path(props).write_text(f"spark.worker.resource.gpu.amount={gpus}\n"
+                               f"spark.worker.resource.gpu.discoveryScript={script}\n", encoding="utf-8")
+        return ["--properties-file", props]
 
     def _start(self, name: str, args: list[str]) -> None:
         path = os.path.join(self.work_dir, f"{name}.log")

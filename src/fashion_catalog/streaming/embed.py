@@ -38,6 +38,7 @@ from fashion_catalog.udfs.encoding import (
     RETRYABLE_TEXT_ERRORS,
     encode_image_frame,
     encode_text_frame,
+    encoded_schema,
 )
 from fashion_catalog.udfs.vectors import with_hybrid
 
@@ -87,8 +88,9 @@ class EncodedModalities:
             frame.unpersist()
 
 
-def encode_modalities(todo: DataFrame, udfs: dict, encode_partitions: int) -> EncodedModalities:
-    """Encode each modality's distinct rows once, in Spark tasks (``udfs``: name -> encoding pandas UDF).
+def encode_modalities(todo: DataFrame, encoders: dict, encode_partitions: int, profile=None) -> EncodedModalities:
+    """Encode each modality's distinct rows once, in Spark tasks (``encoders``: name -> ``mapInPandas`` function
+    of :func:`fashion_catalog.udfs.encoding.make_encoder`; ``profile``: the encoding stages' ResourceProfile).
 
     Results are persisted so the MERGE, which reads its source twice, never runs a model again;
     one aggregate per modality (timed apart, for per-modality throughput) materialises them and
@@ -101,9 +103,9 @@ def encode_modalities(todo: DataFrame, udfs: dict, encode_partitions: int) -> En
             # Similar lengths side by side: each Arrow batch pads to its longest text, so sorted batches pad
             # little (the encoder sorts inside a batch too, but a batch of 256 is a small window).
             rows = rows.sortWithinPartitions(F.length(m.value))
-        frames[m.name] = (rows.withColumn("_r", udfs[m.name](F.col(m.value)))
-                          .select(m.key, F.col("_r.embedding").alias(m.vector), F.col("_r.error").alias(m.error),
-                                  F.col("_r.worker").alias("_worker"))
+        result = rows.mapInPandas(encoders[m.name], encoded_schema(rows.schema[m.key]), profile=profile)
+        frames[m.name] = (result.select(m.key, F.col("embedding").alias(m.vector), F.col("error").alias(m.error),
+                                        F.col("worker").alias("_worker"))
                           .persist())
         t0 = time.perf_counter()
         done = frames[m.name].agg(F.count(F.lit(1)).alias("n"), F.collect_set("_worker").alias("workers")).first()

@@ -54,7 +54,7 @@ from fashion_catalog.streaming.embed import (
 )
 from fashion_catalog.streaming.planner import plan_changes, plan_local, stored_arrow, stored_arrow_spark
 from fashion_catalog.streaming.writer import merge_embeddings, merge_embeddings_direct, resolve_snapshot
-from fashion_catalog.udfs.encoding import image_hashes, make_image_hash_udf, make_image_udf, make_text_udf
+from fashion_catalog.udfs.encoding import encode_task_profile, image_hashes, make_encoder, make_image_hash_udf
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Tools:
         self.config = config
         self.spec = EncoderSpec.from_config(config)
         self.limits = ImageLimits.from_config(config)
-        self._encoder = self._udfs = self._sync = None
+        self._encoder = self._udfs = self._sync = self._profile = None
         self._resolving: threading.Thread | None = None
 
     @property
@@ -114,11 +114,18 @@ class Tools:
 
     @property
     def udfs(self) -> dict:
-        """The Spark tasks' UDFs: ``text``, ``image`` (encoding) and ``image_hash``."""
+        """The Spark tasks' functions: ``text`` and ``image`` (encoding maps), ``image_hash`` (a UDF)."""
         if self._udfs is None:
-            self._udfs = {"text": make_text_udf(self.spec), "image": make_image_udf(self.spec, self.limits),
-                          "image_hash": make_image_hash_udf(self.limits)}
+            self._udfs = {m.name: make_encoder(m.name, self.spec, self.limits, m.key, m.value) for m in MODALITIES}
+            self._udfs["image_hash"] = make_image_hash_udf(self.limits)
         return self._udfs
+
+    @property
+    def encode_profile(self):
+        """The encoding stages' ResourceProfile (``model.encode_task_gpus``), or None; built once."""
+        if self._profile is None and self.config.model.encode_task_gpus:
+            self._profile = encode_task_profile(self.config.model.encode_task_gpus)
+        return self._profile
 
     @property
     def sync_trigger(self):
@@ -256,7 +263,8 @@ class SparkTasksRoad:
 
     def encode(self, plan: Plan):
         todo = plan.rows.filter(writes())
-        encoded = encode_modalities(todo, self.tools.udfs, self.ctx.config.model.encode_partitions)
+        encoded = encode_modalities(todo, self.tools.udfs, self.ctx.config.model.encode_partitions,
+                                    self.tools.encode_profile)
         self._cached.append(encoded)
         _record_encoding(self.ctx, encoded.counts, encoded.seconds, encoded.workers)
         return todo, encoded

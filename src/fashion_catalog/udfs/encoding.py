@@ -1,6 +1,7 @@
-"""Arrow-batched iterator pandas UDFs: image content hash, CLIP text and CLIP image encoding.
+"""Arrow-batched Spark functions: the image content hash (a pandas UDF), CLIP text and image encoding
+(``mapInPandas`` functions, which can carry the encoding stages' own GPU resource profile).
 
-Each encoding UDF gets its model from :meth:`encoders.factory.EncoderSpec.encoder`, so a
+Each encoding function gets its model from :meth:`encoders.factory.EncoderSpec.encoder`, so a
 Python worker loads the model once and keeps it for every later batch and task
 (Spark reuses Python workers). A failing image becomes an error code on its row;
 a failing model call becomes an error code on the rows of that batch. Neither
@@ -47,9 +48,9 @@ IMAGE_REJECTED = "IMAGE_REJECTED"
 RETRYABLE_TEXT_ERRORS = (TEXT_ENCODE_FAILED, TEXT_REJECTED)
 RETRYABLE_IMAGE_ERRORS = (IMAGE_ENCODE_FAILED, IMAGE_REJECTED)
 
-TEXT_RESULT_TYPE = StructType([StructField("embedding", VECTOR_TYPE), StructField("error", StringType()),
-                               StructField("worker", StringType())])
-IMAGE_RESULT_TYPE = TEXT_RESULT_TYPE
+# What an encoding step yields for each row, after the row's key.
+RESULT_FIELDS = (StructField("embedding", VECTOR_TYPE), StructField("error", StringType()),
+                 StructField("worker", StringType()))
 
 
 def _jvm_role(pid: int) -> str:
@@ -159,25 +160,43 @@ def make_image_hash_udf(limits: ImageLimits):
     return image_hash
 
 
-def make_text_udf(spec: EncoderSpec):
-    """UDF: description -> struct<embedding, error, worker>."""
+def make_encoder(kind: str, spec: EncoderSpec, limits: ImageLimits, key: str, value: str):
+    """``mapInPandas`` function: frames of (key, value) -> frames of (key, embedding, error, worker).
 
-    @F.pandas_udf(TEXT_RESULT_TYPE)
-    def encode_text(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    A map rather than a column UDF because only ``mapInPandas``/``mapInArrow`` carry a stage-level
+    :class:`~pyspark.resource.ResourceProfile` (Spark 4.0): the encoding stages alone can ask for a whole GPU
+    (:func:`encode_task_profile`). The model is loaded once per Python worker and kept across batches and tasks.
+    """
+    if kind not in ("text", "image"):
+        raise ValueError(f"kind must be 'text' or 'image', got {kind!r}")
+
+    def encode(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         encoder = spec.encoder()
-        for texts in batches:
-            yield encode_text_frame(encoder, texts, spec.text_batch_size)
+        for frame in frames:
+            if kind == "text":
+                out = encode_text_frame(encoder, frame[value], spec.text_batch_size)
+            else:
+                out = encode_image_frame(encoder, frame[value], limits, spec.image_batch_size)
+            out.insert(0, key, frame[key].to_numpy())
+            yield out
 
-    return encode_text
+    return encode
 
 
-def make_image_udf(spec: EncoderSpec, limits: ImageLimits):
-    """UDF: image_path -> struct<embedding, error, worker>; unreadable images give an error code."""
+def encoded_schema(key_field: StructField) -> StructType:
+    """What :func:`make_encoder`'s function yields: the key as the input has it, then the result's fields."""
+    return StructType([key_field, *RESULT_FIELDS])
 
-    @F.pandas_udf(IMAGE_RESULT_TYPE)
-    def encode_image(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        encoder = spec.encoder()
-        for paths in batches:
-            yield encode_image_frame(encoder, paths, limits, spec.image_batch_size)
 
-    return encode_image
+def encode_task_profile(gpus: float):
+    """The encoding stages' task resources (``model.encode_task_gpus`` GPUs per task); None for 0.
+
+    Without dynamic allocation Spark runs a task-only profile on the executors it has (SPARK-39853: standalone,
+    Databricks included, from 3.4; YARN and K8s from 3.5.1), so the other stages keep the cluster's fractional
+    ``spark.task.resource.gpu.amount`` and run one task per core.
+    """
+    if not gpus:
+        return None
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+    return ResourceProfileBuilder().require(TaskResourceRequests().resource("gpu", float(gpus))).build

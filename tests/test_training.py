@@ -195,7 +195,7 @@ def trained(spark, tiny_model_dir, table_template, tmp_path_factory):
     from fashion_catalog.training.trainer import train_clip
 
     config = workspace.config(catalog__source_dir="catalog", training__init_shape="tiny", training__batch_size=8,
-                              training__warmup_steps=1, training__precision="fp32", training__epochs=2)
+                              training__warmup_steps=1, training__precision="auto", training__epochs=2)
     generate_demo_catalog(config.catalog_source_dir, n_products=40, missing_image_ids=1)
     load_catalog(spark, config)
     out = os.path.join(workspace.path, "trained-clip")
@@ -224,6 +224,9 @@ def test_trained_model_saves_logs_and_loads_through_the_embedder(trained):
     run = mlflow.get_run(result.mlflow_run_id)
     assert run.data.params["train_products"] == str(result.products["trained_pairs"]) and "loss" in run.data.metrics
     assert run.outputs.model_outputs, "the trained model was not logged with the run"
+    # The precision was chosen by measuring both on this machine, and the run says so.
+    assert run.data.params["precision_requested"] == "auto" and run.data.params["precision"] == result.precision
+    assert set(result.precision_steps_per_s) == {"fp32", "bf16"} and result.precision in ("fp32", "bf16")
 
     encoder = ClipEncoder(result.output_dir)
     assert encoder.weights == "trained" and encoder.dimension == 512

@@ -425,7 +425,11 @@ class TrainingSettings(Section):
     learning_rate: Number
     weight_decay: Number
     warmup_steps: NonNegative
-    precision: Literal["fp32", "bf16"]
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: time fp32 and bf16 steps at start (cached per machine) and train with the faster "
+                            "stable one; bf16: CPU autocast (slow without native bf16: AVX-512 BF16 or AMX)")
+    prefetch_batches: NonNegative = Field(2, description="batches made ahead on the input thread while the model "
+                                                         "steps (0: made between steps)")
     image_label_loss_weight: Number = 0.0
 
     @field_validator("split_fractions", mode="before")

@@ -30,7 +30,7 @@ MIN_COSINE = 0.999
 CACHE_ENV = "FASHION_CALIBRATION_CACHE"
 
 
-def _processor_name() -> str:
+def processor_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -39,6 +39,13 @@ def _processor_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cache_dir() -> str:
+    """Where measurements per machine are cached: ``$FASHION_CALIBRATION_CACHE``, else
+    ~/.cache/fashion-catalog/calibration."""
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "fashion-catalog",
+                                                     "calibration")
 
 
 def _cache_path(encoder) -> str:
@@ -54,7 +61,7 @@ def _cache_path(encoder) -> str:
     from fashion_catalog.encoders.openvino_towers import IR_VERSION
 
     # "AMD EPYC" names AVX2-only and AVX-512 VNNI parts alike; their int8 paths differ (encoders/onnx_int8.py).
-    key = [f"ir{IR_VERSION}", encoder.name_or_path, encoder.device, str(encoder._threads), _processor_name(),
+    key = [f"ir{IR_VERSION}", encoder.name_or_path, encoder.device, str(encoder._threads), processor_name(),
            f"vnni={has_vnni()}",
            str(os.cpu_count()), torch.__version__, ov_version]
     if os.path.isdir(encoder.name_or_path):
@@ -62,9 +69,7 @@ def _cache_path(encoder) -> str:
             p = os.path.join(encoder.name_or_path, f)
             if os.path.isfile(p):
                 key.append(f"{f}:{os.path.getsize(p)}:{int(os.path.getmtime(p))}")
-    base = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "fashion-catalog",
-                                                     "calibration")
-    return os.path.join(base, hashlib.sha256("|".join(key).encode()).hexdigest()[:16] + ".json")
+    return os.path.join(cache_dir(), hashlib.sha256("|".join(key).encode()).hexdigest()[:16] + ".json")
 
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -137,7 +142,7 @@ def choose_precision(encoder) -> tuple[list[dict], str]:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, suffix=".tmp") as fh:
-                json.dump({"processor": _processor_name(), "cpu_count": os.cpu_count(), "rows": rows}, fh, indent=1)
+                json.dump({"processor": processor_name(), "cpu_count": os.cpu_count(), "rows": rows}, fh, indent=1)
             os.replace(fh.name, path)
         except OSError as exc:
             log.warning("could not cache the precision calibration at %s: %s", path, exc)
@@ -145,7 +150,7 @@ def choose_precision(encoder) -> tuple[list[dict], str]:
     for r in rows:
         log.info("calibration %-14s %s", r["precision"], {k: v for k, v in r.items() if k != "precision"})
     rate = next((r for r in rows if r["precision"] == chosen), {})
-    log.info("model.precision auto -> %s on %s (%s products/s, %s img/s, %s texts/s)", chosen, _processor_name(),
+    log.info("model.precision auto -> %s on %s (%s products/s, %s img/s, %s texts/s)", chosen, processor_name(),
              rate.get("products_per_s"), rate.get("images_per_s"), rate.get("texts_per_s"))
     if encoder.precision != chosen:
         encoder.use_precision(chosen)

@@ -16,8 +16,12 @@
   through the same ``from_pretrained`` path as any CLIP; logs parameters, metrics and
   the model (as the multimodal pyfunc) to MLflow.
 
+* ``training.precision: auto`` times fp32 and bf16 steps on this machine first and trains with the faster
+  stable one (:mod:`fashion_catalog.training.precision`); the next batch is made on a thread of its own
+  while the model steps (:class:`BatchFeed`).
+
 The parts have names: :func:`prepare_data`, :class:`Schedule`, :func:`make_optimizer`,
-:func:`train_step`, :func:`save_model`; :func:`train_clip` runs them.
+:func:`make_batch`, :func:`optimise`, :class:`BatchFeed`, :func:`save_model`; :func:`train_clip` runs them.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ import json
 import logging
 import math
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -45,6 +52,7 @@ from fashion_catalog.evaluation.split import with_splits
 from fashion_catalog.evaluation.validation import validation_scores
 from fashion_catalog.training.captions import caption_targets, training_pair
 from fashion_catalog.training.losses import augment, multi_positive_loss, same_label_image_loss
+from fashion_catalog.training.precision import autocast as precision_autocast
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,8 @@ class TrainResult:
     samples_per_second: float
     final_loss: float
     validation: dict
+    precision: str = "fp32"
+    precision_steps_per_s: dict | None = None  # what the choice was measured on (empty: not measured)
     mlflow_run_id: str | None = None
 
 
@@ -154,20 +164,37 @@ def make_optimizer(torch, model, learning_rate: float, weight_decay: float):
                               {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
 
 
-def train_step(torch, model, optim, tokenizer, max_tokens: int, records: list[dict], pixels: np.ndarray,
-               rng: np.random.Generator, generator, autocast, image_label_loss_weight: float) -> float:
-    """One optimisation step on a batch of products; returns the loss."""
+@dataclass
+class Batch:
+    """One step's inputs, ready for the model: what the input pipeline makes while the previous step runs."""
+
+    captions: list[str]
+    targets: object  # captions x images bool tensor
+    tokens: dict
+    images: object  # augmented pixel tensor
+    article_types: list[str]
+
+
+def make_batch(torch, tokenizer, max_tokens: int, records: list[dict], pixels: np.ndarray, rng: np.random.Generator,
+               generator) -> Batch:
+    """Captions drawn, targets, tokens and augmented images of one batch of products (no model work)."""
     pairs = [training_pair(r, rng) for r in records]
     captions = [c for c, _ in pairs]
     targets = torch.from_numpy(caption_targets(captions, [s for _, s in pairs], records))
     tokens = tokenizer(captions, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
     images = augment(torch, torch.from_numpy(pixels.astype(np.float32)), generator)
+    return Batch(captions, targets, tokens, images, [str(r.get("article_type")) for r in records])
+
+
+def optimise(torch, model, optim, batch: Batch, autocast, image_label_loss_weight: float) -> float:
+    """One optimisation step (forward, loss, backward, update) on a ready batch; returns the loss."""
     with autocast:
-        outputs = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=images)
-    loss = multi_positive_loss(torch, outputs.logits_per_image, captions, targets)
+        outputs = model(input_ids=batch.tokens["input_ids"], attention_mask=batch.tokens["attention_mask"],
+                        pixel_values=batch.images)
+    loss = multi_positive_loss(torch, outputs.logits_per_image, batch.captions, batch.targets)
     if image_label_loss_weight > 0:
-        loss = loss + image_label_loss_weight * same_label_image_loss(
-            torch, outputs.image_embeds, [str(r.get("article_type")) for r in records])
+        loss = loss + image_label_loss_weight * same_label_image_loss(torch, outputs.image_embeds,
+                                                                      batch.article_types)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -175,6 +202,59 @@ def train_step(torch, model, optim, tokenizer, max_tokens: int, records: list[di
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(100))
     return loss.item()
+
+
+class BatchFeed:
+    """The input pipeline on a thread of its own: shuffled epochs of batches, made ``depth`` steps ahead.
+
+    The thread owns the run's random streams (epoch order, caption draws, augmentation), so a run is as
+    deterministic as a serial one; torch's ops release the GIL, so the model's step and the next batch's
+    tokenising and augmenting overlap. ``depth=0`` makes each batch on the caller's thread (serial).
+    """
+
+    def __init__(self, make: Callable[[np.ndarray], Batch], n_rows: int, batch: int, rng: np.random.Generator,
+                 depth: int = 2):
+        self.make, self.n_rows, self.batch, self.rng, self.depth = make, n_rows, batch, rng, depth
+        self.steps_per_epoch = max(1, n_rows // batch)
+        self._order = self._indices()
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        if depth > 0:
+            self._queue = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._fill, daemon=True, name="batch-feed")
+            self._thread.start()
+
+    def _indices(self) -> Iterator[np.ndarray]:
+        while True:
+            order = self.rng.permutation(self.n_rows)
+            for b in range(self.steps_per_epoch):
+                yield order[b * self.batch : (b + 1) * self.batch]
+
+    def _fill(self) -> None:
+        try:
+            for idx in self._order:
+                item = self.make(idx)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which raises it
+            self._queue.put(exc)
+
+    def next(self) -> Batch:
+        if self._queue is None:
+            return self.make(next(self._order))
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 def save_model(model, init_dir: str, out: str, card: dict) -> None:
@@ -240,65 +320,70 @@ class Loop:
     torch: object
     model: object
     optim: object
-    tokenizer: object
-    max_tokens: int
+    feed: BatchFeed
     data: TrainingData
     schedule: Schedule
     batch: int
     autocast: object
     tracking: _Mlflow
-    rng: np.random.Generator
-    generator: object
     image_label_loss_weight: float
 
 
 def run_loop(loop: Loop, init_dir: str, work: str, eval_every_epochs: int, progress: bool) -> tuple[int, float, dict]:
-    """Epochs of shuffled batches until the (budget-fitted) schedule ends; returns (steps, loss EMA, validation)."""
+    """Steps on the feed's batches until the (budget-fitted) schedule ends; returns (steps, loss EMA, validation)."""
     from tqdm import tqdm
 
     data, schedule, model = loop.data, loop.schedule, loop.model
-    records = data.train.to_dict("records")
-    steps_per_epoch = max(1, len(data.train) // loop.batch)
+    steps_per_epoch = loop.feed.steps_per_epoch
     model.train()
     started = time.perf_counter()
     step, loss_ema, validation = 0, float("nan"), {}
     bar = tqdm(total=schedule.total_steps, disable=not progress, unit="step", dynamic_ncols=True)
     while step < schedule.total_steps:
-        order = loop.rng.permutation(len(data.train))
-        for b in range(steps_per_epoch):
-            if step >= schedule.total_steps:
-                break
-            idx = order[b * loop.batch : (b + 1) * loop.batch]
-            for group in loop.optim.param_groups:
-                group["lr"] = schedule.lr(step)
-            value = train_step(loop.torch, model, loop.optim, loop.tokenizer, loop.max_tokens,
-                               [records[i] for i in idx], data.pixels[idx], loop.rng, loop.generator, loop.autocast,
-                               loop.image_label_loss_weight)
-            step += 1
-            elapsed = time.perf_counter() - started
-            loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
-            if schedule.fit(step, elapsed):
-                bar.total = schedule.total_steps
-                log.info("time budget %.0f min: %d steps (%.1f epochs)", schedule.budget_s / 60,
-                         schedule.total_steps, schedule.total_steps / steps_per_epoch)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema:.3f}", samples_s=f"{step * loop.batch / elapsed:.0f}",
-                            scale=f"{model.logit_scale.exp().item():.1f}")
-            if step % 25 == 0:
-                loop.tracking.metrics({"loss": loss_ema, "lr": schedule.lr(step),
-                                       "logit_scale": model.logit_scale.exp().item()}, step)
-            if schedule.over_budget(elapsed):
-                schedule.total_steps = step
-                break
-        epoch_done = step / steps_per_epoch
-        if (eval_every_epochs and len(data.val) and step < schedule.total_steps
-                and int(epoch_done) % eval_every_epochs == 0):
+        for group in loop.optim.param_groups:
+            group["lr"] = schedule.lr(step)
+        value = optimise(loop.torch, model, loop.optim, loop.feed.next(), loop.autocast, loop.image_label_loss_weight)
+        step += 1
+        elapsed = time.perf_counter() - started
+        loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
+        if schedule.fit(step, elapsed):
+            bar.total = schedule.total_steps
+            log.info("time budget %.0f min: %d steps (%.1f epochs)", schedule.budget_s / 60,
+                     schedule.total_steps, schedule.total_steps / steps_per_epoch)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_ema:.3f}", samples_s=f"{step * loop.batch / elapsed:.0f}",
+                        scale=f"{model.logit_scale.exp().item():.1f}")
+        if step % 25 == 0:
+            loop.tracking.metrics({"loss": loss_ema, "lr": schedule.lr(step),
+                                   "logit_scale": model.logit_scale.exp().item()}, step)
+        if schedule.over_budget(elapsed):
+            schedule.total_steps = step
+            break
+        epoch_done = step // steps_per_epoch
+        if (step % steps_per_epoch == 0 and eval_every_epochs and len(data.val) and step < schedule.total_steps
+                and epoch_done % eval_every_epochs == 0):
             validation = _validate(model, init_dir, work, data)
-            log.info("epoch %.0f: validation %s", epoch_done, validation)
+            log.info("epoch %d: validation %s", epoch_done, validation)
             loop.tracking.metrics({f"val_{k}": v for k, v in validation.items()}, step)
     bar.close()
+    loop.feed.close()
     model.eval()
     return step, loss_ema, validation
+
+
+def choose_precision(torch, config: Config, model, data: TrainingData, tokenizer, max_tokens: int):
+    """``training.precision`` resolved on this machine (:mod:`fashion_catalog.training.precision`): the probe
+    steps run on a copy of the model and the first train rows, with random streams of their own."""
+    from fashion_catalog.training import precision
+
+    tc = config.training
+    n = min(precision.PROBE_BATCH, len(data.train))
+    probe = make_batch(torch, tokenizer, max_tokens, data.train.iloc[:n].to_dict("records"), data.pixels[:n],
+                       np.random.default_rng(0), torch.Generator().manual_seed(0))
+    return precision.choose(
+        torch, model, lambda m: make_optimizer(torch, m, tc.learning_rate, tc.weight_decay),
+        lambda m, optim, context: optimise(torch, m, optim, probe, context, tc.image_label_loss_weight),
+        tc.precision, shape=f"{tc.init_shape}:{tc.base_model}:{tuple(data.pixels.shape[1:])}")
 
 
 def train_clip(spark, config: Config, output_dir: str | None = None, max_minutes: float | None = None,
@@ -328,21 +413,28 @@ def train_clip(spark, config: Config, output_dir: str | None = None, max_minutes
         model = CLIPModel.from_pretrained(init_dir)
         batch = min(tc.batch_size, len(data.train))
         steps_per_epoch = max(1, len(data.train) // batch)
+        tokenizer, max_tokens = encoder.processor.tokenizer, int(model.config.text_config.max_position_embeddings)
+        chosen = choose_precision(torch, config, model, data, tokenizer, max_tokens)
+        # One random stream for epoch order and caption draws, one torch generator for augmentation: both used
+        # by the feed's thread only.
+        records, rng, generator = data.train.to_dict("records"), np.random.default_rng(tc.seed), \
+            torch.Generator().manual_seed(tc.seed)
+        feed = BatchFeed(lambda idx: make_batch(torch, tokenizer, max_tokens, [records[i] for i in idx],
+                                                data.pixels[idx], rng, generator),
+                         len(data.train), batch, rng, depth=tc.prefetch_batches)
         loop = Loop(
             torch=torch, model=model, optim=make_optimizer(torch, model, tc.learning_rate, tc.weight_decay),
-            tokenizer=encoder.processor.tokenizer, max_tokens=int(model.config.text_config.max_position_embeddings),
-            data=data, schedule=Schedule(tc.learning_rate, tc.warmup_steps, epochs * steps_per_epoch, budget_s),
-            batch=batch, autocast=(torch.autocast("cpu", dtype=torch.bfloat16) if tc.precision == "bf16"
-                                   else torch.autocast("cpu", enabled=False)),
-            tracking=_Mlflow(config, log_to_mlflow), rng=np.random.default_rng(tc.seed),
-            generator=torch.Generator().manual_seed(tc.seed), image_label_loss_weight=tc.image_label_loss_weight)
+            feed=feed, data=data,
+            schedule=Schedule(tc.learning_rate, tc.warmup_steps, epochs * steps_per_epoch, budget_s), batch=batch,
+            autocast=precision_autocast(torch, chosen.chosen), tracking=_Mlflow(config, log_to_mlflow),
+            image_label_loss_weight=tc.image_label_loss_weight)
         del encoder
         loop.tracking.params({
             "base": base, "train_products": len(data.train), "validation_products": len(data.val),
             "batch_size": batch, "learning_rate": tc.learning_rate, "epochs": epochs, "max_minutes": budget_s / 60,
-            "weight_decay": tc.weight_decay, "precision": tc.precision, "seed": tc.seed, "init_shape": tc.init_shape,
-            "image_label_loss_weight": tc.image_label_loss_weight,
-            "parameters": sum(p.numel() for p in model.parameters())})
+            "weight_decay": tc.weight_decay, "seed": tc.seed, "init_shape": tc.init_shape,
+            "image_label_loss_weight": tc.image_label_loss_weight, "prefetch_batches": tc.prefetch_batches,
+            "parameters": sum(p.numel() for p in model.parameters()), **chosen.mlflow_params()})
         started = time.perf_counter()
         step, loss_ema, validation = run_loop(loop, init_dir, work, eval_every_epochs, progress)
         seconds = time.perf_counter() - started
@@ -365,7 +457,8 @@ def train_clip(spark, config: Config, output_dir: str | None = None, max_minutes
             validation = validation_scores(out, data.val, data.val_pixels)
         write_model_card(out, dict(card, validation=validation))
         result = TrainResult(out, base, products, step, round(step / steps_per_epoch, 2), round(seconds, 1),
-                             round(step * batch / max(seconds, 1e-9), 1), round(loss_ema, 4), validation)
+                             round(step * batch / max(seconds, 1e-9), 1), round(loss_ema, 4), validation,
+                             chosen.chosen, chosen.steps_per_s())
         loop.tracking.metrics({"train_seconds": seconds, "samples_per_second": result.samples_per_second,
                                "loss": loss_ema, **{f"val_{k}": v for k, v in validation.items()}}, step)
         result.mlflow_run_id = loop.tracking.finish(config, out)

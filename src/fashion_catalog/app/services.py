@@ -12,6 +12,7 @@ from fashion_catalog.indexes.ann import AnnParams
 from fashion_catalog.indexes.images import ImageReader
 from fashion_catalog.indexes.local import LocalIndexStore
 from fashion_catalog.indexes.store import IndexStore
+from fashion_catalog.indexes.watch import DeltaLogWatch
 from fashion_catalog.search.queries import QueryEncoder
 from fashion_catalog.search.service import SearchService
 from fashion_catalog.search.syncer import IndexSyncer
@@ -49,6 +50,16 @@ def _local_backend(config: Config) -> tuple[IndexStore, UserDirectory, ImageRead
                             ann=ann_params(config), exact_max_candidates=se.exact_max_candidates)
     users_table = config.tables.user_features.path if config.tables.user_features else None
     return store, UserDirectory(users_table), ImageReader(ImageLimits.from_config(config))
+
+
+def _table_watch(config: Config) -> DeltaLogWatch | None:
+    """The local backend follows a table on this machine: its commits wake the sync (search.watch_poll_s)."""
+    from fashion_catalog.lakehouse.direct import local_path
+
+    path = local_path(config.tables.embeddings.path)
+    if config.search.backend != "local" or not config.search.watch_poll_s or path is None:
+        return None
+    return DeltaLogWatch(path, config.search.watch_poll_s)
 
 
 def _databricks_backend(config: Config) -> tuple[IndexStore, UserDirectory, ImageReader]:
@@ -89,6 +100,7 @@ def build_services(config: Config, encoder: Any = None, store: IndexStore | None
         config=config, store=store, search=search, queries=queries,
         text=TextSearch.from_config(config, search, queries), users=users,
         # Databricks indexes are synced by the stream (or run CONTINUOUS); the service only reads them.
-        syncer=IndexSyncer(store, users, se.sync_interval_s, sync_index=se.backend == "local"),
+        syncer=IndexSyncer(store, users, se.sync_interval_s, sync_index=se.backend == "local",
+                           signal=_table_watch(config)),
         limits=limits, images=images,
     )

@@ -296,7 +296,7 @@ class StreamSettings(Section):
     tiny_merge: Literal["auto", "delta-rs", "spark"] = Field(
         "auto", description="who merges a tiny batch: delta-rs (tens of ms, a table on this machine's file system), "
                             "spark (a Spark MERGE of the rows, any table) or auto (delta-rs where it can, else spark)")
-    warm_up: bool = Field(True, description="processingTime streams: before the first trigger, load the encoder, "
+    warm_up: bool = Field(True, description="processingTime streams: beside the first trigger, load the encoder, "
                                             "run one text and one image through it, and run the tiny-batch road "
                                             "on a scratch table (the real table sees nothing), so the first edit "
                                             "after a start is fast")
@@ -317,6 +317,9 @@ class SearchSettings(Section):
     ef_search: Count
     exact_max_candidates: Count
     sync_interval_s: Number
+    watch_poll_s: float = Field(0.02, ge=0, description="local backend: how often the service checks the "
+                                "embeddings table's _delta_log folder for a commit, and syncs at once when one "
+                                "landed (0: only every sync_interval_s)")
     default_limit: Count
     max_limit: Count
     max_upload_bytes: Count

@@ -232,15 +232,16 @@ def _sql_literal(value) -> str:
 def _sql_equals(column: str, value, negate: bool = False) -> str:
     if value is None:
         return f"{column} IS {'NOT ' if negate else ''}NULL"
-    if isinstance(value, list):
+    if isinstance(value, list):  # never empty: parse_filters refuses an empty list
         present = [v for v in value if v is not None]
+        listed_null = len(present) < len(value)
         inner = ", ".join(_sql_literal(v) for v in present)
-        if negate:  # NOT: neither one of the values nor (when listed) null
-            parts = [f"{column} NOT IN ({inner})"] if present else []
-            return " AND ".join(parts + [f"{column} IS NOT NULL"]) if len(present) < len(value) else parts[0]
-        parts = [f"{column} IN ({inner})"] if present else []
-        parts += [f"{column} IS NULL"] if len(present) < len(value) else []
-        return "(" + " OR ".join(parts) + ")" if len(parts) > 1 else parts[0]
+        if negate:  # NOT: none of the values, and not null when null is listed
+            parts = ([f"{column} NOT IN ({inner})"] if present else []) + (
+                [f"{column} IS NOT NULL"] if listed_null else [])
+            return " AND ".join(parts)
+        parts = ([f"{column} IN ({inner})"] if present else []) + ([f"{column} IS NULL"] if listed_null else [])
+        return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
     return f"{column} {'!=' if negate else '='} {_sql_literal(value)}"
 
 

@@ -31,6 +31,10 @@ class SyncStatus:
     approximate: dict
     reloads: int = 0
     last_reload_reason: str | None = None
+    # When the sync that brought in the served version started (the table's new version seen) and ended (it
+    # is searchable): where an edit's time went between the embeddings commit and the search.
+    version_seen_at: float | None = None
+    version_applied_at: float | None = None
 
 
 class TableFollower:
@@ -49,6 +53,8 @@ class TableFollower:
         self.last_applied = 0
         self.reloads = 0
         self.last_reload_reason: str | None = None
+        self.version_seen_at: float | None = None
+        self.version_applied_at: float | None = None
         self._lock = threading.Lock()
 
     def adopt(self, state: IndexState) -> None:
@@ -68,6 +74,7 @@ class TableFollower:
     def sync(self) -> SyncStatus:
         """Bring the state up to the table's latest version (snapshot load, then the change feed)."""
         with self._lock:
+            started = time.time()
             table, latest, table_id = self._open()
             self.table_version = latest
             state = self.state
@@ -89,6 +96,8 @@ class TableFollower:
                 new = self._reload(latest, table_id, reason)
             self.state = self.builder.with_ann(new)
             self.last_sync_at = time.time()
+            if new.version != state.version:
+                self.version_seen_at, self.version_applied_at = started, self.last_sync_at
             return self.status()
 
     def reload(self) -> SyncStatus:
@@ -114,4 +123,4 @@ class TableFollower:
         lag = None if state.version is None or self.table_version is None else self.table_version - state.version
         return SyncStatus(state.version, self.table_version, lag, int(state.alive.sum()), self.last_sync_at,
                           self.last_applied, {k: k in state.ann for k in INDEX_KINDS}, self.reloads,
-                          self.last_reload_reason)
+                          self.last_reload_reason, self.version_seen_at, self.version_applied_at)

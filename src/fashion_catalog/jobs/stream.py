@@ -24,12 +24,19 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(config, trigger: str | None) -> None:
+    from fashion_catalog.streaming.startup import StartupClock
+
+    clock = StartupClock()
     from fashion_catalog.lakehouse.tables import spark_over_rows
     from fashion_catalog.streaming.runner import Embedder
 
-    spark = spark_over_rows(config, config.tables.products, "tables.products", LOAD)
-    query = Embedder(spark, config).start_stream(trigger)
+    clock.mark("process")  # the imports above complete the process's own start
+    spark = spark_over_rows(config, config.tables.products, "tables.products", LOAD, clock=clock)
+    embedder = Embedder(spark, config)
+    clock.mark("embedder")
+    query = embedder.start_stream(trigger, clock=clock)
     log.info("stream running (query %s)", query.id)
+    clock.report_after_first_trigger(query)
     # SIGTERM (a scheduler stopping the job) stops the query like Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

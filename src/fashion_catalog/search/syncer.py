@@ -7,13 +7,16 @@ import threading
 import time
 
 from fashion_catalog.indexes.store import IndexNotReadyError
+from fashion_catalog.indexes.watch import ChangeSignal, Interval
 from fashion_catalog.search.users import UserDirectory
 
 log = logging.getLogger(__name__)
 
 
 class IndexSyncer:
-    """Pulls the multimodal table's Change Data Feed into the index every ``interval_s`` seconds.
+    """Pulls the multimodal table's Change Data Feed into the index every ``interval_s`` seconds, and at once
+    when ``signal`` says the table changed (a local table's commit:
+    :class:`~fashion_catalog.indexes.watch.DeltaLogWatch`).
 
     With ``sync_index=False`` (Databricks Vector Search: the stream or a CONTINUOUS pipeline keeps
     the indexes fresh, and each sync is a billed pipeline update) the background loop only
@@ -28,8 +31,10 @@ class IndexSyncer:
     EMPTY_USERS_MAX_BACKOFF_S = 300.0
 
     def __init__(self, store, users: UserDirectory, interval_s: float, sync_index: bool = True,
-                 clock=time.monotonic):
+                 clock=time.monotonic, signal: ChangeSignal | None = None):
         self.store, self.users, self.interval_s = store, users, interval_s
+        # What ends the wait between syncs early: a commit to the followed table (indexes/watch.py).
+        self.signal: ChangeSignal = signal or Interval()
         self._clock = clock
         self._empty_backoff_s = 0.0
         self._empty_retry_at = 0.0
@@ -92,7 +97,7 @@ class IndexSyncer:
                 self.refresh(self.sync_index)
             except BaseException as exc:  # noqa: BLE001 - refresh catches Exception; this keeps the thread alive
                 self.last_error = f"{type(exc).__name__}: {exc}"
-            self._stop.wait(self.interval_s)
+            self.signal.wait(self.interval_s, self._stop)
 
     def start(self) -> None:
         """Sync in a daemon thread until :meth:`stop`."""

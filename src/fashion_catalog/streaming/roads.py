@@ -57,6 +57,7 @@ from fashion_catalog.streaming.writer import merge_embeddings, merge_embeddings_
 from fashion_catalog.udfs.encoding import encode_task_profile, image_hashes, make_encoder, make_image_hash_udf
 
 log = logging.getLogger(__name__)
+_ENCODER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -102,10 +103,11 @@ class Tools:
     @property
     def encoder(self):
         """The encoder of tiny batches (loaded once per process)."""
-        if self._encoder is None:
-            self._encoder = self.spec.encoder()
-            log.info("tiny-batch encoder loaded in this process: %s (%s, %s)", self.config.model.name_or_path,
-                     self.config.model.id, self.config.model.precision)
+        with _ENCODER_LOCK:  # the warm-up thread and a batch may both ask first: one load
+            if self._encoder is None:
+                self._encoder = self.spec.encoder()
+                log.info("tiny-batch encoder loaded in this process: %s (%s, %s)", self.config.model.name_or_path,
+                         self.config.model.id, self.config.model.precision)
         return self._encoder
 
     def share_encoder(self, other: Tools) -> None:

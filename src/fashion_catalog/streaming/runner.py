@@ -12,6 +12,7 @@ processor for backfills.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 
 import pyarrow as pa
@@ -27,10 +28,12 @@ from fashion_catalog.streaming.checkpoint import CheckpointError, checkpoint_que
 from fashion_catalog.streaming.metrics import BatchMetrics
 from fashion_catalog.streaming.reader import final_state, read_product_changes
 from fashion_catalog.streaming.roads import Tools, choose_road
+from fashion_catalog.streaming.startup import run_beside
 from fashion_catalog.streaming.writer import clear_write_identity
 from fashion_catalog.vectorsearch.sync import require_sync_client
 
 log = logging.getLogger(__name__)
+_TOOLS_LOCK = threading.Lock()
 
 __all__ = ["BatchMetrics", "BatchProcessor", "CheckpointError", "Embedder", "EmbedderQuery", "checkpoint_query_id"]
 
@@ -54,8 +57,9 @@ class BatchProcessor:
     @property
     def tools(self) -> Tools:
         """The encoder, UDFs and background helpers of the roads, in the process that runs the batches."""
-        if self._tools is None:
-            self._tools = Tools(self.config)
+        with _TOOLS_LOCK:  # the warm-up thread and the first batch may both ask first
+            if self._tools is None:
+                self._tools = Tools(self.config)
         return self._tools
 
     def context(self, spark: SparkSession, batch_id: int, txn: tuple[str, int] | None,
@@ -165,8 +169,15 @@ class EmbedderQuery:
 
     def __init__(self, query: StreamingQuery, spark: SparkSession):
         self._query, self._spark = query, spark
+        self._background: list[threading.Thread] = []
+
+    def beside(self, work, name: str) -> None:
+        """Run ``work`` in a thread while the query runs (the warm-up); :meth:`stop` waits for it."""
+        self._background.append(run_beside(work, name))
 
     def stop(self) -> None:
+        for thread in self._background:
+            thread.join(timeout=300)
         self._query.stop()
         clear_write_identity(self._spark)
 
@@ -203,8 +214,9 @@ class Embedder:
         """Run the foreachBatch body on a batch of CDF rows (what the stream does for each micro-batch)."""
         self.processor(batch, batch_id)
 
-    def start_stream(self, trigger: str | None = None) -> EmbedderQuery:
-        """Start the CDF -> embeddings query (``availableNow`` or ``processingTime`` from config)."""
+    def start_stream(self, trigger: str | None = None, clock=None) -> EmbedderQuery:
+        """Start the CDF -> embeddings query (``availableNow`` or ``processingTime``); ``clock``: a StartupClock."""
+        mark = clock.mark if clock is not None else (lambda _phase: None)
         cfg = self.config.stream
         trigger = trigger or cfg.trigger
         writer = (
@@ -217,16 +229,21 @@ class Embedder:
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=cfg.processing_time)
-        if trigger != "availableNow" and cfg.warm_up and cfg.small_batch_max_rows:
-            # A continuous stream waits for edits: load the model and warm the JVM before the first one.
-            from fashion_catalog.streaming.warm_up import warm_up
-
-            warm_up(self.processor, self.spark)
+        mark("stream_plan")  # the change feed's read analysed: the products table's log loaded
         if checkpoint_query_id(self.spark, cfg.checkpoint) is None:
             # A new checkpoint replays the current snapshot, which cannot show products deleted while no
             # stream was running: remove their rows first.
             from fashion_catalog.streaming.reconcile import reconcile
 
             reconcile(self.spark, self.config)
+        mark("reconcile")
         log.info("starting stream (trigger %s, checkpoint %s)", trigger, cfg.checkpoint)
-        return EmbedderQuery(writer.start(), self.spark)
+        query = EmbedderQuery(writer.start(), self.spark)
+        mark("query_start")
+        if trigger != "availableNow" and cfg.warm_up and cfg.small_batch_max_rows:
+            # A continuous stream waits for edits: load the model and warm the JVM for them, beside the first
+            # trigger rather than before it (an edit already waiting is not held up by a warm-up it does not need).
+            from fashion_catalog.streaming.warm_up import warm_up
+
+            query.beside(lambda: warm_up(self.processor, self.spark), "warm-up")
+        return query

@@ -89,3 +89,23 @@ def test_bf16_forced_without_native_bf16_warns_with_the_measured_slowdown(tiny_m
     caplog.clear()
     assert precision.choose(torch, model, make_opt, step, "bf16", shape="tiny").timings == []
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_precision_whose_first_step_alone_loses_by_far_is_not_timed_further():
+    import time
+
+    import torch
+
+    calls = []
+
+    def slow_step(model, optim, context):
+        calls.append(1)
+        time.sleep(0.1)
+        return 1.0
+
+    timing = precision.time_steps(torch, torch.nn.Linear(2, 2), lambda m: None, slow_step, "bf16",
+                                  fp32_seconds=0.005)
+    assert len(calls) == 1 and timing.seconds_per_step >= 0.1  # one step paid, not 1 + TIMED_STEPS
+    calls.clear()
+    precision.time_steps(torch, torch.nn.Linear(2, 2), lambda m: None, slow_step, "fp32")
+    assert len(calls) == 1 + precision.TIMED_STEPS

@@ -96,7 +96,7 @@ def autocast(torch, precision: str):
 
 def time_steps(torch, model, make_optimizer: Callable, step: Callable, precision: str,
                fp32_seconds: float | None = None) -> StepTiming:
-    """Train a copy of ``model`` for a warm-up step and :data:`TIMED_STEPS` timed ones in ``precision``.
+    """Train a copy of ``model`` for a warm-up step and up to :data:`TIMED_STEPS` timed ones in ``precision``.
 
     ``step(model, optimizer, autocast) -> loss`` runs one optimisation step on the probe batch. The copy keeps
     the real model's weights untouched; the same batch every time keeps the runs comparable.
@@ -105,9 +105,15 @@ def time_steps(torch, model, make_optimizer: Callable, step: Callable, precision
     trial.train()
     optim = make_optimizer(trial)
     context = autocast(torch, precision)
-    first = float(step(trial, optim, context))  # the first step allocates and picks kernels: not timed
+    t0 = time.perf_counter()
+    first = float(step(trial, optim, context))  # the first step allocates and picks kernels: not timed...
+    warm_s = time.perf_counter() - t0
     losses, seconds = [first], []
-    for _ in range(TIMED_STEPS):
+    if fp32_seconds and warm_s > 2 * HOPELESS * fp32_seconds:
+        # ...unless it alone shows the precision losing by far (bf16 without native bf16: a fine-tuned ViT-B/32
+        # step there takes minutes); it then stands for the rate, an overestimate that only confirms the loss.
+        seconds.append(warm_s)
+    for _ in range(TIMED_STEPS if not seconds else 0):
         t0 = time.perf_counter()
         losses.append(float(step(trial, optim, context)))
         seconds.append(time.perf_counter() - t0)

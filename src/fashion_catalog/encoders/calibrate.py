@@ -12,6 +12,7 @@ on this machine builds only the chosen path): ``$FASHION_CALIBRATION_CACHE`` or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -39,6 +40,16 @@ def processor_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from /proc/cpuinfo (read once per process); empty where unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            return frozenset(fh.read().split())
+    except OSError:
+        return frozenset()
 
 
 def cache_dir() -> str:

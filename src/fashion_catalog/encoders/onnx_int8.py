@@ -32,12 +32,9 @@ def has_vnni() -> bool:
     AVX2-only EPYC a tiny CLIP's text vectors fell to cosine 0.94 with fp32. Unknown (no
     /proc/cpuinfo): False, the safe answer. Read once per process (the start-up asks it several times).
     """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = set(fh.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    from fashion_catalog.encoders.calibrate import cpu_flags
+
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def int8_kind() -> str:

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from fashion_catalog.encoders.calibrate import cache_dir, processor_name
+from fashion_catalog.encoders.calibrate import cache_dir, cpu_flags, processor_name
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,7 @@ class PrecisionChoice:
 
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo; unknown: False."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = set(fh.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast(torch, precision: str):

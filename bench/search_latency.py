@@ -6,7 +6,9 @@ Prints one JSON object:
   approximate queries (IVF-Flat by default, ``--ann hnsw`` to compare) without and with a
   5 % filter, and recall@10 of approximate vs exact; and the text-search modes over the same rows
   (``modes``: keyword BM25, and fused = keyword + text + image retrievers with RRF, query reading
-  included, query encoding left out) beside one vector search, as ratios;
+  included, query encoding left out, with the service's settings: ``fused_understanding`` reads
+  price, gender, brand, colour and type, ``fused_understanding_needs`` needs, occasions, seasons,
+  ages and brands through the query rules) beside one vector search, as ratios;
 * api: POST /api/v1/search/text latency through the service (``python -m fashion_catalog.app.main``, its own
   process) on loopback, query encoding included (ViT-B/32-shaped CLIP by default), per mode
   (vector in the image index, keyword, fused with understanding);
@@ -44,10 +46,16 @@ def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_ma
     colours = np.where(rng.random(n) < 0.05, "Red", rng.choice(["Black", "Blue", "White", "Grey"], n))
     types = rng.choice(TYPES, n)
     brands = rng.choice(BRANDS, n)
+    genders = rng.choice(["Men", "Women"], n)
+    # Display names as the catalogue writes them (brand, gender, colour, type), so brands are read from them.
     meta = pd.DataFrame({"product_id": np.arange(n), "price": rng.uniform(5, 300, n), "base_color": colours,
-                         "gender": rng.choice(["Men", "Women"], n), "article_type": types,
-                         "product_display_name": [f"{b} {c} {t} {i}" for i, (b, c, t) in
-                                                  enumerate(zip(brands, colours, types, strict=True))]})
+                         "gender": genders, "article_type": types,
+                         "usage": rng.choice(["Casual", "Sports", "Formal", "Ethnic"], n),
+                         "master_category": np.where(np.isin(types, ["Casual Shoes", "Heels"]), "Footwear",
+                                                     np.where(np.isin(types, ["Watches", "Handbags", "Sunglasses"]),
+                                                              "Accessories", "Apparel")),
+                         "product_display_name": [f"{b} {g} {c} {t} {i}" for i, (b, g, c, t) in
+                                                  enumerate(zip(brands, genders, colours, types, strict=True))]})
     meta["description"] = meta["product_display_name"] + ", " + meta["base_color"].str.lower() + " " + \
         meta["article_type"].str.lower() + ", apparel for " + meta["gender"].str.lower()
     t0 = time.perf_counter()
@@ -76,10 +84,14 @@ def index_latency(n: int, queries: int, threshold: int, ann: AnnParams, exact_ma
 
 TYPES = ["Tshirts", "Shirts", "Casual Shoes", "Watches", "Handbags", "Jeans", "Heels", "Sunglasses"]
 BRANDS = ["Puma", "Nike", "Adidas", "Wrangler", "Baggit", "Catwalk", "Fastrack", "Arrow"]
+# Needs, occasions, seasons, ages and brands in shoppers' words (the query rules and the brand vocabulary read them).
+NEEDS = ["gym wear for men", "something to carry my laptop", "woolen winter wear", "office shoes for women",
+         "puma tshirts for kids", "only nike watches under 100", "wedding wear for women", "arrow shirts"]
 
 
 def mode_latency(store, qs: np.ndarray, rng) -> dict:
     """Keyword and fused text search vs one vector search over the same rows, measured side by side."""
+    from fashion_catalog.conf import load_config
     from fashion_catalog.search.queries import QueryEncoder
     from fashion_catalog.search.service import SearchService
     from fashion_catalog.search.text_search import TextSearch
@@ -92,12 +104,15 @@ def mode_latency(store, qs: np.ndarray, rng) -> dict:
             self.i += 1
             return qs[self.i % len(qs)][None]
 
-    text = TextSearch(SearchService(store, 100), QueryEncoder(Vectors(), None, 1000, "bench"))
+    # The service's own settings (fusion weights, synonyms, query rules, brands), as it runs by default.
+    text = TextSearch.from_config(load_config(), SearchService(store, 100), QueryEncoder(Vectors(), None, 1000,
+                                                                                         "bench"))
     words = [f"{rng.choice(BRANDS).lower()} {rng.choice(TYPES).lower()}" for _ in qs]
     cases = {"vector": lambda i: text.run(words[i], 10, mode="vector", understand=False),
              "keyword": lambda i: text.run(words[i], 10, mode="keyword", understand=False),
              "fused": lambda i: text.run(words[i], 10, mode="fused", understand=False),
-             "fused_understanding": lambda i: text.run(f"{words[i]} for women under 50", 10, mode="fused")}
+             "fused_understanding": lambda i: text.run(f"{words[i]} for women under 50", 10, mode="fused"),
+             "fused_understanding_needs": lambda i: text.run(NEEDS[i % len(NEEDS)], 10, mode="fused")}
     out = {}
     for name, run in cases.items():
         run(0)  # warm (vocabulary, caches)

@@ -228,9 +228,12 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def test_hybrid_search(env, reference_clip, tmp_path):
     client, *_ = env
-    r = client.post("/api/v1/search/hybrid", data={"query": "black shirt", "text_weight": "0.7", "limit": "5"},
+    # understand false: the hybrid index alone, the words as typed (with words read, see the test below).
+    r = client.post("/api/v1/search/hybrid", data={"query": "black shirt", "text_weight": "0.7", "limit": "5",
+                                                   "understand": "false"},
                     files={"file": ("q.png", _png((10, 10, 10)), "image/png")})
     assert r.status_code == 200 and r.json()["index"] == "hybrid" and r.json()["count"] == 5
+    assert r.json()["interpreted"] is None
     # The order worked out with an independent numpy CLIP: query normalize(0.7 t + 0.3 i), products
     # normalize(0.5 t + 0.5 i) of their stored descriptions and photos (embedding.hybrid_text_weight 0.5).
     query_png = tmp_path / "q.png"
@@ -251,6 +254,33 @@ def test_hybrid_search(env, reference_clip, tmp_path):
     r = client.post("/api/v1/search/hybrid", data={"text_weight": "0.5"})
     assert r.status_code == 400 and "give a text query, an image, or both" in r.text
     assert client.post("/api/v1/search/hybrid", data={"query": "x", "text_weight": "2"}).status_code == 422
+
+
+def test_hybrid_and_image_search_read_the_words_filters(env, reference_clip, tmp_path):
+    client, *_ = env
+    photo = {"file": ("q.png", _png((200, 30, 30)), "image/png")}
+    r = client.post("/api/v1/search/hybrid", data={"query": "red dress under 50", "limit": "10"}, files=photo)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    meaning = body["interpreted"]
+    assert meaning["filters"] == {"price <": 50}
+    assert meaning["boosts"] == {"base_color": ["Red"], "article_type": ["Dresses"]}
+    assert [(p["phrase"], p["kind"], p["mode"]) for p in meaning["phrases"]][0] == ("under 50", "price", "filter")
+    under_50 = {pid for pid, _art, _col, price, _gender, _master in CATALOG if price < 50}  # by hand: 1, 2, 7, 8, 10
+    assert {x["product_id"] for x in body["results"]} == under_50 and body["mode"] == "fused"
+    # The shopper removes the price chip: the red dress (300) is back, ranked first (name, colour and type).
+    r = client.post("/api/v1/search/hybrid", files=photo,
+                    data={"query": "red dress under 50", "ignore": json.dumps(["under 50"])})
+    assert "price <" not in r.json()["interpreted"]["filters"] and r.json()["results"][0]["product_id"] == 5
+    # The image route takes words for their filters only: every result under 50, ranked by the photo alone.
+    r = client.post("/api/v1/search/image", files=photo, data={"query": "red dress under 50", "limit": "3"})
+    assert r.status_code == 200, r.text
+    assert r.json()["interpreted"]["filters"] == {"price <": 50} and r.json()["interpreted"]["boosts"] == {}
+    expected = _reference_order(client, reference_clip, Image.open(io.BytesIO(_png((200, 30, 30)))), tmp_path,
+                                sorted(under_50))
+    assert [x["product_id"] for x in r.json()["results"]] == expected[:3]
+    r = client.post("/api/v1/search/hybrid", files=photo, data={"query": "red dress", "ignore": "[1]"})
+    assert r.status_code == 400 and "ignore must be a JSON list" in r.text
 
 
 def test_users_and_facets_say_what_they_hold_and_never_an_embedding(env):

@@ -111,6 +111,9 @@ def test_the_first_screen_works_on_a_phone(server):
         page.fill("#query", "red dress")
         page.click("#search-btn")
         page.wait_for_function("document.querySelector('#status').textContent.includes('words and the photo')")
+        assert "gender filter" in page.inner_text("#chips")  # the words of a photo search are read too
+        metas = [c.inner_text() for c in page.query_selector_all(".card .meta")]
+        assert metas and all("Women" in m and float(m.split("$")[-1]) <= 100 for m in metas), metas
         assert calls[-1].endswith("/api/v1/search/hybrid")
         page.click("#photo-clear")
         assert not page.is_visible("#photo-preview")
@@ -207,6 +210,16 @@ def test_search_recommend_and_errors_in_a_real_browser(server, tmp_path):
         page.wait_for_function("!document.querySelector('#chips').textContent.includes('price filter')")
         page.wait_for_selector('.card[data-product-id="5"]')
         assert "gender filter" in page.inner_text("#chips")
+        # Brands (the display names' leading words: "Demo", 11 products) and the query rules' readings are chips
+        # too; removing the "wear" chip (category Apparel) reads it as a plain word again, the brand stays.
+        page.fill("#query", "demo wear for women")
+        page.press("#query", "Enter")
+        page.wait_for_function("document.querySelector('#chips').textContent.includes('category boost')")
+        assert "brand boost" in page.inner_text("#chips") and "“demo” → brand Demo" in page.inner_text("#chips")
+        page.click('#chips .chip[data-phrase="wear"] button')
+        page.wait_for_function("!document.querySelector('#chips').textContent.includes('category boost')")
+        assert "brand boost" in page.inner_text("#chips") and "gender filter" in page.inner_text("#chips")
+        page.fill("#query", "black dresses for women under 100")
         # The mode selector: keyword search only.
         page.select_option("#mode", "keyword")
         page.click("#search-btn")
@@ -219,6 +232,9 @@ def test_search_recommend_and_errors_in_a_real_browser(server, tmp_path):
         page.fill("#weight", "0.2")
         page.click("#search-btn")
         page.wait_for_function("document.querySelector('#status').textContent.includes('words and the photo')")
+        assert "gender filter" in page.inner_text("#chips")  # the words of a photo search are read too
+        metas = [c.inner_text() for c in page.query_selector_all(".card .meta")]
+        assert metas and all("Women" in m and float(m.split("$")[-1]) <= 100 for m in metas), metas
         # Persona recommendations.
         page.fill("#max-price", "")
         page.select_option("#persona", "user_008828")

@@ -71,7 +71,8 @@ def test_every_mode_is_scored_side_by_side_on_held_out_and_tuning_queries(tmp_pa
     report = natural_language_report(config, Encoder(), frame, vectors, (frame["split"] == "test").to_numpy(),
                                      None, min_support=2, path=path)
     assert report["query_set"] == {"file": str(path), "queries": 5, "held_out": 3,
-                                   "by_kind": {"catalogue": 1, "shopper": 1, "constraint": 1, "brand": 2, "need": 0}}
+                                   "by_kind": {"catalogue": 1, "shopper": 1, "constraint": 1, "brand": 2, "need": 0,
+                                               "occasion": 0, "season": 0, "age": 0}}
     test = report["scopes"]["test"]
     assert test["products"] == 6 and test["queries_with_relevant"] == 4  # no scarves: skipped
     assert set(test["held_out"]) == set(MODES) and test["held_out"]["fused_understanding"]["queries"] == 2

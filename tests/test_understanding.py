@@ -1,16 +1,21 @@
-"""Query understanding: price and gender phrases become filters, known colours and types boosts."""
+"""Query understanding: price, gender and age phrases become filters; brands, known colours and types and the query
+rules' occasions, seasons and needs become boosts."""
 
 from __future__ import annotations
 
 import pytest
 
+from fashion_catalog.conf import CONF_DIR
 from fashion_catalog.indexes.filters import parse_filters
 from fashion_catalog.schemas import FILTER_COLUMNS
+from fashion_catalog.search.rules import Rules
 from fashion_catalog.search.understanding import Vocabulary, interpret
 
+GENDERS = ("Men", "Women", "Unisex", "Boys", "Girls")
 VOCAB = Vocabulary(colours=("Black", "Navy Blue", "White", "Red", "Off White"),
                    article_types=("Tshirts", "Casual Shoes", "Watches", "Handbags", "Jeans", "Dresses"),
-                   genders=("Men", "Women", "Unisex", "Boys", "Girls"))
+                   genders=GENDERS, values={"gender": frozenset(GENDERS)})
+RULES = Rules.load(f"{CONF_DIR}/query_rules.txt")  # the shipped rules (ages are read there)
 
 
 @pytest.mark.parametrize("query, filters, text", [
@@ -20,13 +25,14 @@ VOCAB = Vocabulary(colours=("Black", "Navy Blue", "White", "Red", "Off White"),
      "watches"),
     ("jeans from 40 to 20 rs", {"price >=": 20, "price <=": 40}, "jeans"),
     ("handbags over 100", {"price >": 100}, "handbags"),
-    ("casual shoes up to 25.5 for boys", {"price <=": 25.5, "gender": ["Boys"]}, "casual shoes"),
+    # Ages are boosts (conf/query_rules.txt): their words stay in the text.
+    ("casual shoes up to 25.5 for boys", {"price <=": 25.5}, "casual shoes for boys"),
     ("ladies watch at least 60", {"price >=": 60, "gender": ["Women", "Unisex"]}, "watch"),
     ("vintage leather jacket", {}, "vintage leather jacket"),
-    ("shoes for kids 10-20", {"price >=": 10, "price <=": 20, "gender": ["Boys", "Girls"]}, "shoes"),
+    ("shoes for kids 10-20", {"price >=": 10, "price <=": 20}, "shoes for kids"),
 ])
 def test_explicit_constraints_become_valid_filters_and_leave_the_text(query, filters, text):
-    got = interpret(query, VOCAB)
+    got = interpret(query, VOCAB, rules=RULES)
     assert got.filters == filters
     assert got.text == text
     parse_filters(got.filters, FILTER_COLUMNS)  # the service's own filter grammar accepts them

@@ -25,6 +25,8 @@ IMAGE_MEDIA_TYPES = tuple(WEB_FORMATS.values())  # the formats decode_upload tak
 # between them on U+001C-U+001F, U+0085 and U+FEFF, so those are named.
 NON_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
 
+MAX_IGNORED, MAX_IGNORED_CHARS = 20, 100  # removed chips one request may name, and the length of each
+
 Filters = Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [FILTERS_SCHEMA, {"type": "null"}],
                                                           "title": "Filters"})]
 
@@ -56,11 +58,12 @@ class TextSearchRequest(BaseModel):
     index: Literal["image", "text", "hybrid"] | None = Field(
         None, description="The vector index of mode vector: image (cross-modal, the default), text or hybrid")
     understand: StrictBool | None = Field(
-        None, description="read price and gender phrases as filters, known colours and types as boosts, and apply "
-                          "the shopper synonyms (default: search.understand, but off for a request naming only an "
-                          "index, served as before modes existed); the response's 'interpreted' says how")
-    ignore: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
-        None, max_length=20, description="phrases of the query not to interpret (the page's removed chips)")
+        None, description="read price, gender and age phrases as filters, brands, known colours and types and the "
+                          "query rules as boosts, and apply the shopper synonyms (default: search.understand, but "
+                          "off for a request naming only an index, served as before modes existed); the "
+                          "response's 'interpreted' says how")
+    ignore: list[Annotated[str, Field(min_length=1, max_length=MAX_IGNORED_CHARS)]] | None = Field(
+        None, max_length=MAX_IGNORED, description="phrases of the query not to interpret (the page's removed chips)")
     limit: int | None = Field(None, ge=1, description="results to return (default: search.default_limit; "
                                                         "at most search.max_limit)")
     filters: Filters = Field(
@@ -73,8 +76,9 @@ class SearchResponse(BaseModel):
     count: int
     results: list[dict[str, Any]]
     interpreted: dict[str, Any] | None = Field(
-        None, description="text search with understanding: the filters and boosts read from the query, the phrases "
-                          "behind them, the synonyms added, the rest of the text and what the vector encoder saw")
+        None, description="text, hybrid and image search with words: the filters and boosts read from the query, the "
+                          "phrases behind them (kind, applied, mode: filter or boost), the brands kept 'only', the "
+                          "synonyms added, the rest of the text and what the vector encoder saw")
     exact_matches: int | None = Field(
         None, description="text search: results with every colour and type the query named (null: it named none); "
                           "0 means the results are only the closest")

@@ -346,13 +346,16 @@ class SearchSettings(Section):
         "fused", description="text search without mode or index: vector (CLIP in one index), keyword (BM25) "
                              "or fused (reciprocal rank fusion of keyword and vector indexes); the evaluation "
                              "of natural-language queries chose fused (README, 'Search that understands shoppers')")
-    understand: bool = Field(True, description="read price and gender phrases as filters, known colours and types "
-                                               "as boosts, and apply the synonyms (a request's 'understand' wins)")
-    fusion_weights: dict[Literal["keyword", "text", "image", "hybrid"], Annotated[float, BeforeValidator(
-        _non_negative)]] = Field({"keyword": 3.0, "text": 1.0, "image": 1.0, "hybrid": 0.0},
+    understand: bool = Field(True, description="read price, gender and age phrases as filters, brands, known colours "
+                                               "and types and the query rules as boosts, and apply the synonyms "
+                                               "(a request's 'understand' wins)")
+    fusion_weights: dict[Literal["keyword", "text", "image", "hybrid", "boosted"], Annotated[float, BeforeValidator(
+        _non_negative)]] = Field({"keyword": 3.0, "text": 1.0, "image": 1.0, "hybrid": 0.0, "boosted": 1.0},
                                  description="weight of each retriever in fused mode (0 or missing leaves it out); "
                                              "keyword 3: on the tuning queries, 3 to 5 beat equal weights by "
-                                             "0.04-0.06 P@10 (README, 'Search that understands shoppers')")
+                                             "0.04-0.06 P@10; boosted: the text index searched with the query's "
+                                             "boosts as filters, so products with every reading are candidates "
+                                             "(docs/search.md, 'Search that understands shoppers')")
     fusion_k: NonNegative = Field(60, description="the RRF constant: score = sum weight / (k + rank)")
     fusion_candidates: Count = Field(100, description="results each retriever hands to the fusion")
     nothing_close_below: Number | None = Field(
@@ -363,6 +366,11 @@ class SearchSettings(Section):
                                                   "top ranks' worth of RRF score per match (weight / (k + 1))")
     synonyms_file: str | None = Field("synonyms.txt", description="shopper synonyms (Solr-style lines); relative "
                                                                   "to conf/; null: none")
+    rules_file: str | None = Field("query_rules.txt", description="query rules: occasions, seasons, ages and needs "
+                                                                  "read as catalogue labels (search/rules.py); "
+                                                                  "relative to conf/; null: none")
+    brand_min_products: Count = Field(3, description="a display name's leading words are read as a brand in queries "
+                                                     "when at least this many products start with them")
     examples: list[Annotated[str, annotated_types.MinLen(1), annotated_types.MaxLen(200)]] = Field(
         ["red dress under 100", "black jeans for men", "white sports shoes", "brown watch for women", "party bag"],
         description="example searches the page offers on its first screen")

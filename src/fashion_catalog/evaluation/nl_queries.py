@@ -1,7 +1,8 @@
 """Natural-language queries: every text-search mode side by side on the project's query set.
 
 The query set (``evaluation/query_set.yaml``) holds what shoppers type — catalogue words,
-shopper words the synonyms map, price and gender in words, brands, needs — each judged by
+shopper words the synonyms map, price and gender in words, brands, needs, occasions, seasons and
+ages — each judged by
 catalogue labels (filters in the service's dialect plus words of the display name), never by a
 model. A third of it is held out from tuning (``held_out: true``).
 
@@ -11,8 +12,8 @@ in-memory local index of the embedded products (BM25 in SQLite FTS5 for keywords
 * ``image_index``, ``text_index``, ``hybrid_index``: CLIP's text vector in one index, the query as typed;
 * ``keyword``: BM25 over name and description, as typed;
 * ``fused``: reciprocal rank fusion of keyword, text and image indexes, as typed;
-* ``fused_understanding``: the same after reading the query (price and gender filters, colour and
-  type boosts, synonyms): what the service does by default.
+* ``fused_understanding``: the same after reading the query (price and gender filters; brand, colour,
+  type and query-rule boosts and their boosted retriever; synonyms): what the service does by default.
 
 P@10 and nDCG@10 per mode, on the held-out part, the tuning part and per kind, for the test split
 and the whole catalogue; and on the label-only queries of the existing evaluation ("red dresses",
@@ -43,7 +44,7 @@ from fashion_catalog.search.text_search import TextSearch
 QUERY_SET = Path(__file__).with_name("query_set.yaml")
 # Queries a fashion catalogue has no answer to (gibberish, other domains): the negatives for the "nothing close" floor.
 UNANSWERABLE = Path(__file__).with_name("unanswerable_queries.txt")
-KINDS = ("catalogue", "shopper", "constraint", "brand", "need")
+KINDS = ("catalogue", "shopper", "constraint", "brand", "need", "occasion", "season", "age")
 MODES: dict[str, dict] = {
     "image_index": {"mode": "vector", "index": "image", "understand": False},
     "text_index": {"mode": "vector", "index": "text", "understand": False},
@@ -170,8 +171,8 @@ def _target(summary: dict) -> dict:
             "met": bool(fused - best >= TARGET_MARGIN - 1e-9)}
 
 
-EXAMPLE_KINDS = ("constraint", "shopper", "constraint", "brand", "shopper", "constraint", "catalogue", "need",
-                 "brand", "constraint")
+EXAMPLE_KINDS = ("constraint", "shopper", "occasion", "brand", "need", "season", "age", "constraint", "catalogue",
+                 "brand")
 
 
 def examples(search: TextSearch, queries: list[JudgedQuery], n: int = 10) -> list[dict]:

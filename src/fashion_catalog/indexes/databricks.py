@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from fashion_catalog.encoders.vectors import HYBRID_BOTH, HYBRID_IMAGE_ONLY, HYBRID_TEXT_ONLY
+from fashion_catalog.indexes.brands import brand_counts_sql, merge_spellings
 from fashion_catalog.indexes.filters import FilterError, parse_filters, raw_filters, sql_filter
 from fashion_catalog.schemas import FILTER_COLUMNS, INDEX_KINDS, KEYWORD_COLUMNS, METADATA_COLUMNS
 from fashion_catalog.vectorsearch.client import make_client
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 # Which rows hold a vector of each index (hybrid is never null: it falls back to the text vector).
 HAS_VECTOR = {"image": [HYBRID_BOTH, HYBRID_IMAGE_ONLY], "text": [HYBRID_BOTH, HYBRID_TEXT_ONLY]}
 FACET_CACHE_S = 60.0
+BRANDS_KEY = " brands"  # the facet cache's entry for brand counts (no column has this name)
 # Detailed index states in which every committed change has been applied.
 UP_TO_DATE_STATES = ("ONLINE_NO_PENDING_UPDATE", "ONLINE")
 
@@ -180,6 +182,18 @@ class DatabricksStore:
         values = sorted(str(r["value"]) for r in rows)
         self._facets[column] = (time.time(), values)
         return values
+
+    def brand_counts(self) -> dict[str, int]:
+        """The brands of the table's display names, counted by the SQL warehouse (cached a minute)."""
+        if self.warehouse is None or self.table_name is None:
+            return {}
+        cached = self._facets.get(BRANDS_KEY)
+        if cached and time.time() - cached[0] < FACET_CACHE_S:
+            return dict(cached[1])
+        rows = self.warehouse.query(brand_counts_sql(self.table_name))
+        counts = merge_spellings((r["brand"], r["n"]) for r in rows)
+        self._facets[BRANDS_KEY] = (time.time(), list(counts.items()))
+        return counts
 
     def sync(self) -> dict:
         """Ask each TRIGGERED index to sync now (the service's refresh); errors are kept for /health."""

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fashion_catalog.indexes.ann import AnnParams
+from fashion_catalog.indexes.brands import brand_counts
 from fashion_catalog.indexes.filters import evaluate, parse_filters
 from fashion_catalog.indexes.follower import SyncStatus, TableFollower
 from fashion_catalog.indexes.local_state import StateBuilder
@@ -86,6 +87,11 @@ class LocalIndexStore:
         state = self.follower.state
         values = state.meta[state.alive][column].dropna().astype(str).value_counts().index[:limit]
         return sorted(values)
+
+    def brand_counts(self) -> dict[str, int]:
+        """The brands of the live rows' display names (:func:`indexes.brands.brand_counts`)."""
+        state = self.follower.state
+        return brand_counts(state.meta[state.alive]["product_display_name"].tolist())
 
     def vector(self, product_id: int, kind: str) -> np.ndarray | None:
         state = self.follower.state

@@ -47,6 +47,9 @@ class IndexStore(Protocol):
     def distinct_values(self, column: str, limit: int = 200) -> list[str]:
         """The most frequent values of a metadata column, sorted."""
 
+    def brand_counts(self) -> dict[str, int]:
+        """Each brand the display names start with and how many products carry it (:mod:`indexes.brands`)."""
+
     def sync(self) -> object:
         """Bring the index up to its table now (or ask the backend to)."""
 

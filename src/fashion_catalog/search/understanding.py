@@ -4,11 +4,16 @@
 
 * **explicit constraints** that become filters (Databricks filter dialect, see
   :mod:`indexes.filters`): price phrases ("under 50", "below $30", "between 20 and 40",
-  "over 100", "up to 25") and gender phrases ("for men", "women's", "ladies", "boys");
-  their words leave the text, which no embedding would read as a constraint anyway;
+  "over 100", "up to 25"), gender phrases ("for men", "women's", "ladies") and the filter
+  sections of the query rules (ages: "for kids", "girls"); their words leave the text, which no
+  embedding would read as a constraint anyway;
+* **brands** the catalogue's display names start with ("puma", "red tape": read as the brand
+  when the whole phrase is one, so "red" is then no colour), a boost, or a filter kept after
+  retrieval when the shopper says "only";
 * **soft constraints** that boost: colours and article types the catalogue has (from its
-  facets, so "Navy Blue" or "Casual Shoes" are known and made-up ones are not). Their words
-  stay in the text: they help every retriever.
+  facets, so "Navy Blue" or "Casual Shoes" are known and made-up ones are not), and the boost
+  sections of the query rules (:mod:`search.rules`: occasions, seasons, categories, needs).
+  Their words stay in the text: they help every retriever.
 
 The result says what was read (:class:`Interpretation`: filters, boosts, the phrases behind
 them, and the rest of the text), so a shopper can see it and undo it. Pure Python: the
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from fashion_catalog.search.rules import RuleReading, Rules, words_of
 
 # A price: an optional currency, digits with thousands separators ("1,500") or a decimal part ("1.5", "1,5"),
 # an optional currency word, and then no letter or digit ("1e308" is not "1").
@@ -42,12 +49,10 @@ _PRICE_PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(rf"\b(?:at\s+least|min(?:imum)?|starting\s+(?:at|from))\s+{_NUMBER}", re.I), ">="),
 ]
 # Shopper words for the catalogue's genders; a product for everyone (Unisex) fits men and women too.
+# Ages (kids, boys, girls) are read by the query rules' filter section (conf/query_rules.txt).
 _GENDER_PHRASES: list[tuple[str, tuple[str, ...]]] = [
     (r"for\s+(?:men|him|a\s+man|guys)|men'?s|mens|man'?s|male|gents?", ("Men", "Unisex")),
     (r"for\s+(?:women|her|a\s+woman|ladies)|women'?s|womens|woman'?s|ladies|lady'?s?|female", ("Women", "Unisex")),
-    (r"for\s+boys|boys'?|boy'?s", ("Boys",)),
-    (r"for\s+girls|girls'?|girl'?s", ("Girls",)),
-    (r"for\s+kids|kids'?|children'?s?|for\s+children", ("Boys", "Girls")),
     (r"unisex", ("Unisex",)),
     (r"men", ("Men", "Unisex")),
     (r"women", ("Women", "Unisex")),
@@ -57,7 +62,7 @@ _GENDER_PHRASES: list[tuple[str, tuple[str, ...]]] = [
 def _norm(words: str) -> str:
     """Lower case, letters and digits only, singular: "T-Shirts" -> "tshirt", "Casual Shoes" -> "casualshoe"."""
     flat = re.sub(r"[^a-z0-9]", "", words.lower())
-    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("shes", "sh"), ("ches", "ch"), ("s", "")):
+    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("shes", "sh"), ("ches", "ch"), ("ss", "ss"), ("s", "")):
         if flat.endswith(suffix) and len(flat) > len(suffix) + 2:
             return flat[: -len(suffix)] + keep
     return flat
@@ -65,30 +70,42 @@ def _norm(words: str) -> str:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """What the catalogue calls things: its colours, article types and genders (from the facets)."""
+    """What the catalogue calls things: its colours, article types, genders and brands, and the values of the
+    columns the query rules read (from the facets and the display names)."""
 
     colours: tuple[str, ...] = ()
     article_types: tuple[str, ...] = ()
     genders: tuple[str, ...] = ()
+    brands: tuple[str, ...] = ()
+    values: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_facets(cls, facets: dict[str, list[str]]) -> Vocabulary:
-        """From ``/api/v1/facets``-shaped values (``base_color``, ``article_type``, ``gender``)."""
+    def from_facets(cls, facets: dict[str, list[str]], brands: tuple[str, ...] | list[str] = ()) -> Vocabulary:
+        """From ``/api/v1/facets``-shaped values (``base_color``, ``article_type``, ``gender``, and any other
+        column the rules read) and the catalogue's brands."""
         return cls(tuple(facets.get("base_color", ())), tuple(facets.get("article_type", ())),
-                   tuple(facets.get("gender", ())))
+                   tuple(facets.get("gender", ())), tuple(brands),
+                   {column: frozenset(values) for column, values in facets.items()})
+
+
+BRAND = "brand"  # the boost key of a brand: not a column, a product has it when its display name starts with it
+ONLY_WORDS = ("only", "just", "exclusively")  # "only puma", "puma only": the brand as a filter
 
 
 @dataclass(frozen=True)
 class Interpretation:
-    """How a query was read: filters (explicit), boosts (soft), the phrases behind them, and the rest."""
+    """How a query was read: filters (explicit), boosts (soft), brands to keep only, the phrases behind them, and
+    the rest."""
 
     text: str
     filters: dict = field(default_factory=dict)
     boosts: dict = field(default_factory=dict)
-    phrases: list = field(default_factory=list)  # {"phrase", "kind", "applied"}: price, gender, colours, types
+    phrases: list = field(default_factory=list)  # {"phrase", "kind", "applied", "mode"}
+    only: dict = field(default_factory=dict)  # {"brand": [...]}: kept after retrieval ("only puma")
 
     def as_dict(self) -> dict:
-        return {"text": self.text, "filters": self.filters, "boosts": self.boosts, "phrases": self.phrases}
+        return {"text": self.text, "filters": self.filters, "boosts": self.boosts, "only": self.only,
+                "phrases": self.phrases}
 
 
 MAX_PRICE = 1e9  # a larger number in a query is not a price (and would be refused as a filter value)
@@ -132,7 +149,8 @@ def _price(query: str, ignore: frozenset[str]) -> tuple[str, dict, list]:
         else:
             applied = {f"price {op}": values[0]}
         filters.update(applied)
-        phrases.append({"phrase": match.group(0).strip(), "kind": "price", "applied": applied})
+        phrases.append({"phrase": match.group(0).strip(), "kind": "price", "applied": applied,
+                        "mode": "filter"})
         query = query[:match.start()] + " " + query[match.end():]
     return query, filters, phrases
 
@@ -147,7 +165,8 @@ def _gender(query: str, known: tuple[str, ...], ignore: frozenset[str]) -> tuple
             continue
         applied = {"gender": values}
         query = query[:match.start()] + " " + query[match.end():]
-        return query, applied, [{"phrase": match.group(0).strip(), "kind": "gender", "applied": applied}]
+        return query, applied, [{"phrase": match.group(0).strip(), "kind": "gender", "applied": applied,
+                                 "mode": "filter"}]
     return query, {}, []
 
 
@@ -169,12 +188,54 @@ def _soft(query: str, values: tuple[str, ...], column: str, kind: str,
             if value and value not in found and phrase.lower() not in ignore:
                 found.append(value)
                 used |= set(span)
-                phrases.append({"phrase": phrase, "kind": kind, "applied": {column: [value]}})
+                phrases.append({"phrase": phrase, "kind": kind, "applied": {column: [value]}, "mode": "boost"})
     return ({column: found} if found else {}), phrases
 
 
-def interpret(query: str, vocabulary: Vocabulary, ignore: tuple[str, ...] | list[str] = ()) -> Interpretation:
-    """Read price and gender constraints (filters) and known colours and types (boosts) out of ``query``.
+def _blank(text: str, start: int, end: int) -> str:
+    """``text`` with ``[start, end)`` made spaces (later offsets stay valid)."""
+    return text[:start] + " " * (end - start) + text[end:]
+
+
+def _brands(text: str, brands: tuple[str, ...], ignore: frozenset[str]) -> tuple[list[str], list, list, list]:
+    """Brands named in ``text`` (longest first, whole words): (brands, phrases, their spans, brands said "only")."""
+    words = words_of(text)
+    by_key: dict[tuple[str, ...], str] = {}
+    for brand in brands:
+        by_key.setdefault(tuple(w for w, _, _ in words_of(brand)), brand)
+    longest = max((len(k) for k in by_key), default=0)
+    found, phrases, spans, only, used = [], [], [], [], set()
+    for size in range(longest, 0, -1):
+        for i in range(len(words) - size + 1):
+            span = set(range(i, i + size))
+            brand = by_key.get(tuple(w for w, _, _ in words[i:i + size]))
+            start, end = words[i][1], words[i + size - 1][2]
+            if used & span or brand is None or brand in found or text[start:end].lower() in ignore:
+                continue
+            used |= span
+            found.append(brand)
+            spans.append((start, end))
+            # "only puma" / "puma only": the brand as a filter; the word "only" leaves the text.
+            near = [j for j in (i - 1, i + size) if 0 <= j < len(words) and j not in used and words[j][0] in ONLY_WORDS]
+            mode = "filter" if near else "boost"
+            if near:
+                used.add(near[0])
+                only.append(brand)
+                spans.append((words[near[0]][1], words[near[0]][2]))
+                start, end = min(start, words[near[0]][1]), max(end, words[near[0]][2])
+            phrases.append({"phrase": text[start:end], "kind": BRAND, "applied": {BRAND: [brand]}, "mode": mode})
+    return found, phrases, spans, only
+
+
+def _rule_phrase(reading: RuleReading) -> dict:
+    return {"phrase": reading.phrase, "kind": reading.kind, "applied": {reading.column: list(reading.values)},
+            "mode": reading.mode}
+
+
+def interpret(query: str, vocabulary: Vocabulary, ignore: tuple[str, ...] | list[str] = (),
+              rules: Rules | None = None) -> Interpretation:
+    """Read price, gender and the rules' filter phrases (filters), brands, the rules' boost phrases and known
+    colours and types (boosts) out of ``query``.
 
     ``ignore``: phrases the shopper removed (the page's chips); they stay plain words of the text.
     """
@@ -183,11 +244,36 @@ def interpret(query: str, vocabulary: Vocabulary, ignore: tuple[str, ...] | list
     rest, gender, gender_phrases = _gender(rest, vocabulary.genders, skip)
     filters.update(gender)
     phrases += gender_phrases
-    boosts: dict = {}
+    readings = rules.read(rest, vocabulary.values, skip) if rules else []
+    for reading in readings:
+        # An explicit phrase read before ("for men") keeps its column; a rule does not override it.
+        if reading.mode == "filter" and reading.column not in filters:
+            filters[reading.column] = list(reading.values)
+            phrases.append(_rule_phrase(reading))
+            rest = _blank(rest, reading.start, reading.end)
+    brands, brand_phrases, brand_spans, only = _brands(rest, vocabulary.brands, skip)
+    phrases += brand_phrases
+    boosts: dict = {BRAND: brands} if brands else {}
+    unread = rest  # the words a brand did not take: "red tape shoes" has no colour
+    for start, end in brand_spans:
+        unread = _blank(unread, start, end)
+    for reading in rules.read(unread, vocabulary.values, skip) if rules else []:
+        if reading.mode == "boost":
+            known = boosts.setdefault(reading.column, [])
+            known += [v for v in reading.values if v not in known]
+            phrases.append(_rule_phrase(reading))
     for values, column, kind in ((vocabulary.colours, "base_color", "colour"),
                                  (vocabulary.article_types, "article_type", "type")):
-        found, soft_phrases = _soft(rest, values, column, kind, skip)
-        boosts.update(found)
+        found, soft_phrases = _soft(unread, values, column, kind, skip)
+        for column_found, values_found in found.items():
+            known = boosts.setdefault(column_found, [])
+            known += [v for v in values_found if v not in known]
         phrases += soft_phrases
+    # The "only" words leave the text; the brand's own words stay (they help the keyword retriever).
+    for brand_phrase in brand_phrases:
+        if brand_phrase["mode"] == "filter":
+            for word in ONLY_WORDS:
+                rest = re.sub(rf"(?<![\w'-]){word}(?![\w'-])", " ", rest, count=1, flags=re.I)
     text = re.sub(r"\s+", " ", rest).strip(" ,.;-")
-    return Interpretation(text=text or query.strip(), filters=filters, boosts=boosts, phrases=phrases)
+    return Interpretation(text=text or query.strip(), filters=filters, boosts=boosts, phrases=phrases,
+                          only={BRAND: only} if only else {})

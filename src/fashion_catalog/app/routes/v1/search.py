@@ -18,6 +18,8 @@ from fashion_catalog.app.deps import QueriesDep, SearchDep, ServicesDep, TextSea
 from fashion_catalog.app.models import (
     FILTERS_SCHEMA,
     IMAGE_MEDIA_TYPES,
+    MAX_IGNORED,
+    MAX_IGNORED_CHARS,
     NON_BLANK,
     SearchResponse,
     TextSearchRequest,
@@ -42,6 +44,16 @@ QueryForm = Annotated[str | None, Form(), WithJsonSchema(
      "description": "query text"})]
 WeightForm = Annotated[float, Form(ge=0.0, le=1.0), WithJsonSchema(
     {"type": "number", "minimum": 0, "maximum": 1, "description": "w in normalize(w*text + (1-w)*image)"})]
+FilterWordsForm = Annotated[str | None, Form(), WithJsonSchema(
+    {"type": "string", "maxLength": MAX_QUERY_CHARS,
+     "description": "words whose filters apply (\"under 50\", \"for men\"); their other readings are not used"})]
+UnderstandForm = Annotated[bool | None, Form(), WithJsonSchema(
+    {"type": "boolean",
+     "description": "read the words (default: search.understand); false: as typed, the hybrid index only"})]
+IgnoreForm = Annotated[str | None, Form(), WithJsonSchema(json_form_field(
+    "json-ignore", {"type": "array", "maxItems": MAX_IGNORED,
+                    "items": {"type": "string", "minLength": 1, "maxLength": MAX_IGNORED_CHARS, "pattern": NON_BLANK}},
+    "phrases of the query not to interpret (the page's removed chips), as a JSON list"))]
 ProductForm = Annotated[int | None, Form(), WithJsonSchema({"type": "integer", "description": "an indexed product"})]
 LabelsForm = Annotated[str | None, Form(), WithJsonSchema(json_form_field(
     "json-labels", labels_schema(1, 1), "Candidate labels as a JSON list of strings (bounds: app.openapi)"))]
@@ -53,7 +65,8 @@ IMAGE_ENCODING = {"requestBody": {"content": {"multipart/form-data": {"encoding"
 
 
 # The form fields the routes read (other fields are ignored, as the schema's additionalProperties allows).
-FORM_FIELDS = frozenset({"query", "limit", "filters", "text_weight", "product_id", "label_set", "labels"})
+FORM_FIELDS = frozenset({"query", "limit", "filters", "text_weight", "product_id", "label_set", "labels", "ignore",
+                         "understand"})
 
 
 async def one_upload(request: Request) -> None:
@@ -119,28 +132,52 @@ def search_text(body: TextSearchRequest, services: ServicesDep, text: TextSearch
                           nothing_close=found.nothing_close)
 
 
+def _parse_ignore(raw: str | None) -> list[str]:
+    value = _json_field(raw, "ignore")
+    if value is None:
+        if raw is not None and raw.strip():
+            raise HTTPException(400, "ignore must be a JSON list of phrases (leave the field out for none)")
+        return []
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value) \
+            or len(value) > MAX_IGNORED or any(len(p) > MAX_IGNORED_CHARS for p in value):
+        raise HTTPException(400, f"ignore must be a JSON list of at most {MAX_IGNORED} non-empty phrases of at most "
+                                 f"{MAX_IGNORED_CHARS} characters")
+    return value
+
+
+def _found(found) -> SearchResponse:
+    return SearchResponse(index=found.index, mode=found.mode, count=len(found.results), results=found.results,
+                          interpreted=found.interpreted, exact_matches=found.exact_matches)
+
+
 @router.post("/search/image", response_model=SearchResponse, responses=errors(400, 413, 415, 503),
              dependencies=[Depends(one_upload)], openapi_extra=IMAGE_ENCODING)
-def search_image(services: ServicesDep, search: SearchDep, queries: QueriesDep,
+def search_image(services: ServicesDep, queries: QueriesDep, text: TextSearchDep,
                  file: UploadFile = File(..., description="A product photo"),
-                 limit: LimitForm = None, filters: FiltersForm = None) -> SearchResponse:
-    """Image embedding of the uploaded photo, searched in the image index."""
-    parsed = _parse_filters(filters)
+                 limit: LimitForm = None, filters: FiltersForm = None, query: FilterWordsForm = None,
+                 ignore: IgnoreForm = None) -> SearchResponse:
+    """Image embedding of the uploaded photo, searched in the image index, within the filters ``query``'s words
+    say ("under 50", "for men"; ``interpreted`` lists them)."""
+    parsed, skip = _parse_filters(filters), _parse_ignore(ignore)
     data = _read_upload(services, file)
-    return _search(services, search, "image", queries.image_embedding(data), limit, parsed)
+    vector = queries.image_embedding(data)
+    return _found(text.image(vector, query, limit or services.config.search.default_limit, parsed, skip))
 
 
 @router.post("/search/hybrid", response_model=SearchResponse, responses=errors(400, 413, 415, 503),
              dependencies=[Depends(one_upload)], openapi_extra=IMAGE_ENCODING)
-def search_hybrid(services: ServicesDep, search: SearchDep, queries: QueriesDep,
+def search_hybrid(services: ServicesDep, text: TextSearchDep,
                   query: QueryForm = None, file: OptionalImage = None,
                   text_weight: WeightForm = 0.5, limit: LimitForm = None,
-                  filters: FiltersForm = None) -> SearchResponse:
-    """normalize(w*text + (1-w)*image) of the query text and optional photo, in the hybrid index."""
-    parsed = _parse_filters(filters)
+                  filters: FiltersForm = None, ignore: IgnoreForm = None,
+                  understand: UnderstandForm = None) -> SearchResponse:
+    """The query read as in text search (its filters apply; ``interpreted`` says how) and the optional photo:
+    normalize(w*text + (1-w)*image) in the hybrid index, fused with the keyword ranking and the boosts
+    (``understand`` false: the hybrid index alone, the words as typed)."""
+    parsed, skip = _parse_filters(filters), _parse_ignore(ignore)
     data = _read_upload(services, file)
-    vector = queries.hybrid_embedding(query, data, text_weight)
-    return _search(services, search, "hybrid", vector, limit, parsed)
+    return _found(text.hybrid(query, data, text_weight, limit or services.config.search.default_limit, parsed, skip,
+                              understand))
 
 
 @router.get("/recommendations/{user_id}", response_model=SearchResponse, responses=errors(400, 404, 409, 503))

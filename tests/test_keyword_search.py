@@ -41,6 +41,17 @@ def test_upsert_replaces_delete_removes_and_candidates_restrict(index):
     assert len(index) == 0
 
 
+def test_function_words_match_nothing_unless_the_query_has_nothing_else():
+    idx = KeywordIndex()
+    idx.upsert([(1, "Wrangler Men Fly The Wind Tshirt", "tshirts"), (2, "Baggit Men Brown Wallet", "wallets"),
+                (3, "Lakme Perfume and Body Mist", "perfume and body mist")])
+    # Before: "the" and "my" ranked the t-shirt whose name holds "The" first.
+    assert [pid for pid, _ in idx.search("something to keep my money in the wallet", 5)] == [2]
+    assert [pid for pid, _ in idx.search("the", 5)] == [1]  # nothing else to search by: the word itself
+    assert [pid for pid, _ in idx.search("body", 5, phrases=["perfume and body mist"])] == [3]  # phrases keep theirs
+    assert query_terms("the puma for me", drop_stopwords=True) == ["puma"]
+
+
 def test_query_text_is_never_fts_syntax(index):
     """FTS5 operators in a query are plain words: each query finds what its words find, worked out by hand
     from the four rows (no sqlite3.OperationalError, and no operator takes effect)."""

@@ -19,6 +19,7 @@ from fashion_catalog.indexes.local import LocalIndexStore
 from fashion_catalog.search.queries import QueryEncoder
 from fashion_catalog.search.rules import Rules, RulesError
 from fashion_catalog.search.service import SearchService
+from fashion_catalog.search.synonyms import Synonyms
 from fashion_catalog.search.text_search import FusionSettings, TextSearch, brand_vocabulary
 from fashion_catalog.search.understanding import Vocabulary, interpret
 
@@ -70,9 +71,10 @@ def test_the_brand_rule_in_sql_counts_what_python_counts(tmp_path):
 
 
 def test_the_brand_vocabulary_keeps_recurring_brands_that_no_other_reading_takes():
-    counts = {"Puma": 5, "Red Tape": 4, "Red": 9, "W": 50, "Rare": 2, "Sports": 7}
+    counts = {"Puma": 5, "Red Tape": 4, "Red": 9, "W": 50, "Rare": 2, "Sports": 7, "AND": 30, "Being Human": 4}
     taken = {("red",), ("sport",)}  # a colour, and a rule phrase (stemmed)
-    assert brand_vocabulary(counts, 3, taken) == ("Puma", "Red Tape")
+    # "AND" is a real brand, but "keep my money and cards" means no brand: a function word alone is never one.
+    assert brand_vocabulary(counts, 3, taken) == ("Puma", "Being Human", "Red Tape")  # most products first
 
 
 # -- rules file --------------------------------------------------------------------------------------------------------
@@ -131,7 +133,8 @@ def test_every_count_in_the_shipped_rules_is_the_catalogues():
 
 # -- interpretation ----------------------------------------------------------------------------------------------------
 FACETS = {"base_color": ["Red", "Black", "Blue", "White"], "article_type": ["Tshirts", "Casual Shoes", "Dresses",
-                                                                            "Backpacks", "Laptop Bag", "Sweaters"],
+                                                                            "Backpacks", "Laptop Bag", "Sweaters",
+                                                                            "Belts", "Trousers", "Handbags"],
           "gender": ["Men", "Women", "Unisex", "Boys", "Girls"], "usage": ["Sports", "Formal", "Casual"],
           "master_category": ["Apparel", "Footwear"]}
 RULES = Rules.load(SHIPPED)
@@ -172,6 +175,13 @@ def test_needs_occasions_and_ages_are_boosts_with_their_phrases():
     assert got.text == "tshirts for kids"  # the words stay: most kids' names say "Kids"
     got, phrases = _read("woolen winter wear")
     assert got.boosts["article_type"][0] == "Sweaters" and ("winter", "season", "boost") in phrases
+
+
+def test_a_phrase_of_several_words_keeps_its_words_from_other_readings():
+    got, phrases = _read("something to hold my trousers up")
+    assert got.boosts == {"article_type": ["Belts"]} and phrases == [("hold my trousers up", "need", "boost")]
+    got, _ = _read("ladies' black handbags")  # the apostrophe of a plural possessive
+    assert got.filters == {"gender": ["Women", "Unisex"]}
 
 
 def test_a_removed_chip_is_read_as_words_again():
@@ -224,6 +234,13 @@ def fused():
 
 def _ids(found):
     return [r["product_id"] for r in found.results]
+
+
+def test_a_synonym_that_names_an_article_type_boosts_it(fused):
+    fused.synonyms = Synonyms.parse("kitbag, satchel => backpacks\n")
+    found = fused.run("kitbag", 2, mode="fused")
+    assert found.interpreted["synonyms"] == ["backpacks"]
+    assert found.interpreted["boosts"] == {"article_type": ["Backpacks"]} and sorted(_ids(found)) == [2, 7]
 
 
 def test_the_brand_vocabulary_is_read_from_the_index(fused):

@@ -226,3 +226,21 @@ def test_the_floor_is_the_lowest_that_costs_least():
     weighted = choose_floor([0.5, 0.2], [0.1, 0.3, 0.35])
     assert weighted["floor"] == pytest.approx(0.15) and weighted["unanswerable_not_caught"] == 2
     assert choose_floor([], [0.1])["floor"] is None
+
+
+def test_a_filter_is_evaluated_once_per_index_state_whatever_the_retrievers(searcher, monkeypatch):
+    import fashion_catalog.indexes.local as local
+
+    calls = []
+    real = local.evaluate
+    monkeypatch.setattr(local, "evaluate", lambda conditions, frame: calls.append(len(frame)) or real(conditions,
+                                                                                                      frame))
+    found = searcher.run("#3 shirt", 5, filters={"price <": 50}, mode="fused", understand=False)
+    assert calls == [8] and {r["product_id"] for r in found.results} <= {1, 3, 4, 5, 6}  # three retrievers, one read
+    # A new state (the table moved): the filter is read again, over the new rows (product 3 now costs 90).
+    store = searcher.search.store
+    moved = _meta()
+    moved.loc[moved["product_id"] == 3, "price"] = 90.0
+    store.follower.adopt(store.follower.builder.from_arrays(moved, {k: VECTORS for k in ("image", "text", "hybrid")}))
+    found = searcher.run("#3 shirt", 5, filters={"price <": 50}, mode="fused", understand=False)
+    assert calls == [8, 8] and 3 not in {r["product_id"] for r in found.results}

@@ -350,20 +350,25 @@ class SearchSettings(Section):
                                                "and types and the query rules as boosts, and apply the synonyms "
                                                "(a request's 'understand' wins)")
     fusion_weights: dict[Literal["keyword", "text", "image", "hybrid", "boosted"], Annotated[float, BeforeValidator(
-        _non_negative)]] = Field({"keyword": 3.0, "text": 1.0, "image": 1.0, "hybrid": 0.0, "boosted": 1.0},
+        _non_negative)]] = Field({"keyword": 3.0, "text": 1.0, "image": 1.0, "hybrid": 0.0, "boosted": 2.0},
                                  description="weight of each retriever in fused mode (0 or missing leaves it out); "
                                              "keyword 3: on the tuning queries, 3 to 5 beat equal weights by "
                                              "0.04-0.06 P@10; boosted: the text index searched with the query's "
-                                             "boosts as filters, so products with every reading are candidates "
+                                             "boosts as filters, so products with every reading are candidates; "
+                                             "2 and boost_weight 3 were best on the tuning queries "
                                              "(docs/search.md, 'Search that understands shoppers')")
     fusion_k: NonNegative = Field(60, description="the RRF constant: score = sum weight / (k + rank)")
     fusion_candidates: Count = Field(100, description="results each retriever hands to the fusion")
+    boosted_candidates: Count = Field(30, description="results the boosted retriever hands to the fusion (each has "
+                                                      "every boost, so a few times the page fills it; each costs a "
+                                                      "row read)")
     nothing_close_below: Number | None = Field(
         None, description="fused text search: with no keyword hit and no vector cosine at or above this, the "
                           "answer says nothing came close; null: never said. Per model: `jobs.evaluate` reports "
                           "the floor to set (docs/search.md, 'Nothing close')")
-    boost_weight: Number = Field(1.0, description="a result naming a boosted colour or type gains this many "
-                                                  "top ranks' worth of RRF score per match (weight / (k + 1))")
+    boost_weight: Number = Field(3.0, description="a result with a boosted value (brand, colour, type, rule reading) "
+                                                  "gains this many top ranks' worth of RRF score per boosted column "
+                                                  "(weight / (k + 1))")
     synonyms_file: str | None = Field("synonyms.txt", description="shopper synonyms (Solr-style lines); relative "
                                                                   "to conf/; null: none")
     rules_file: str | None = Field("query_rules.txt", description="query rules: occasions, seasons, ages and needs "

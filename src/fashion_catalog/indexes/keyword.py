@@ -19,14 +19,21 @@ from typing import Iterable
 _WORD = re.compile(r"\w+", re.UNICODE)
 NAME_WEIGHT, DESCRIPTION_WEIGHT = 2.0, 1.0
 MAX_QUERY_TERMS = 32  # a query is bounded before it reaches the engine
+# Words a query's terms leave out: Lucene's English stop set and the pronouns shoppers write ("something to
+# keep my money"), which would otherwise rank any name holding "the" or "my" (a phrase keeps its own words).
+STOPWORDS = frozenset("a an and are as at be but by for if in into is it no not of on or such that the their then "
+                      "there these they this to was will with i me my mine you your we our us something".split())
 
 
-def query_terms(query: str) -> list[str]:
-    """Lower-case words of ``query`` (letters and digits), at most :data:`MAX_QUERY_TERMS`, first kept."""
+def query_terms(query: str, drop_stopwords: bool = False) -> list[str]:
+    """Lower-case words of ``query`` (letters and digits), at most :data:`MAX_QUERY_TERMS`, first kept
+    (``drop_stopwords``: without :data:`STOPWORDS`, unless the query has no other word)."""
     seen: list[str] = []
     for word in _WORD.findall(query.lower()):
         if word not in seen:
             seen.append(word)
+    if drop_stopwords and any(w not in STOPWORDS for w in seen):
+        seen = [w for w in seen if w not in STOPWORDS]
     return seen[:MAX_QUERY_TERMS]
 
 
@@ -77,7 +84,7 @@ class KeywordIndex:
         ``candidates`` (the ids a filter allows): only those are returned, the best ``k`` of them;
         ``phrases`` (synonym expansions) are matched as exact phrases besides the words.
         """
-        expression = match_expression(query_terms(query), phrases)
+        expression = match_expression(query_terms(query, drop_stopwords=True), phrases)
         if not expression or k <= 0:
             return []
         weights = f"{NAME_WEIGHT}, {DESCRIPTION_WEIGHT}"

@@ -42,7 +42,7 @@ from fashion_catalog.search.queries import is_blank
 from fashion_catalog.search.rules import Rules, words_of
 from fashion_catalog.search.service import SearchService
 from fashion_catalog.search.synonyms import Synonyms
-from fashion_catalog.search.understanding import BRAND, Interpretation, Vocabulary, interpret
+from fashion_catalog.search.understanding import BRAND, Interpretation, Vocabulary, interpret, type_key
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class FusionSettings:
     candidates: int = 100
     boost_weight: float = 1.0
     nothing_close_below: float | None = None  # a cosine: below it (and with no keyword hit) nothing came close
+    boosted_candidates: int = 30  # the boosted retriever's results (each has every boost)
 
     def active(self) -> dict[str, float]:
         return {name: float(self.weights.get(name, 0.0)) for name in RETRIEVERS if self.weights.get(name, 0.0) > 0}
@@ -169,14 +170,20 @@ def load_rules(config: Config) -> Rules:
     return Rules() if name is None else Rules.load(_conf_file(name, "rules_file"))
 
 
+# Words no shopper means as a brand on their own, though a catalogue may have one so named ("AND", "Being").
+FUNCTION_WORDS = frozenset("a an and or the of for to in on at by with without my me i you your it its is are be "
+                           "being was this that these those some any all only just not no".split())
+
+
 def brand_vocabulary(counts: dict[str, int], min_products: int, taken: set[tuple[str, ...]]) -> tuple[str, ...]:
-    """The brands a query may name: at least ``min_products`` products, two letters or more, and not words the
-    query already reads otherwise (``taken``: a colour, type or rule phrase, as stemmed words), so a single
-    "red" stays a colour while "red tape" is the brand."""
+    """The brands a query may name: at least ``min_products`` products, two letters or more, not a function word
+    ("and") and not words the query already reads otherwise (``taken``: a colour, type or rule phrase, as stemmed
+    words), so a single "red" stays a colour while "red tape" is the brand."""
     out = []
     for brand, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         key = tuple(w for w, _, _ in words_of(brand))
-        if n >= min_products and len("".join(key)) >= 2 and key not in taken:
+        if n >= min_products and len("".join(key)) >= 2 and key not in taken and \
+                not (len(key) == 1 and key[0] in FUNCTION_WORDS):
             out.append(brand)
     return tuple(out)
 
@@ -189,7 +196,7 @@ class TextSearch:
         """Text search (modes, understanding, synonyms, fusion) as ``config.search`` sets it."""
         se = config.search
         fusion = FusionSettings(dict(se.fusion_weights), se.fusion_k, se.fusion_candidates, se.boost_weight,
-                                se.nothing_close_below)
+                                se.nothing_close_below, se.boosted_candidates)
         return cls(search, queries, fusion, load_synonyms(config), se.default_mode, se.understand,
                    load_rules(config), se.brand_min_products)
 
@@ -254,18 +261,26 @@ class TextSearch:
         text = query.strip()
         if not understand:
             return Reading(text, text, [], filters, {}, None)
-        meaning: Interpretation = interpret(text, self.vocabulary(), ignore, self.rules)
+        vocabulary = self.vocabulary()
+        meaning: Interpretation = interpret(text, vocabulary, ignore, self.rules)
         skip = {p.strip().lower() for p in ignore}
         expansions = [p for p in self.synonyms.expand(meaning.text) if p not in skip]
         vector_text = " ".join([meaning.text, *expansions])
+        boosts = dict(meaning.boosts)
+        # An expansion that is one of the catalogue's article types boosts it as if typed ("hoodie" -> Sweatshirts).
+        for phrase in expansions:
+            article_type = vocabulary.types_by_key.get(type_key(phrase))
+            if article_type is not None and article_type not in boosts.get("article_type", []):
+                boosts.setdefault("article_type", []).append(article_type)
         interpreted = dict(meaning.as_dict(), synonyms=expansions, vector_text=vector_text)
         understood = dict(meaning.filters)
         if len(meaning.only.get(BRAND, ())) == 1:
             # One brand said "only": a token filter inside every retriever (both backends' LIKE), so each hands
             # over that brand's best; the exact prefix is checked after (keep_only).
             understood.setdefault(f"{NAME_COLUMN} LIKE", meaning.only[BRAND][0])
+        interpreted["boosts"] = boosts
         return Reading(meaning.text, vector_text, expansions, merge_filters(filters, understood),
-                       meaning.boosts, interpreted, meaning.only)
+                       boosts, interpreted, meaning.only)
 
     # -- searching ---------------------------------------------------------------------------------
     def resolve(self, mode: str | None, index: str | None) -> tuple[str, str]:
@@ -384,14 +399,15 @@ class TextSearch:
         for name in active:
             index = boosted_index if name == "boosted" else name
             filters = boosted if name == "boosted" else reading.filters
+            size = min(k, self.fusion.boosted_candidates) if name == "boosted" else k
             if isinstance(store, HybridQueries) and name != "keyword":
                 # Vector Search fuses its keyword and vector rankings itself, per index.
-                out[name] = store.hybrid_search(index, vector, reading.keyword_text, k, filters, reading.phrases)
+                out[name] = store.hybrid_search(index, vector, reading.keyword_text, size, filters, reading.phrases)
             elif name == "keyword":
                 if not isinstance(store, HybridQueries):
                     out[name] = store.keyword_search(reading.keyword_text, k, filters, reading.phrases)
             else:
-                out[name] = store.search(index, vector, k, filters)
+                out[name] = store.search(index, vector, size, filters)
         return {name: keep_only(rows, reading.only) for name, rows in out.items()}
 
     def _fuse(self, lists: dict[str, list[dict]], weights: dict[str, float],

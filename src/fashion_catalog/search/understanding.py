@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from fashion_catalog.search.rules import RuleReading, Rules, words_of
 
@@ -52,7 +53,7 @@ _PRICE_PATTERNS: list[tuple[re.Pattern, str]] = [
 # Ages (kids, boys, girls) are read by the query rules' filter section (conf/query_rules.txt).
 _GENDER_PHRASES: list[tuple[str, tuple[str, ...]]] = [
     (r"for\s+(?:men|him|a\s+man|guys)|men'?s|mens|man'?s|male|gents?", ("Men", "Unisex")),
-    (r"for\s+(?:women|her|a\s+woman|ladies)|women'?s|womens|woman'?s|ladies|lady'?s?|female", ("Women", "Unisex")),
+    (r"for\s+(?:women|her|a\s+woman|ladies)|women'?s|womens|woman'?s|ladies'?|lady'?s?|female", ("Women", "Unisex")),
     (r"unisex", ("Unisex",)),
     (r"men", ("Men", "Unisex")),
     (r"women", ("Women", "Unisex")),
@@ -68,7 +69,10 @@ def _norm(words: str) -> str:
     return flat
 
 
-@dataclass(frozen=True)
+type_key = _norm  # how a phrase and a catalogue value are compared ("T-Shirts" and "tshirt" alike)
+
+
+@dataclass(frozen=True, eq=False)
 class Vocabulary:
     """What the catalogue calls things: its colours, article types, genders and brands, and the values of the
     columns the query rules read (from the facets and the display names)."""
@@ -78,6 +82,19 @@ class Vocabulary:
     genders: tuple[str, ...] = ()
     brands: tuple[str, ...] = ()
     values: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @cached_property
+    def brand_keys(self) -> dict[tuple[str, ...], str]:
+        """Each brand by its stemmed words (how a query's words are compared), the first spelling kept."""
+        keys: dict[tuple[str, ...], str] = {}
+        for brand in self.brands:
+            keys.setdefault(tuple(w for w, _, _ in words_of(brand)), brand)
+        return keys
+
+    @cached_property
+    def types_by_key(self) -> dict[str, str]:
+        """Each article type by :func:`type_key` ("tshirt" -> "Tshirts")."""
+        return {type_key(t): t for t in self.article_types}
 
     @classmethod
     def from_facets(cls, facets: dict[str, list[str]], brands: tuple[str, ...] | list[str] = ()) -> Vocabulary:
@@ -197,12 +214,10 @@ def _blank(text: str, start: int, end: int) -> str:
     return text[:start] + " " * (end - start) + text[end:]
 
 
-def _brands(text: str, brands: tuple[str, ...], ignore: frozenset[str]) -> tuple[list[str], list, list, list]:
+def _brands(text: str, by_key: dict[tuple[str, ...], str], ignore: frozenset[str]) -> tuple[list[str], list, list,
+                                                                                          list]:
     """Brands named in ``text`` (longest first, whole words): (brands, phrases, their spans, brands said "only")."""
     words = words_of(text)
-    by_key: dict[tuple[str, ...], str] = {}
-    for brand in brands:
-        by_key.setdefault(tuple(w for w, _, _ in words_of(brand)), brand)
     longest = max((len(k) for k in by_key), default=0)
     found, phrases, spans, only, used = [], [], [], [], set()
     for size in range(longest, 0, -1):
@@ -251,17 +266,22 @@ def interpret(query: str, vocabulary: Vocabulary, ignore: tuple[str, ...] | list
             filters[reading.column] = list(reading.values)
             phrases.append(_rule_phrase(reading))
             rest = _blank(rest, reading.start, reading.end)
-    brands, brand_phrases, brand_spans, only = _brands(rest, vocabulary.brands, skip)
+    brands, brand_phrases, brand_spans, only = _brands(rest, vocabulary.brand_keys, skip)
     phrases += brand_phrases
     boosts: dict = {BRAND: brands} if brands else {}
     unread = rest  # the words a brand did not take: "red tape shoes" has no colour
     for start, end in brand_spans:
         unread = _blank(unread, start, end)
+    taken = []
     for reading in rules.read(unread, vocabulary.values, skip) if rules else []:
         if reading.mode == "boost":
             known = boosts.setdefault(reading.column, [])
             known += [v for v in reading.values if v not in known]
             phrases.append(_rule_phrase(reading))
+            if " " in reading.phrase.strip():  # "hold my trousers up" means belts: its words name no type
+                taken.append((reading.start, reading.end))
+    for start, end in taken:
+        unread = _blank(unread, start, end)
     for values, column, kind in ((vocabulary.colours, "base_color", "colour"),
                                  (vocabulary.article_types, "article_type", "type")):
         found, soft_phrases = _soft(unread, values, column, kind, skip)

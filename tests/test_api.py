@@ -283,6 +283,18 @@ def test_hybrid_and_image_search_read_the_words_filters(env, reference_clip, tmp
     assert r.status_code == 400 and "ignore must be a JSON list" in r.text
 
 
+def test_brands_are_read_from_the_catalogue_on_every_backend(env):
+    """Every CATALOG name starts "Demo <gender> ...": the brand vocabulary (the local index's rows, or the SQL
+    warehouse's count on Databricks) holds Demo, and "only demo" is a filter every backend applies."""
+    client, *_ = env
+    r = client.post("/api/v1/search/text", json={"query": "only demo tshirts for men", "limit": 5})
+    assert r.status_code == 200, r.text
+    meaning = r.json()["interpreted"]
+    assert meaning["only"] == {"brand": ["Demo"]} and meaning["filters"]["product_display_name LIKE"] == "Demo"
+    assert ("only demo", "brand", "filter") in [(p["phrase"], p["kind"], p["mode"]) for p in meaning["phrases"]]
+    assert r.json()["results"][0]["product_id"] == 1  # the one men's t-shirt: brand, type and gender
+
+
 def test_users_and_facets_say_what_they_hold_and_never_an_embedding(env):
     client, *_ = env
     assert client.get("/api/v1/examples").json() == [

@@ -175,6 +175,9 @@ def test_needs_occasions_and_ages_are_boosts_with_their_phrases():
     assert got.text == "tshirts for kids"  # the words stay: most kids' names say "Kids"
     got, phrases = _read("woolen winter wear")
     assert got.boosts["article_type"][0] == "Sweaters" and ("winter", "season", "boost") in phrases
+    # A type the shopper names beats the ones a season infers: summer dresses are dresses.
+    got, phrases = _read("summer dresses")
+    assert got.boosts == {"article_type": ["Dresses"]} and phrases == [("dresses", "type", "boost")]
 
 
 def test_a_phrase_of_several_words_keeps_its_words_from_other_readings():

@@ -272,23 +272,28 @@ def interpret(query: str, vocabulary: Vocabulary, ignore: tuple[str, ...] | list
     unread = rest  # the words a brand did not take: "red tape shoes" has no colour
     for start, end in brand_spans:
         unread = _blank(unread, start, end)
-    taken = []
-    for reading in rules.read(unread, vocabulary.values, skip) if rules else []:
-        if reading.mode == "boost":
+    rule_boosts = [r for r in (rules.read(unread, vocabulary.values, skip) if rules else []) if r.mode == "boost"]
+    for reading in rule_boosts:
+        if " " in reading.phrase.strip():  # "hold my trousers up" means belts: its words name no type
+            unread = _blank(unread, reading.start, reading.end)
+    soft: dict = {}
+    soft_phrases: list = []
+    for values, column, kind in ((vocabulary.colours, "base_color", "colour"),
+                                 (vocabulary.article_types, "article_type", "type")):
+        found, found_phrases = _soft(unread, values, column, kind, skip)
+        soft.update(found)
+        soft_phrases += found_phrases
+    # A value the shopper named beats one a rule infers on the same column: "summer dresses" is dresses, not
+    # every summer type.
+    for reading in rule_boosts:
+        if reading.column not in soft:
             known = boosts.setdefault(reading.column, [])
             known += [v for v in reading.values if v not in known]
             phrases.append(_rule_phrase(reading))
-            if " " in reading.phrase.strip():  # "hold my trousers up" means belts: its words name no type
-                taken.append((reading.start, reading.end))
-    for start, end in taken:
-        unread = _blank(unread, start, end)
-    for values, column, kind in ((vocabulary.colours, "base_color", "colour"),
-                                 (vocabulary.article_types, "article_type", "type")):
-        found, soft_phrases = _soft(unread, values, column, kind, skip)
-        for column_found, values_found in found.items():
-            known = boosts.setdefault(column_found, [])
-            known += [v for v in values_found if v not in known]
-        phrases += soft_phrases
+    for column, values in soft.items():
+        known = boosts.setdefault(column, [])
+        known += [v for v in values if v not in known]
+    phrases += soft_phrases
     # The "only" words leave the text; the brand's own words stay (they help the keyword retriever).
     for brand_phrase in brand_phrases:
         if brand_phrase["mode"] == "filter":

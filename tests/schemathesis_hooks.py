@@ -1,6 +1,6 @@
 """Value generators for what the OpenAPI document names but JSON Schema cannot generate by itself.
 
-* ``format: json-filters`` / ``json-labels``: form fields holding JSON (the document states their
+* ``format: json-filters`` / ``json-labels`` / ``json-ignore``: form fields holding JSON (the document states their
   ``contentSchema``); values are drawn from that content schema and serialized.
 * ``image/*`` parts: real images of random size, mode and format, so a valid upload is a decodable photo.
 
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fashion_catalog.app.models import FILTERS_SCHEMA
+from fashion_catalog.search.queries import is_blank
 
 _NUMBER = st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
 _TEXT = st.text(min_size=0, max_size=20)
@@ -55,6 +56,9 @@ def _image(draw, fmt: str) -> bytes:
 
 schemathesis.openapi.format("json-filters", FILTERS.map(json.dumps))
 schemathesis.openapi.format("json-labels", LABELS.map(json.dumps))
+# The removed chips of a hybrid or image search: non-blank phrases (search.queries.is_blank), as the schema says.
+IGNORED = st.lists(st.text(min_size=1, max_size=30).filter(lambda p: not is_blank(p)), max_size=5)
+schemathesis.openapi.format("json-ignore", IGNORED.map(json.dumps))
 for media, fmt in (("image/png", "PNG"), ("image/jpeg", "JPEG"), ("image/webp", "WEBP"), ("image/gif", "GIF"),
                    ("image/bmp", "BMP"), ("image/tiff", "TIFF")):
     schemathesis.openapi.media_type(media, _image(fmt))

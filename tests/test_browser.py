@@ -111,9 +111,6 @@ def test_the_first_screen_works_on_a_phone(server):
         page.fill("#query", "red dress")
         page.click("#search-btn")
         page.wait_for_function("document.querySelector('#status').textContent.includes('words and the photo')")
-        assert "gender filter" in page.inner_text("#chips")  # the words of a photo search are read too
-        metas = [c.inner_text() for c in page.query_selector_all(".card .meta")]
-        assert metas and all("Women" in m and float(m.split("$")[-1]) <= 100 for m in metas), metas
         assert calls[-1].endswith("/api/v1/search/hybrid")
         page.click("#photo-clear")
         assert not page.is_visible("#photo-preview")

@@ -161,6 +161,27 @@ def test_only_makes_a_brand_a_filter_and_leaves_the_text():
     assert ("only puma", "brand", "filter") in phrases and got.text == "puma tshirts"
     assert _read("nike only")[0].only == {"brand": ["Nike"]}
     assert _read("nike shoes")[0].only == {}
+    # Exactly the "only" next to the brand leaves the text, even when a brand's own words include "just".
+    vocab = Vocabulary.from_facets(FACETS, ("Puma", "Just Natural", "Cat"))
+    assert interpret("puma only just shoes", vocab).text == "puma just shoes"
+    assert interpret("only just natural soap", vocab).text == "just natural soap"
+    # A short one-word brand may be an ordinary word ("cat eye"): a boost, never a filter.
+    cat = interpret("only cat eye sunglasses", vocab)
+    assert cat.only == {} and cat.boosts == {"brand": ["Cat"]} and cat.text == "only cat eye sunglasses"
+
+
+def test_the_only_chip_can_be_removed():
+    got, phrases = _read("only puma tshirts", ignore=["only puma"])
+    assert got.only == {} and "brand" not in got.boosts and got.text == "only puma tshirts"
+    assert phrases == [("tshirts", "type", "boost")]
+
+
+def test_two_rule_filters_on_one_column_add_up():
+    rules = Rules.parse("[age] gender filter\nboys => Boys\ngirls => Girls\n")
+    got = interpret("shoes for boys and girls", VOCAB, rules=rules)
+    assert got.filters == {"gender": ["Boys", "Girls"]}
+    # An explicit gender phrase read first keeps its column.
+    assert interpret("men's shoes for boys", VOCAB, rules=rules).filters == {"gender": ["Men", "Unisex"]}
 
 
 def test_needs_occasions_and_ages_are_boosts_with_their_phrases():
@@ -262,9 +283,21 @@ def test_a_brand_query_ranks_the_brands_products_first(fused):
 def test_a_need_ranks_the_types_that_answer_it_first(fused):
     found = fused.run("something to carry my laptop", 3, mode="fused")
     # The laptop bag (its name says "laptop", and its type answers) first, then the two backpacks by type; as
-    # typed, the vectors (all equally far) rank others after it.
+    # typed, the vectors (all equally far) rank the rest by row.
     assert _ids(found)[0] == 6 and sorted(_ids(found)) == [2, 6, 7]
-    assert sorted(_ids(fused.run("something to carry my laptop", 3, mode="fused", understand=False))) != [2, 6, 7]
+
+
+def test_image_and_hybrid_searches_take_the_words_filters_whatever_the_default(fused):
+    fused.understand = False  # search.understand false: text search reads nothing, a photo's words still filter
+    photo = VECTORS[3]  # product 4's image vector
+    found = fused.image(photo, "only red tape", 5)
+    assert sorted(_ids(found)) == [4, 9, 11] and found.interpreted["only"] == {"brand": ["Red Tape"]}
+    assert found.interpreted["filters"] == {"product_display_name LIKE": "Tape"}  # one token, its longest
+    assert fused.hybrid("only red tape", None, 0.5, 5).interpreted is None  # the default: words as typed
+    fused.understand = True
+    fused.queries.hybrid_embedding = lambda text, image, weight: photo  # the photo alone ranks at weight 0
+    found = fused.hybrid("only red tape", b"photo", 0.0, 5)
+    assert found.mode == "vector" and _ids(found)[0] == 4 and sorted(_ids(found)) == [4, 9, 11]
 
 
 def test_an_occasion_ranks_products_with_every_reading_first_within_the_filters(fused):

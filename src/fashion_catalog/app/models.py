@@ -58,10 +58,10 @@ class TextSearchRequest(BaseModel):
     index: Literal["image", "text", "hybrid"] | None = Field(
         None, description="The vector index of mode vector: image (cross-modal, the default), text or hybrid")
     understand: StrictBool | None = Field(
-        None, description="read price, gender and age phrases as filters, brands, known colours and types and the "
-                          "query rules as boosts, and apply the shopper synonyms (default: search.understand, but "
-                          "off for a request naming only an index, served as before modes existed); the "
-                          "response's 'interpreted' says how")
+        None, description="read price and gender phrases as filters, brands, known colours and types and the query "
+                          "rules (occasions, seasons, ages, needs) as boosts, and apply the shopper synonyms "
+                          "(default: search.understand, but off for a request naming only an index, served as "
+                          "before modes existed); the response's 'interpreted' says how")
     ignore: list[Annotated[str, Field(min_length=1, max_length=MAX_IGNORED_CHARS)]] | None = Field(
         None, max_length=MAX_IGNORED, description="phrases of the query not to interpret (the page's removed chips)")
     limit: int | None = Field(None, ge=1, description="results to return (default: search.default_limit; "
@@ -80,8 +80,9 @@ class SearchResponse(BaseModel):
                           "phrases behind them (kind, applied, mode: filter or boost), the brands kept 'only', the "
                           "synonyms added, the rest of the text and what the vector encoder saw")
     exact_matches: int | None = Field(
-        None, description="text search: results with every colour and type the query named (null: it named none); "
-                          "0 means the results are only the closest")
+        None, description="text and hybrid search: results with every boost the query named (brand, colour, type, "
+                          "occasion, season, age, need; null: it named none); 0 means the results are only the "
+                          "closest")
     nothing_close: bool | None = Field(
         None, description="fused text search: no keyword hit and no vector close enough (search.nothing_close_below)")
     because: dict[str, Any] | None = Field(

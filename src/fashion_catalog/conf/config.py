@@ -346,9 +346,9 @@ class SearchSettings(Section):
         "fused", description="text search without mode or index: vector (CLIP in one index), keyword (BM25) "
                              "or fused (reciprocal rank fusion of keyword and vector indexes); the evaluation "
                              "of natural-language queries chose fused (README, 'Search that understands shoppers')")
-    understand: bool = Field(True, description="read price, gender and age phrases as filters, brands, known colours "
-                                               "and types and the query rules as boosts, and apply the synonyms "
-                                               "(a request's 'understand' wins)")
+    understand: bool = Field(True, description="read price and gender phrases as filters, brands, known colours and "
+                                               "types and the query rules (occasions, seasons, ages, needs) as "
+                                               "boosts, and apply the synonyms (a request's 'understand' wins)")
     fusion_weights: dict[Literal["keyword", "text", "image", "hybrid", "boosted"], Annotated[float, BeforeValidator(
         _non_negative)]] = Field({"keyword": 3.0, "text": 1.0, "image": 1.0, "hybrid": 0.0, "boosted": 2.0},
                                  description="weight of each retriever in fused mode (0 or missing leaves it out); "

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -177,13 +178,13 @@ FUNCTION_WORDS = frozenset("a an and or the of for to in on at by with without m
 
 def brand_vocabulary(counts: dict[str, int], min_products: int, taken: set[tuple[str, ...]]) -> tuple[str, ...]:
     """The brands a query may name: at least ``min_products`` products, two letters or more, not a function word
-    ("and") and not words the query already reads otherwise (``taken``: a colour, type or rule phrase, as stemmed
-    words), so a single "red" stays a colour while "red tape" is the brand."""
+    ("and") or a number ("24 inch") alone, and not words the query already reads otherwise (``taken``: a colour,
+    type or rule phrase, as stemmed words), so a single "red" stays a colour while "red tape" is the brand."""
     out = []
     for brand, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         key = tuple(w for w, _, _ in words_of(brand))
         if n >= min_products and len("".join(key)) >= 2 and key not in taken and \
-                not (len(key) == 1 and key[0] in FUNCTION_WORDS):
+                not (len(key) == 1 and (key[0] in FUNCTION_WORDS or key[0].isdigit())):
             out.append(brand)
     return tuple(out)
 
@@ -216,6 +217,7 @@ class TextSearch:
         self._vocabulary: tuple[float, object, Vocabulary] | None = None
         self._lock = threading.Lock()
         self._refreshing = False
+        self._first_read = threading.Lock()
 
     # -- reading -----------------------------------------------------------------------------------
     def vocabulary(self) -> Vocabulary:
@@ -232,16 +234,22 @@ class TextSearch:
                                  name="vocabulary").start()
         if cached:
             return cached[2]
-        return self._read_vocabulary(version)
+        with self._first_read:  # the first read happens once, however many requests arrive together
+            cached = self._vocabulary
+            return cached[2] if cached else self._read_vocabulary(version)
 
     def _refresh_vocabulary(self, version: object) -> None:
         try:
             self._read_vocabulary(version)
-        except Exception as exc:  # noqa: BLE001 - the last vocabulary stays in use; the next query tries again
-            log.warning("could not re-read the query vocabulary: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - the last vocabulary stays in use for another minute
+            log.warning("could not re-read the query vocabulary (the last one is used a minute more): %s", exc)
+            with self._lock:
+                if self._vocabulary is not None:
+                    self._vocabulary = (time.monotonic(), self._vocabulary[1], self._vocabulary[2])
         finally:
             with self._lock:
                 self._refreshing = False
+        self._first_read = threading.Lock()
 
     def _read_vocabulary(self, version: object) -> Vocabulary:
         facets = self.search.facets()
@@ -275,10 +283,12 @@ class TextSearch:
         interpreted = dict(meaning.as_dict(), synonyms=expansions, vector_text=vector_text)
         understood = dict(meaning.filters)
         if len(meaning.only.get(BRAND, ())) == 1:
-            # One brand said "only": a token filter inside every retriever (both backends' LIKE), so each hands
-            # over that brand's best; the exact prefix is checked after (keep_only).
-            understood.setdefault(f"{NAME_COLUMN} LIKE", meaning.only[BRAND][0])
+            # One brand said "only": a token filter inside every retriever, so each hands over that brand's best;
+            # the exact prefix is checked after (keep_only). One word, its longest: Vector Search's dict LIKE
+            # matches a token (https://docs.databricks.com/aws/en/vector-search/query-vector-search#filters).
+            understood.setdefault(f"{NAME_COLUMN} LIKE", max(re.findall(r"[^\W_]+", meaning.only[BRAND][0]), key=len))
         interpreted["boosts"] = boosts
+        interpreted["filters"] = understood
         return Reading(meaning.text, vector_text, expansions, merge_filters(filters, understood),
                        boosts, interpreted, meaning.only)
 
@@ -327,8 +337,8 @@ class TextSearch:
                                 closeness.nothing_close(self.fusion.nothing_close_below) if closeness else None,
                                 closeness)
 
-    def _read_checked(self, query: str, filters: dict | None, ignore) -> Reading:
-        reading = self.read(self.queries.check_text(query), filters, self.understand, tuple(ignore))
+    def _read_checked(self, query: str, filters: dict | None, ignore, understand: bool) -> Reading:
+        reading = self.read(self.queries.check_text(query), filters, understand, tuple(ignore))
         return replace(reading, filters=validated(reading.filters, FILTER_COLUMNS))
 
     def hybrid(self, query: str | None, image: bytes | None, text_weight: float, limit: int,
@@ -345,8 +355,13 @@ class TextSearch:
             vector = self.queries.hybrid_embedding(query, image, text_weight)
             rows = self.search.store.search("hybrid", vector, limit, validated(filters, FILTER_COLUMNS))
             return TextSearchResult("vector", "hybrid", [self.search.public(r) for r in rows], None)
-        reading = self._read_checked(query, filters, ignore)
+        reading = self._read_checked(query, filters, ignore, True)
         vector = self.queries.hybrid_embedding(reading.vector_text, image, text_weight)
+        if text_weight == 0:  # the photo alone ranks, within the words' filters (no store mixes words in)
+            rows = keep_only(self.search.store.search("hybrid", vector, max(limit, self.fusion.candidates)
+                                                      if reading.only else limit, reading.filters), reading.only)
+            return TextSearchResult("vector", "hybrid", [self.search.public(r) for r in rows[:limit]],
+                                    reading.interpreted)
         weights = {"hybrid": 1.0, **{name: self.fusion.weights.get(name, 0.0) * text_weight
                                      for name in ("keyword", "boosted")}}
         weights = {name: w for name, w in weights.items() if w > 0}
@@ -366,7 +381,7 @@ class TextSearch:
         if is_blank(query):
             rows = self.search.store.search("image", vector, limit, validated(filters, FILTER_COLUMNS))
             return TextSearchResult("vector", "image", [self.search.public(r) for r in rows], None)
-        reading = self._read_checked(query, filters, ignore)
+        reading = self._read_checked(query, filters, ignore, True)  # the words' filters, whatever search.understand
         k = max(limit, self.fusion.candidates) if reading.only else limit
         rows = keep_only(self.search.store.search("image", vector, k, reading.filters), reading.only)[:limit]
         meaning = dict(reading.interpreted, boosts={}, synonyms=[],

@@ -5,14 +5,14 @@
 * **explicit constraints** that become filters (Databricks filter dialect, see
   :mod:`indexes.filters`): price phrases ("under 50", "below $30", "between 20 and 40",
   "over 100", "up to 25"), gender phrases ("for men", "women's", "ladies") and the filter
-  sections of the query rules (ages: "for kids", "girls"); their words leave the text, which no
-  embedding would read as a constraint anyway;
+  sections of the query rules, if any; their words leave the text, which no embedding would read
+  as a constraint anyway;
 * **brands** the catalogue's display names start with ("puma", "red tape": read as the brand
   when the whole phrase is one, so "red" is then no colour), a boost, or a filter kept after
   retrieval when the shopper says "only";
 * **soft constraints** that boost: colours and article types the catalogue has (from its
   facets, so "Navy Blue" or "Casual Shoes" are known and made-up ones are not), and the boost
-  sections of the query rules (:mod:`search.rules`: occasions, seasons, categories, needs).
+  sections of the query rules (:mod:`search.rules`: occasions, seasons, ages, categories, needs).
   Their words stay in the text: they help every retriever.
 
 The result says what was read (:class:`Interpretation`: filters, boosts, the phrases behind
@@ -107,6 +107,7 @@ class Vocabulary:
 
 BRAND = "brand"  # the boost key of a brand: not a column, a product has it when its display name starts with it
 ONLY_WORDS = ("only", "just", "exclusively")  # "only puma", "puma only": the brand as a filter
+MIN_FILTER_BRAND_LETTERS = 4  # a one-word brand shorter than this ("Cat", "Ice") stays a boost after "only"
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,13 @@ def _blank(text: str, start: int, end: int) -> str:
     return text[:start] + " " * (end - start) + text[end:]
 
 
-def _brands(text: str, by_key: dict[tuple[str, ...], str], ignore: frozenset[str]) -> tuple[list[str], list, list,
-                                                                                          list]:
-    """Brands named in ``text`` (longest first, whole words): (brands, phrases, their spans, brands said "only")."""
+def _brands(text: str, by_key: dict[tuple[str, ...], str], ignore: frozenset[str]
+            ) -> tuple[list[str], list, list, list, list]:
+    """Brands named in ``text`` (longest first, whole words): (brands, phrases, the spans of their words, brands
+    said "only", the spans of the "only" words)."""
     words = words_of(text)
     longest = max((len(k) for k in by_key), default=0)
-    found, phrases, spans, only, used = [], [], [], [], set()
+    found, phrases, spans, only, only_spans, used = [], [], [], [], [], set()
     for size in range(longest, 0, -1):
         for i in range(len(words) - size + 1):
             span = set(range(i, i + size))
@@ -227,19 +229,23 @@ def _brands(text: str, by_key: dict[tuple[str, ...], str], ignore: frozenset[str
             start, end = words[i][1], words[i + size - 1][2]
             if used & span or brand is None or brand in found or text[start:end].lower() in ignore:
                 continue
+            # "only puma" / "puma only": the brand as a filter; the word "only" leaves the text. A short one-word
+            # brand ("Cat", "Ice") may be an ordinary word, so it is never more than a boost.
+            near = [j for j in (i - 1, i + size) if 0 <= j < len(words) and j not in used and words[j][0] in ONLY_WORDS]
+            near = near if near and (size > 1 or len(words[i][0]) >= MIN_FILTER_BRAND_LETTERS) else []
+            wide = (min(start, words[near[0]][1]), max(end, words[near[0]][2])) if near else (start, end)
+            if text[wide[0]:wide[1]].lower() in ignore:  # the shopper removed "only puma": plain words again
+                continue
             used |= span
             found.append(brand)
             spans.append((start, end))
-            # "only puma" / "puma only": the brand as a filter; the word "only" leaves the text.
-            near = [j for j in (i - 1, i + size) if 0 <= j < len(words) and j not in used and words[j][0] in ONLY_WORDS]
-            mode = "filter" if near else "boost"
             if near:
                 used.add(near[0])
                 only.append(brand)
-                spans.append((words[near[0]][1], words[near[0]][2]))
-                start, end = min(start, words[near[0]][1]), max(end, words[near[0]][2])
-            phrases.append({"phrase": text[start:end], "kind": BRAND, "applied": {BRAND: [brand]}, "mode": mode})
-    return found, phrases, spans, only
+                only_spans.append((words[near[0]][1], words[near[0]][2]))
+            phrases.append({"phrase": text[wide[0]:wide[1]], "kind": BRAND, "applied": {BRAND: [brand]},
+                            "mode": "filter" if near else "boost"})
+    return found, phrases, spans, only, only_spans
 
 
 def _rule_phrase(reading: RuleReading) -> dict:
@@ -260,13 +266,17 @@ def interpret(query: str, vocabulary: Vocabulary, ignore: tuple[str, ...] | list
     filters.update(gender)
     phrases += gender_phrases
     readings = rules.read(rest, vocabulary.values, skip) if rules else []
+    by_rules: set[str] = set()
     for reading in readings:
-        # An explicit phrase read before ("for men") keeps its column; a rule does not override it.
-        if reading.mode == "filter" and reading.column not in filters:
-            filters[reading.column] = list(reading.values)
+        # An explicit phrase read before ("for men") keeps its column; a rule does not override it, and two rule
+        # phrases on one column add up ("for boys and girls").
+        if reading.mode == "filter" and (reading.column not in filters or reading.column in by_rules):
+            known = filters.setdefault(reading.column, [])
+            known += [v for v in reading.values if v not in known]
+            by_rules.add(reading.column)
             phrases.append(_rule_phrase(reading))
             rest = _blank(rest, reading.start, reading.end)
-    brands, brand_phrases, brand_spans, only = _brands(rest, vocabulary.brand_keys, skip)
+    brands, brand_phrases, brand_spans, only, only_spans = _brands(rest, vocabulary.brand_keys, skip)
     phrases += brand_phrases
     boosts: dict = {BRAND: brands} if brands else {}
     unread = rest  # the words a brand did not take: "red tape shoes" has no colour
@@ -295,10 +305,8 @@ def interpret(query: str, vocabulary: Vocabulary, ignore: tuple[str, ...] | list
         known += [v for v in values if v not in known]
     phrases += soft_phrases
     # The "only" words leave the text; the brand's own words stay (they help the keyword retriever).
-    for brand_phrase in brand_phrases:
-        if brand_phrase["mode"] == "filter":
-            for word in ONLY_WORDS:
-                rest = re.sub(rf"(?<![\w'-]){word}(?![\w'-])", " ", rest, count=1, flags=re.I)
+    for start, end in only_spans:
+        rest = _blank(rest, start, end)
     text = re.sub(r"\s+", " ", rest).strip(" ,.;-")
     return Interpretation(text=text or query.strip(), filters=filters, boosts=boosts, phrases=phrases,
                           only={BRAND: only} if only else {})

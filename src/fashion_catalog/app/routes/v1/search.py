@@ -138,7 +138,7 @@ def _parse_ignore(raw: str | None) -> list[str]:
         if raw is not None and raw.strip():
             raise HTTPException(400, "ignore must be a JSON list of phrases (leave the field out for none)")
         return []
-    if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value) \
+    if not isinstance(value, list) or not all(isinstance(p, str) and not is_blank(p) for p in value) \
             or len(value) > MAX_IGNORED or any(len(p) > MAX_IGNORED_CHARS for p in value):
         raise HTTPException(400, f"ignore must be a JSON list of at most {MAX_IGNORED} non-empty phrases of at most "
                                  f"{MAX_IGNORED_CHARS} characters")

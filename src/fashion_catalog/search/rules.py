@@ -17,6 +17,7 @@ Pure Python: the service imports no Spark.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from fashion_catalog.conf import ActionableError
@@ -40,6 +41,14 @@ def stem(word: str) -> str:
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
         word = word[:-1]
     return word
+
+
+def windows(n: int, longest: int) -> Iterator[tuple[int, int]]:
+    """(start, size) of every run of at most ``longest`` of ``n`` words, longest first, then left to right: the
+    order every phrase reader (rules, brands, colours and types, synonyms) matches in."""
+    for size in range(longest, 0, -1):
+        for i in range(n - size + 1):
+            yield i, size
 
 
 def words_of(text: str) -> list[tuple[str, int, int]]:
@@ -133,17 +142,16 @@ class Rules:
             values_known = known.get(section.column, frozenset())
             longest = max((len(p) for p in section.rules), default=0)
             used: set[int] = set()
-            for size in range(longest, 0, -1):
-                for i in range(len(words) - size + 1):
-                    span = set(range(i, i + size))
-                    key = tuple(w for w, _, _ in words[i:i + size])
-                    if used & span or key not in section.rules:
-                        continue
-                    start, end = words[i][1], words[i + size - 1][2]
-                    phrase = text[start:end]
-                    values = tuple(v for v in section.rules[key] if v in values_known)
-                    if not values or phrase.lower() in ignore:
-                        continue
-                    used |= span
-                    out.append(RuleReading(phrase, section.kind, section.column, values, section.mode, start, end))
+            for i, size in windows(len(words), longest):
+                span = set(range(i, i + size))
+                key = tuple(w for w, _, _ in words[i:i + size])
+                if used & span or key not in section.rules:
+                    continue
+                start, end = words[i][1], words[i + size - 1][2]
+                phrase = text[start:end]
+                values = tuple(v for v in section.rules[key] if v in values_known)
+                if not values or phrase.lower() in ignore:
+                    continue
+                used |= span
+                out.append(RuleReading(phrase, section.kind, section.column, values, section.mode, start, end))
         return sorted(out, key=lambda r: r.start)

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from fashion_catalog.conf import ActionableError
+from fashion_catalog.search.rules import windows
 
 
 class SynonymError(ActionableError, ValueError):
@@ -67,12 +68,11 @@ class Synonyms:
         found: list[str] = []
         used: set[int] = set()
         longest = max((len(p.split()) for p in self.rules), default=0)
-        for size in range(longest, 0, -1):
-            for i in range(len(words) - size + 1):
-                if used & set(range(i, i + size)):
-                    continue
-                phrase = " ".join(words[i:i + size])
-                if phrase in self.rules:
-                    used |= set(range(i, i + size))
-                    found += [t for t in self.rules[phrase] if t not in found and t not in words]
+        for i, size in windows(len(words), longest):
+            if used & set(range(i, i + size)):
+                continue
+            phrase = " ".join(words[i:i + size])
+            if phrase in self.rules:
+                used |= set(range(i, i + size))
+                found += [t for t in self.rules[phrase] if t not in found and t not in words]
         return found

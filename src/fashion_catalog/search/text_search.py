@@ -310,8 +310,7 @@ class TextSearch:
             index: str | None = None, understand: bool | None = None,
             ignore: tuple[str, ...] | list[str] = ()) -> TextSearchResult:
         """Search ``query`` (raises :class:`search.queries.BadQueryError` for an empty or oversized query)."""
-        if limit < 1 or limit > self.search.max_limit:
-            raise FilterError(f"limit must be between 1 and {self.search.max_limit}")
+        self._check_limit(limit)
         if understand is None:
             # An index alone is the request of before modes existed: that index, the query as typed.
             understand = self.understand and not (mode is None and index is not None)
@@ -337,6 +336,10 @@ class TextSearch:
                                 closeness.nothing_close(self.fusion.nothing_close_below) if closeness else None,
                                 closeness)
 
+    def _check_limit(self, limit: int) -> None:
+        if limit < 1 or limit > self.search.max_limit:
+            raise FilterError(f"limit must be between 1 and {self.search.max_limit}")
+
     def _read_checked(self, query: str, filters: dict | None, ignore, understand: bool) -> Reading:
         reading = self.read(self.queries.check_text(query), filters, understand, tuple(ignore))
         return replace(reading, filters=validated(reading.filters, FILTER_COLUMNS))
@@ -349,8 +352,7 @@ class TextSearch:
         with the keyword and boosted rankings and the boosts, which weigh ``w`` times their text-search weight
         (``w`` 0: the photo ranks alone, within the words' filters). Without words, or ``understand`` false: the
         hybrid index alone, the words as typed."""
-        if limit < 1 or limit > self.search.max_limit:
-            raise FilterError(f"limit must be between 1 and {self.search.max_limit}")
+        self._check_limit(limit)
         if is_blank(query) or not (self.understand if understand is None else understand):
             vector = self.queries.hybrid_embedding(query, image, text_weight)
             rows = self.search.store.search("hybrid", vector, limit, validated(filters, FILTER_COLUMNS))
@@ -376,8 +378,7 @@ class TextSearch:
               ignore: tuple[str, ...] | list[str] = ()) -> TextSearchResult:
         """A photo's vector in the image index, within the filters the words say ("under 50", "for men", "only
         puma"); the words' boosts and text are not used (``interpreted`` lists the filters read)."""
-        if limit < 1 or limit > self.search.max_limit:
-            raise FilterError(f"limit must be between 1 and {self.search.max_limit}")
+        self._check_limit(limit)
         if is_blank(query):
             rows = self.search.store.search("image", vector, limit, validated(filters, FILTER_COLUMNS))
             return TextSearchResult("vector", "image", [self.search.public(r) for r in rows], None)

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from fashion_catalog.search.rules import RuleReading, Rules, words_of
+from fashion_catalog.search.rules import RuleReading, Rules, windows, words_of
 
 # A price: an optional currency, digits with thousands separators ("1,500") or a decimal part ("1.5", "1,5"),
 # an optional currency word, and then no letter or digit ("1e308" is not "1").
@@ -196,17 +196,16 @@ def _soft(query: str, values: tuple[str, ...], column: str, kind: str,
     for value in values:
         by_norm.setdefault(_norm(value), value)
     found, phrases, used = [], [], set()
-    for size in (3, 2, 1):
-        for i in range(len(words) - size + 1):
-            span = range(i, i + size)
-            if used & set(span):
-                continue
-            phrase = " ".join(words[i:i + size])
-            value = by_norm.get(_norm(phrase))
-            if value and value not in found and phrase.lower() not in ignore:
-                found.append(value)
-                used |= set(span)
-                phrases.append({"phrase": phrase, "kind": kind, "applied": {column: [value]}, "mode": "boost"})
+    for i, size in windows(len(words), 3):
+        span = range(i, i + size)
+        if used & set(span):
+            continue
+        phrase = " ".join(words[i:i + size])
+        value = by_norm.get(_norm(phrase))
+        if value and value not in found and phrase.lower() not in ignore:
+            found.append(value)
+            used |= set(span)
+            phrases.append({"phrase": phrase, "kind": kind, "applied": {column: [value]}, "mode": "boost"})
     return ({column: found} if found else {}), phrases
 
 
@@ -222,29 +221,28 @@ def _brands(text: str, by_key: dict[tuple[str, ...], str], ignore: frozenset[str
     words = words_of(text)
     longest = max((len(k) for k in by_key), default=0)
     found, phrases, spans, only, only_spans, used = [], [], [], [], [], set()
-    for size in range(longest, 0, -1):
-        for i in range(len(words) - size + 1):
-            span = set(range(i, i + size))
-            brand = by_key.get(tuple(w for w, _, _ in words[i:i + size]))
-            start, end = words[i][1], words[i + size - 1][2]
-            if used & span or brand is None or brand in found or text[start:end].lower() in ignore:
-                continue
-            # "only puma" / "puma only": the brand as a filter; the word "only" leaves the text. A short one-word
-            # brand ("Cat", "Ice") may be an ordinary word, so it is never more than a boost.
-            near = [j for j in (i - 1, i + size) if 0 <= j < len(words) and j not in used and words[j][0] in ONLY_WORDS]
-            near = near if near and (size > 1 or len(words[i][0]) >= MIN_FILTER_BRAND_LETTERS) else []
-            wide = (min(start, words[near[0]][1]), max(end, words[near[0]][2])) if near else (start, end)
-            if text[wide[0]:wide[1]].lower() in ignore:  # the shopper removed "only puma": plain words again
-                continue
-            used |= span
-            found.append(brand)
-            spans.append((start, end))
-            if near:
-                used.add(near[0])
-                only.append(brand)
-                only_spans.append((words[near[0]][1], words[near[0]][2]))
-            phrases.append({"phrase": text[wide[0]:wide[1]], "kind": BRAND, "applied": {BRAND: [brand]},
-                            "mode": "filter" if near else "boost"})
+    for i, size in windows(len(words), longest):
+        span = set(range(i, i + size))
+        brand = by_key.get(tuple(w for w, _, _ in words[i:i + size]))
+        start, end = words[i][1], words[i + size - 1][2]
+        if used & span or brand is None or brand in found or text[start:end].lower() in ignore:
+            continue
+        # "only puma" / "puma only": the brand as a filter; the word "only" leaves the text. A short one-word
+        # brand ("Cat", "Ice") may be an ordinary word, so it is never more than a boost.
+        near = [j for j in (i - 1, i + size) if 0 <= j < len(words) and j not in used and words[j][0] in ONLY_WORDS]
+        near = near if near and (size > 1 or len(words[i][0]) >= MIN_FILTER_BRAND_LETTERS) else []
+        wide = (min(start, words[near[0]][1]), max(end, words[near[0]][2])) if near else (start, end)
+        if text[wide[0]:wide[1]].lower() in ignore:  # the shopper removed "only puma": plain words again
+            continue
+        used |= span
+        found.append(brand)
+        spans.append((start, end))
+        if near:
+            used.add(near[0])
+            only.append(brand)
+            only_spans.append((words[near[0]][1], words[near[0]][2]))
+        phrases.append({"phrase": text[wide[0]:wide[1]], "kind": BRAND, "applied": {BRAND: [brand]},
+                        "mode": "filter" if near else "boost"})
     return found, phrases, spans, only, only_spans
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import uuid
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,25 @@ def _run(config, trigger: str | None) -> None:
     from fashion_catalog.streaming.startup import StartupClock
 
     clock = StartupClock()
-    from fashion_catalog.lakehouse.tables import spark_over_rows
-    from fashion_catalog.streaming.runner import Embedder
+    from fashion_catalog.lakehouse.tables import require_rows, spark_over_rows
+    from fashion_catalog.streaming.runner import BatchProcessor, Embedder
 
     clock.mark("process")  # the imports above complete the process's own start
+    processor = BatchProcessor(config, uuid.uuid4().hex)
+    lane = None
+    if config.stream.fast_lane and (trigger or config.stream.trigger) == "processingTime":
+        from fashion_catalog.streaming.fast_lane import FastLane
+
+        # Before Spark: the lane needs no JVM, so edits waiting since the last run are applied while it starts.
+        require_rows(config.tables.products, "tables.products", LOAD)  # a mistyped root: one line, no model load
+        lane = FastLane(config, processor).start()
+        lane.wait_loaded()
+        clock.mark("fast_lane_model")
     spark = spark_over_rows(config, config.tables.products, "tables.products", LOAD, clock=clock)
-    embedder = Embedder(spark, config)
+    embedder = Embedder(spark, config, processor)
     clock.mark("embedder")
-    query = embedder.start_stream(trigger, clock=clock)
-    log.info("stream running (query %s)", query.id)
+    query = embedder.start_stream(trigger, clock=clock, warm_up=lane is None)
+    log.info("stream running (query %s%s)", query.id, ", fast lane on" if lane else "")
     clock.report_after_first_trigger(query)
     # SIGTERM (a scheduler stopping the job) stops the query like Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -43,6 +54,8 @@ def _run(config, trigger: str | None) -> None:
         query.awaitTermination()
     except KeyboardInterrupt:
         log.info("stopping stream (checkpoint keeps the position)")
+        if lane is not None:
+            lane.stop()
         query.stop()
 
 

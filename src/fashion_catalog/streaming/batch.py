@@ -7,9 +7,10 @@ instead of a list of settings, counters and ids.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pyspark.sql import SparkSession
@@ -20,6 +21,57 @@ from fashion_catalog.streaming.writer import MergeRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_WRITERS: dict[str, threading.Lock] = {}  # embeddings table -> the lock its batches in this process take
+_WRITERS_LOCK = threading.Lock()
+
+
+_APPLIED: dict[str, Applied] = {}
+
+
+def writer_lock(table: str) -> threading.Lock:
+    """The lock every batch of this process into ``table`` holds while it runs (the stream's and the fast lane's)."""
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(table, threading.Lock())
+
+
+@dataclass
+class Applied:
+    """What this process's two writers into one table (the stream, the fast lane) applied, so neither undoes the other.
+
+    Each plans against the stored rows, which order states by their products commit version; a delete
+    leaves no row to compare with. So: the lane skips a commit the stream already applied (``stream_through``:
+    a later delete may be among what the stream applied), and a stream batch treats a state older than a
+    delete the lane applied as stale (``lane_deletes``, kept until the stream's batches pass them). Read and
+    written under :func:`writer_lock`.
+    """
+
+    stream_through: int = -1
+    lane_deletes: dict[int, int] = field(default_factory=dict)  # product_id -> the delete's products version
+
+    def before(self, ctx: BatchContext) -> bool:
+        """Whether a batch should run: a lane batch of a commit the stream already applied should not; a stream
+        batch gets the lane's deletes ahead of it (``ctx.deletes_ahead``)."""
+        if ctx.metrics.lane == "fast":
+            if ctx.source_through is not None and ctx.source_through <= self.stream_through:
+                log.info("fast lane: products version %s already applied by the stream", ctx.source_through)
+                return False
+        else:
+            ctx.deletes_ahead = dict(self.lane_deletes)
+        return True
+
+    def after(self, ctx: BatchContext) -> None:
+        """Record what a batch that ran applied."""
+        if ctx.metrics.lane == "fast":
+            self.lane_deletes.update(ctx.planned_deletes)
+        elif ctx.source_through is not None:
+            self.stream_through = max(self.stream_through, ctx.source_through)
+            self.lane_deletes = {p: v for p, v in self.lane_deletes.items() if v > self.stream_through}
+
+
+def applied_in(table: str) -> Applied:
+    """The :class:`Applied` record of ``table`` in this process."""
+    with _WRITERS_LOCK:
+        return _APPLIED.setdefault(table, Applied())
 
 
 @dataclass(frozen=True)
@@ -47,6 +99,10 @@ class BatchContext:
         self.spark, self.config, self.metrics, self.txn = spark, config, metrics, txn
         self.rules = Rules.of(config, retry_failed)
         self.started = self._mark = time.perf_counter()
+        # The highest products version among a stream batch's change rows (None: not a stream batch, or unknown).
+        self.source_through: int | None = None
+        self.deletes_ahead: dict[int, int] = {}  # the lane's deletes a stream batch's older states must not undo
+        self.planned_deletes: dict[int, int] = {}  # product_id -> version of each delete this batch planned
 
     def lap(self, phase: str) -> None:
         """Record the seconds since the last lap (or the start) as ``phase``."""

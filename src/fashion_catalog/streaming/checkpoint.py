@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
@@ -47,3 +48,26 @@ def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str | None:
         return json.loads(first["value"])["id"]
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path} does not hold a query id: {first!r}") from exc
+
+
+def committed_source_version(checkpoint: str) -> int | None:
+    """The first products-table version the stream has not finished, from a checkpoint on this file system.
+
+    Structured Streaming writes ``offsets/<batch>`` (the write-ahead log: the batch's end offset, the Delta
+    source's ``reservoirVersion`` on its last line) before a batch and ``commits/<batch>`` after it. The
+    last committed batch's offset names the version the stream reads next (all of it when ``index`` is -1,
+    part of it otherwise: replaying that version is harmless, the plan skips what is already stored); while
+    the first snapshot is read (``isStartingVersion``), the changes begin after that snapshot's version.
+    None: no committed batch yet, or a checkpoint not on this file system.
+    """
+    root = local_path(checkpoint.rstrip("/"))
+    if root is None:
+        return None
+    try:
+        done = [int(n) for n in os.listdir(os.path.join(root, "commits")) if n.isdigit()]
+        with open(os.path.join(root, "offsets", str(max(done))), encoding="utf-8") as fh:
+            offset = json.loads(fh.read().strip().splitlines()[-1])
+        version = int(offset["reservoirVersion"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return version + 1 if offset.get("isStartingVersion") else version

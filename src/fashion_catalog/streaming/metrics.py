@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -57,6 +57,7 @@ class BatchMetrics:
     run_id: str | None = None
     app_id: str | None = None
     road: str | None = None
+    lane: str = "stream"  # "stream": a micro-batch or a backfill chunk; "fast": streaming.fast_lane
     retries: int = 0
     commit_version: int | None = None
 
@@ -86,8 +87,8 @@ class BatchMetrics:
     @classmethod
     def from_commit(cls, user_metadata: str, version: int, operation_metrics: dict | None) -> BatchMetrics:
         values = json.loads(user_metadata)
-        values.pop("kind", None)
-        metrics = cls(**values)
+        known = {f.name for f in fields(cls)}  # a commit written by a newer version may carry more
+        metrics = cls(**{k: v for k, v in values.items() if k in known})
         metrics.commit_version = int(version)
         metrics.merge = {k: int(v) for k, v in (operation_metrics or {}).items() if str(v).isdigit()}
         # The commit was written before its MERGE ran: add the MERGE's own time.

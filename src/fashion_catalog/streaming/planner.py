@@ -147,6 +147,17 @@ def plan_changes(state: DataFrame, embeddings: DataFrame, image_hash_udf, rules:
     return _decide(joined, rules)
 
 
+def behind_deletes(rows: DataFrame, deletes_ahead: dict[int, int]) -> DataFrame:
+    """Plan rows whose state is older than a delete another writer of this process applied (``deletes_ahead``:
+    product_id -> the delete's version, ``streaming.batch.Applied``) become ``stale``: no stored row is left to
+    say so. The Arrow twin is in ``streaming.arrow_rules.plan_arrow``."""
+    if not deletes_ahead:
+        return rows
+    versions = F.create_map(*[F.lit(int(x)) for kv in deletes_ahead.items() for x in kv])
+    older = F.coalesce(F.col("source_commit_version") < F.element_at(versions, F.col("product_id")), F.lit(False))
+    return rows.withColumn("_action", F.when(older, F.lit("stale")).otherwise(F.col("_action")))
+
+
 def _with_source(state: DataFrame, image_hash_udf) -> DataFrame:
     """States plus what the plan compares: the description, its hash and the image's hash (live rows only)."""
     description, text_hash = _source_columns()

@@ -7,7 +7,7 @@ step runs. There are three, in one registry (:data:`ROADS`):
 ============== =============================================== ==============================
 road            plan, encode, assemble                          merge
 ============== =============================================== ==============================
-``delta-rs``    this process (Arrow, one local relation)        delta-rs, no Spark job
+``delta-rs``    this process (Arrow rows, no Spark call)        delta-rs
 ``spark-merge`` this process (Arrow, one local relation)        Spark MERGE of the local rows
 ``spark-tasks`` Spark tasks (joins, encoding UDFs)              Spark MERGE
 ============== =============================================== ==============================
@@ -15,16 +15,19 @@ road            plan, encode, assemble                          merge
 A tiny batch (an editor's edit) takes ``delta-rs`` when the embeddings table is on this
 machine's file system and ``spark-merge`` otherwise (a Unity Catalog table, an object store:
 what production takes on Databricks); a large batch, a backfill chunk or a reembed takes
-``spark-tasks``. The rules they apply are written once (the planner's decision columns,
-:data:`fashion_catalog.streaming.embed.MODALITIES`, ``assemble_columns``, ``merge_clauses``);
-``tests/test_stream.py::test_every_road_writes_the_same_table`` holds the three equal row for row.
+``spark-tasks``. The rules they apply are written once as Spark columns (the planner's decision
+columns, :data:`fashion_catalog.streaming.embed.MODALITIES`, ``assemble_columns``) and SQL
+(``merge_clauses``, which delta-rs runs too); the ``delta-rs`` road applies the plan's and the
+assembly's through their Arrow twins (:mod:`fashion_catalog.streaming.arrow_rules`), so an edit
+needs no Spark call. ``tests/test_stream.py::test_every_road_writes_the_same_table`` holds the three
+equal row for row.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import pandas as pd
@@ -40,6 +43,7 @@ from fashion_catalog.encoders.images import ImageLimits
 from fashion_catalog.lakehouse.direct import local_path, one_chunk
 from fashion_catalog.lakehouse.tables import read_table
 from fashion_catalog.schemas.spark import VECTOR_TYPE
+from fashion_catalog.streaming.arrow_rules import assemble_arrow, plan_arrow
 from fashion_catalog.streaming.batch import BatchContext
 from fashion_catalog.streaming.embed import (
     MODALITIES,
@@ -52,7 +56,13 @@ from fashion_catalog.streaming.embed import (
     stored_vectors,
     writes,
 )
-from fashion_catalog.streaming.planner import plan_changes, plan_local, stored_arrow, stored_arrow_spark
+from fashion_catalog.streaming.planner import (
+    behind_deletes,
+    plan_changes,
+    plan_local,
+    stored_arrow,
+    stored_arrow_spark,
+)
 from fashion_catalog.streaming.writer import merge_embeddings, merge_embeddings_direct, resolve_snapshot
 from fashion_catalog.udfs.encoding import encode_task_profile, image_hashes, make_encoder, make_image_hash_udf
 
@@ -95,7 +105,9 @@ class Tools:
 
     def __init__(self, config: Config):
         self.config = config
-        self.spec = EncoderSpec.from_config(config)
+        self.spec = EncoderSpec.from_config(config)  # the Spark tasks' encoders
+        # This process's encoder (tiny batches, the fast lane) runs a few rows at a time: its own thread count.
+        self._tiny_spec = replace(self.spec, torch_threads=config.stream.tiny_batch_torch_threads)
         self.limits = ImageLimits.from_config(config)
         self._encoder = self._udfs = self._sync = self._profile = None
         self._resolving: threading.Thread | None = None
@@ -105,7 +117,7 @@ class Tools:
         """The encoder of tiny batches (loaded once per process)."""
         with _ENCODER_LOCK:  # the warm-up thread and a batch may both ask first: one load
             if self._encoder is None:
-                self._encoder = self.spec.encoder()
+                self._encoder = self._tiny_spec.encoder()
                 log.info("tiny-batch encoder loaded in this process: %s (%s, %s)", self.config.model.name_or_path,
                          self.config.model.id, self.config.model.precision)
         return self._encoder
@@ -169,11 +181,71 @@ def _actions(rows: pa.Table) -> dict[str, int]:
     return {r["_action"]: r["_action_count"] for r in counted}
 
 
-class InProcessRoad:
-    """A tiny batch in this process: the plan's and the assembly's rules as projections over one local relation
-    (Spark evaluates them while optimising, no job), the models run here. Subclasses read and merge."""
+def _image_hashes(states: pa.Table, tools: Tools) -> dict:
+    """Each image path of a tiny batch's live states (None included) -> its content hash, read here."""
+    live = states.filter(pc.invert(states["_deleted"]))
+    paths = pd.Series(pc.unique(live["image_path"]).to_pylist(), dtype=object)
+    return dict(zip(paths, image_hashes(paths, tools.limits), strict=True))
 
-    name = "in-process"
+
+def _encode_here(ctx: BatchContext, tools: Tools, rows: pa.Table) -> pa.Table:
+    """Run the models of this process on a tiny batch's plan rows; the rows to write with their new vectors."""
+    sizes = {"text": tools.spec.text_batch_size, "image": tools.spec.image_batch_size}
+    encoded = encode_in_process(rows, tools.encoder, tools.limits, sizes)
+    _record_encoding(ctx, encoded.counts, encoded.seconds, encoded.workers)
+    return encoded.rows
+
+
+def _source_table(ctx: BatchContext, source: pa.Table) -> pa.Table:
+    """A tiny batch's MERGE source in product_id order (files in id order, as the Spark-task road writes them);
+    records rows written and image errors."""
+    table = source.sort_by("product_id")
+    ctx.metrics.rows_written, ctx.metrics.image_errors = table.num_rows, image_errors(table)
+    return table
+
+
+class DeltaRsRoad:
+    """A tiny batch into a table on this machine's file system, all in this process and no Spark call: stored rows
+    read and rows merged by delta-rs, the plan's and the assembly's rules applied to Arrow rows
+    (:mod:`fashion_catalog.streaming.arrow_rules`), the models run here. Needs no Spark session (the fast lane
+    runs it before the JVM is up)."""
+
+    name = "delta-rs"
+
+    def __init__(self, ctx: BatchContext, tools: Tools):
+        self.ctx, self.tools = ctx, tools
+        self.ref = ctx.config.tables.embeddings
+        self.path = local_path(self.ref.path)
+        self.target_ids: list[int] = []
+
+    def plan(self, states: pa.Table) -> Plan:
+        self.target_ids = pc.unique(states["product_id"]).to_pylist()
+        rows = plan_arrow(states, stored_arrow(self.ref, self.target_ids), _image_hashes(states, self.tools),
+                          self.ctx.rules, self.ctx.deletes_ahead)
+        deletes = rows.filter(pc.equal(rows["_action"], "delete"))
+        self.ctx.planned_deletes = dict(zip(deletes["product_id"].to_pylist(),
+                                            deletes["source_commit_version"].to_pylist(), strict=True))
+        return Plan(rows, _actions(rows))
+
+    def encode(self, plan: Plan) -> pa.Table:
+        return _encode_here(self.ctx, self.tools, plan.rows)
+
+    def assemble(self, encoded: pa.Table) -> pa.Table:
+        return _source_table(self.ctx, assemble_arrow(encoded, self.ctx.rules))
+
+    def merge(self, source: pa.Table) -> dict[str, int]:
+        return merge_embeddings_direct(self.path, source, self.ctx.merge_request(target_ids=self.target_ids))
+
+    def release(self) -> None:
+        """Nothing is cached: the batch's rows live in this process."""
+
+
+class SparkMergeRoad:
+    """A tiny batch into a catalog table or one on an object store: stored rows read and rows merged by Spark; the
+    plan's and the assembly's rules are Spark projections over one local relation (Spark evaluates them while
+    optimising, no job), the models run in this process."""
+
+    name = "spark-merge"
 
     def __init__(self, ctx: BatchContext, tools: Tools):
         self.ctx, self.tools = ctx, tools
@@ -181,63 +253,24 @@ class InProcessRoad:
         self.target_ids: list[int] = []
         self._source_schema: StructType | None = None
 
-    def stored_rows(self, product_ids: list[int]) -> pa.Table:
-        raise NotImplementedError
-
     def plan(self, states: pa.Table) -> Plan:
         self.target_ids = pc.unique(states["product_id"]).to_pylist()
-        live = states.filter(pc.invert(states["_deleted"]))
-        paths = pd.Series(pc.unique(live["image_path"]).to_pylist(), dtype=object)
-        hashes = dict(zip(paths, image_hashes(paths, self.tools.limits), strict=True))
-        planned = plan_local(self.ctx.spark, states, self.stored_rows(self.target_ids), hashes, self.ctx.rules)
+        stored = stored_arrow_spark(self.ctx.spark, self.ref, self.target_ids)
+        planned = behind_deletes(plan_local(self.ctx.spark, states, stored, _image_hashes(states, self.tools),
+                                            self.ctx.rules), self.ctx.deletes_ahead)
         rows = planned.toArrow()
         return Plan(rows, _actions(rows), planned.schema)
 
-    def encode(self, plan: Plan):
-        sizes = {"text": self.tools.spec.text_batch_size, "image": self.tools.spec.image_batch_size}
-        encoded = encode_in_process(plan.rows, self.tools.encoder, self.tools.limits, sizes)
-        _record_encoding(self.ctx, encoded.counts, encoded.seconds, encoded.workers)
+    def encode(self, plan: Plan) -> DataFrame:
+        rows = _encode_here(self.ctx, self.tools, plan.rows)
         fields = [*plan.schema.fields, *[f for m in MODALITIES for f in (
             StructType().add(m.vector, VECTOR_TYPE).add(m.error, "string").fields)]]
-        return self.ctx.spark.createDataFrame(one_chunk(encoded.rows), schema=StructType(fields))
+        return self.ctx.spark.createDataFrame(one_chunk(rows), schema=StructType(fields))
 
     def assemble(self, encoded: DataFrame) -> pa.Table:
         source = assemble_columns(encoded, self.ctx.rules)
         self._source_schema = source.schema
-        table = source.toArrow().sort_by("product_id")  # files in id order, as the Spark-task road writes them
-        self.ctx.metrics.rows_written, self.ctx.metrics.image_errors = table.num_rows, image_errors(table)
-        return table
-
-    def merge(self, source: pa.Table) -> dict[str, int]:
-        raise NotImplementedError
-
-    def release(self) -> None:
-        """Nothing is cached: the batch's rows live in this process."""
-
-
-class DeltaRsRoad(InProcessRoad):
-    """A tiny batch into a table on this machine's file system: stored rows read and rows merged by delta-rs."""
-
-    name = "delta-rs"
-
-    def __init__(self, ctx: BatchContext, tools: Tools):
-        super().__init__(ctx, tools)
-        self.path = local_path(self.ref.path)
-
-    def stored_rows(self, product_ids: list[int]) -> pa.Table:
-        return stored_arrow(self.ref, product_ids)
-
-    def merge(self, source: pa.Table) -> dict[str, int]:
-        return merge_embeddings_direct(self.path, source, self.ctx.merge_request(target_ids=self.target_ids))
-
-
-class SparkMergeRoad(InProcessRoad):
-    """A tiny batch into a catalog table or one on an object store: stored rows read and rows merged by Spark."""
-
-    name = "spark-merge"
-
-    def stored_rows(self, product_ids: list[int]) -> pa.Table:
-        return stored_arrow_spark(self.ctx.spark, self.ref, product_ids)
+        return _source_table(self.ctx, source.toArrow())
 
     def merge(self, source: pa.Table) -> dict[str, int]:
         spark = self.ctx.spark
@@ -246,6 +279,9 @@ class SparkMergeRoad(InProcessRoad):
         if done.get("num_affected_rows", 1):
             self.tools.resolve_snapshot_soon(spark)
         return done
+
+    def release(self) -> None:
+        """Nothing is cached: the batch's rows live in this process."""
 
 
 class SparkTasksRoad:
@@ -259,7 +295,8 @@ class SparkTasksRoad:
         self._cached: list = []
 
     def plan(self, states: DataFrame) -> Plan:
-        rows = plan_changes(states, self.embeddings, self.tools.udfs["image_hash"], self.ctx.rules).persist()
+        rows = behind_deletes(plan_changes(states, self.embeddings, self.tools.udfs["image_hash"], self.ctx.rules),
+                              self.ctx.deletes_ahead).persist()
         self._cached.append(rows)
         return Plan(rows, {r["_action"]: r["count"] for r in rows.groupBy("_action").count().collect()})
 

@@ -30,7 +30,6 @@ import threading
 import time
 
 import pyarrow as pa
-from PIL import Image
 
 from fashion_catalog.conf import Config, ConfigError
 from fashion_catalog.indexes.watch import DeltaLogWatch
@@ -38,6 +37,7 @@ from fashion_catalog.lakehouse.direct import local_path, plain_types
 from fashion_catalog.streaming.batch import writer_lock
 from fashion_catalog.streaming.checkpoint import committed_source_version
 from fashion_catalog.streaming.roads import road_name
+from fashion_catalog.streaming.warm_up import warm_encoder
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,5 @@ class FastLane:
 
     def _warm_up(self) -> None:
         """Nothing was waiting: one text and one image through the model, so an edit is not its first call."""
-        encoder = self.processor.tools.encoder
         with writer_lock(str(self.config.tables.embeddings)):  # the model is the stream's tiny batches' too
-            encoder.encode_texts(["warm-up"], 1)
-            encoder.encode_images([Image.new("RGB", (224, 224), (128, 128, 128))], 1)
+            warm_encoder(self.processor.tools.encoder)

@@ -38,11 +38,7 @@ _STATES = pa.schema([pa.field(f.name, to_arrow_type(f.dataType)) for f in STATE_
 def warm_up(processor, spark: SparkSession) -> float:
     """Warm the encoder and the tiny road of ``processor`` (a BatchProcessor); returns the seconds spent."""
     t0 = time.perf_counter()
-    encoder = processor.tools.encoder
-    from PIL import Image
-
-    encoder.encode_texts(["warm-up"], 1)
-    encoder.encode_images([Image.new("RGB", (224, 224), (128, 128, 128))], 1)
+    warm_encoder(processor.tools.encoder)
     log.info("encoder warmed up in %.2f s", time.perf_counter() - t0)
     t1 = time.perf_counter()
     if road_name(processor.config, tiny=True) == "delta-rs":
@@ -52,6 +48,14 @@ def warm_up(processor, spark: SparkSession) -> float:
     processor.warmed_up_s = round(time.perf_counter() - t1, 3)
     log.info("Spark warmed up in %.2f s (the %s road)", processor.warmed_up_s, road_name(processor.config, True))
     return round(time.perf_counter() - t0, 3)
+
+
+def warm_encoder(encoder) -> None:
+    """One text and one image through ``encoder``: its first call of each tower is slow; an edit should not pay it."""
+    from PIL import Image
+
+    encoder.encode_texts(["warm-up"], 1)
+    encoder.encode_images([Image.new("RGB", (224, 224), (128, 128, 128))], 1)
 
 
 def _on_scratch(processor, spark: SparkSession) -> None:

@@ -21,11 +21,9 @@ from fashion_catalog.streaming.writer import MergeRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_WRITERS: dict[str, threading.Lock] = {}  # embeddings table -> the lock its batches in this process take
 _WRITERS_LOCK = threading.Lock()
-
-
-_APPLIED: dict[str, Applied] = {}
+_WRITERS: dict[str, threading.Lock] = {}  # embeddings table -> the lock its batches in this process take
+_APPLIED: dict[str, Applied] = {}  # embeddings table -> what its two writers in this process applied
 
 
 def writer_lock(table: str) -> threading.Lock:

@@ -85,7 +85,8 @@ class BatchProcessor:
         try:
             ctx.metrics.rows_in = batch.count()
             if ctx.metrics.rows_in:
-                ctx.source_through = batch.agg(F.max("_commit_version")).first()[0]
+                if self.config.stream.fast_lane:  # the lane skips what the stream applied (streaming.batch.Applied)
+                    ctx.source_through = batch.agg(F.max("_commit_version")).first()[0]
                 ctx.lap("cdf_read")
                 self.run(ctx, final_state(batch), tiny=False)
         finally:
@@ -120,8 +121,7 @@ class BatchProcessor:
             return metrics
 
     def _run_once(self, ctx: BatchContext, states: pa.Table | DataFrame, tiny: bool, retry: int) -> BatchMetrics:
-        road = choose_road(ctx, self.tools, tiny)
-        metrics = ctx.metrics
+        road, metrics = choose_road(ctx, self.tools, tiny), ctx.metrics
         metrics.road, metrics.retries = road.name, retry
         try:
             plan = road.plan(states)
